@@ -1,0 +1,103 @@
+# effdetd — build, test, lint, install.  `make help` lists the targets.
+.DEFAULT_GOAL := all
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+CC         ?= cc
+# The engine's kernels are written for the compiler's auto-vectoriser; build for the
+# machine that runs the daemon. Override with ARCH_FLAGS=-march=x86-64-v3 for packages.
+ARCH_FLAGS ?= -march=native
+OPT        ?= -O2
+SANITIZE   ?=
+
+PKGS      := openblas json-c libjpeg
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
+EVENT_CFLAGS := $(shell pkg-config --cflags libevent libevent_pthreads 2>/dev/null)
+EVENT_LIBS   := $(shell pkg-config --libs libevent libevent_pthreads 2>/dev/null)
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(ARCH_FLAGS) $(WARN) -MMD -MP -Ilib/include -Ilib $(PKG_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -lm -pthread
+
+ifneq ($(SANITIZE),)
+  BUILD   ?= build/san
+  CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+  LDFLAGS += -fsanitize=$(SANITIZE)
+else
+  BUILD   ?= build
+endif
+
+LIB_SRC    := $(wildcard lib/*.c)
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_A      := $(BUILD)/libeffdet.a
+DAEMON_SRC := $(wildcard daemon/*.c)
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC   := $(wildcard tests/test_*.c)
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TESTUTIL_OBJ := $(BUILD)/tests/testutil.o
+
+BINS := $(BUILD)/effdet-detect $(BUILD)/effdet-bench
+ifneq ($(DAEMON_SRC),)
+  BINS += $(BUILD)/effdetd
+endif
+
+.PHONY: all check lint format install clean help tests
+all: $(BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB_A): $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/effdet-detect: $(BUILD)/tools/effdet-detect.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/effdet-bench: $(BUILD)/bench/effdet-bench.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/effdetd: $(DAEMON_OBJ) $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(EVENT_LIBS) $(LDLIBS)
+
+$(BUILD)/daemon/%.o: daemon/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(EVENT_CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TESTUTIL_OBJ) $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
+
+tests: $(TEST_BIN) $(BINS)
+
+# Runs every Check binary and script test; prints each suite's summary and a total.
+check: tests
+	@BUILD=$(BUILD) tests/run-tests.sh
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
+	  --std=c11 --inline-suppr -Ilib/include -Ilib lib tools bench daemon tests
+	clang-tidy --quiet $(LIB_SRC) tools/*.c bench/*.c $(DAEMON_SRC) -- -std=c11 -D_GNU_SOURCE \
+	  -Ilib/include -Ilib $(PKG_CFLAGS) $(EVENT_CFLAGS) $(CHECK_CFLAGS)
+
+format:
+	clang-format -i lib/*.c lib/*.h lib/include/*.h tools/*.c bench/*.c tests/*.c tests/*.h $(wildcard daemon/*.[ch])
+
+clean:
+	rm -rf build
+
+help:
+	@echo "make            build libeffdet, effdet-detect, effdet-bench (and effdetd)"
+	@echo "make check      build and run every test (SANITIZE=address,undefined for ASan/UBSan)"
+	@echo "make lint       cppcheck + clang-tidy"
+	@echo "make install    PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
+
+-include $(shell find build -name '*.d' 2>/dev/null)

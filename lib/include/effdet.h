@@ -1,0 +1,218 @@
+/*
+ * libeffdet — EfficientDet (D0–D7) object detection on the CPU.
+ *
+ * Lifecycle
+ *   effdet_model_load()      mmap a .safetensors file, build the architecture from
+ *                            its metadata, fold BatchNorm, repack weights. Immutable.
+ *   effdet_context_create()  per-thread working state: one arena sized at creation
+ *                            plus a small thread pool. A forward pass allocates nothing.
+ *   effdet_forward()         raw network: NCHW float input -> class logits / box deltas.
+ *   effdet_detect_*()        the whole pipeline: JPEG -> letterbox -> forward -> boxes.
+ *
+ * Thread-safety contract
+ *   - An effdet_model is read-only after effdet_model_load() returns; any number of
+ *     contexts on any number of threads may share it. Free it only after every context
+ *     created from it has been freed.
+ *   - An effdet_context must be used by one thread at a time (it owns scratch memory).
+ *     Use one context per worker thread.
+ *   - The library keeps no global mutable state of its own. It does put OpenBLAS in
+ *     single-threaded mode (openblas_set_num_threads(1)) when a context is created:
+ *     each context parallelises GEMMs itself across its own threads, so that several
+ *     contexts can run side by side without oversubscribing the CPU.
+ *
+ * Errors
+ *   Every fallible function returns an effdet_status and, when `err` is not NULL,
+ *   writes a one-line message naming the file, tensor, field or parameter at fault.
+ */
+#ifndef EFFDET_H
+#define EFFDET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EFFDET_VERSION "0.1.0"
+
+typedef enum {
+    EFFDET_OK = 0,
+    EFFDET_ERR_IO,        /* file cannot be opened / read / mapped */
+    EFFDET_ERR_FORMAT,    /* malformed safetensors, metadata, or tensor set */
+    EFFDET_ERR_ARG,       /* invalid argument from the caller */
+    EFFDET_ERR_NOMEM,     /* allocation failed */
+    EFFDET_ERR_IMAGE,     /* image cannot be decoded (corrupt, truncated, unsupported) */
+    EFFDET_ERR_TOO_LARGE, /* image exceeds the configured pixel limit */
+    EFFDET_ERR_INTERNAL,
+} effdet_status;
+
+typedef struct {
+    char msg[512];
+} effdet_error;
+
+/* Short, stable name of a status ("io", "format", "image", ...). */
+const char *effdet_status_name(effdet_status s);
+
+/* ------------------------------------------------------------------ model */
+
+#define EFFDET_NUM_LEVELS 5 /* P3..P7 */
+
+typedef struct effdet_model effdet_model;
+
+typedef struct {
+    char name[64];          /* e.g. "tf_efficientdet_d0" or a custom model's name */
+    char backbone[64];      /* e.g. "tf_efficientnet_b0" */
+    int input_h, input_w;   /* network input size */
+    int num_classes;
+    int fpn_channels, fpn_repeats, head_repeats;
+    int num_anchors;        /* per location: num_scales * aspect ratios (9) */
+    int min_level, max_level;
+    int level_h[EFFDET_NUM_LEVELS], level_w[EFFDET_NUM_LEVELS];
+    int feature_channels[3]; /* backbone P3, P4, P5 channels */
+    long long params;       /* trainable parameters (BN running stats excluded) */
+    size_t arena_bytes;     /* scratch memory each context needs */
+} effdet_info;
+
+/* Load weights (safetensors). The file stays mmapped while the model lives. */
+effdet_status effdet_model_load(const char *path, effdet_model **out, effdet_error *err);
+void effdet_model_free(effdet_model *m);
+const effdet_info *effdet_model_info(const effdet_model *m);
+/* Class label for a 0-based class index; NULL when out of range. */
+const char *effdet_model_label(const effdet_model *m, int cls);
+
+/* Architecture of a named model without weights (num_classes <= 0 means the default
+ * of 90). Fills `out`, including the parameter count. */
+effdet_status effdet_describe(const char *name, int num_classes, effdet_info *out, effdet_error *err);
+/* The named architectures effdet_describe() knows, NULL-terminated. */
+const char *const *effdet_known_models(void);
+
+/* ---------------------------------------------------------------- context */
+
+typedef struct effdet_context effdet_context;
+
+/* threads: how many threads this context may use (>= 1). */
+effdet_status effdet_context_create(const effdet_model *m, int threads, effdet_context **out,
+                                    effdet_error *err);
+void effdet_context_free(effdet_context *ctx);
+
+/* ---------------------------------------------------------------- forward */
+
+/* Run the network on an NCHW float32 input of exactly info.input_h x info.input_w x 3
+ * (already letterboxed and normalised). Results stay valid until the next call. */
+effdet_status effdet_forward(effdet_context *ctx, const float *input_nchw, effdet_error *err);
+
+typedef enum {
+    EFFDET_T_FEAT,     /* backbone features feeding the BiFPN, index 0..2 = P3..P5 */
+    EFFDET_T_FPN_IN,   /* extra levels made from P5, index 0..1 = P6, P7 */
+    EFFDET_T_FPN,      /* BiFPN outputs, index 0..4 = P3..P7 */
+    EFFDET_T_CLASS,    /* class logits (pre-sigmoid), index 0..4 = P3..P7 */
+    EFFDET_T_BOX,      /* box deltas (ty, tx, th, tw), index 0..4 = P3..P7 */
+} effdet_tensor_kind;
+
+/* A view of an activation in the context's arena: channels-last (NHWC, N = 1). */
+typedef struct {
+    const float *data;
+    int h, w, c;
+} effdet_tensor;
+
+effdet_status effdet_get_tensor(const effdet_context *ctx, effdet_tensor_kind kind, int index,
+                                effdet_tensor *out);
+
+/* Wall time of the last forward pass, in milliseconds, by part and by op kind. */
+typedef enum {
+    EFFDET_OP_STEM, EFFDET_OP_PWCONV, EFFDET_OP_DWCONV, EFFDET_OP_SE, EFFDET_OP_POOL,
+    EFFDET_OP_UPSAMPLE, EFFDET_OP_FUSE, EFFDET_OP_OTHER, EFFDET_OP_COUNT
+} effdet_op_kind;
+
+typedef struct {
+    double backbone_ms, bifpn_ms, heads_ms, total_ms;
+    double op_ms[EFFDET_OP_COUNT];
+} effdet_forward_timing;
+
+/* Per-op timing costs a clock read per op; off by default. */
+void effdet_context_set_profiling(effdet_context *ctx, int on);
+const effdet_forward_timing *effdet_context_timing(const effdet_context *ctx);
+const char *effdet_op_kind_name(effdet_op_kind k);
+
+/* ----------------------------------------------------------------- images */
+
+/* An 8-bit RGB image, HWC, owned by the library (free with effdet_image_free). */
+typedef struct {
+    uint8_t *rgb;
+    int width, height;
+} effdet_image;
+
+typedef struct {
+    long long max_pixels; /* refuse larger images before allocating; 0 = default (100 M) */
+    int allow_dct_scaling; /* let libjpeg downscale by 1/2..1/8 when the image is >= 2x the
+                              target on both axes (faster; not bit-exact with the reference) */
+    int target_w, target_h; /* network input size, used to choose the DCT scale */
+} effdet_decode_opts;
+
+effdet_status effdet_image_decode_jpeg(const uint8_t *data, size_t len, const effdet_decode_opts *opts,
+                                       effdet_image *out, effdet_error *err);
+/* Image size from the JPEG header alone (cheap; no pixel decoding). */
+effdet_status effdet_image_probe_jpeg(const uint8_t *data, size_t len, int *width, int *height,
+                                      effdet_error *err);
+void effdet_image_free(effdet_image *img);
+
+/* Draw boxes with "label score" captions (built-in bitmap font) onto img, in place.
+ * Labels come from the model's label map. */
+void effdet_image_draw_detections(effdet_image *img, const effdet_model *m, const struct effdet_detection *dets,
+                                  int count);
+
+/* Encode as baseline JPEG (quality 1..100). *out is malloc'd; release it with free(). */
+effdet_status effdet_image_encode_jpeg(const effdet_image *img, int quality, uint8_t **out, size_t *len,
+                                       effdet_error *err);
+
+/* ------------------------------------------------------------- detections */
+
+typedef struct effdet_detection {
+    float x1, y1, x2, y2; /* pixels of the original image (or network input, see below) */
+    float score;          /* sigmoid of the logit */
+    int class_id;         /* 1-based class id (COCO: 1 person .. 90 toothbrush) */
+} effdet_detection;
+
+
+typedef enum { EFFDET_NMS_HARD = 0, EFFDET_NMS_SOFT = 1 } effdet_nms_kind;
+
+typedef struct {
+    float score_threshold;   /* keep detections with score >= this (default 0: none dropped) */
+    int max_detections;      /* default 100 */
+    effdet_nms_kind nms;     /* default hard (IoU > 0.5); soft = gaussian, sigma 0.5 */
+    const uint8_t *class_mask; /* optional: num_classes bytes, non-zero = keep that class
+                                  (0-based index); NULL keeps all */
+} effdet_detect_opts;
+
+void effdet_detect_opts_default(effdet_detect_opts *o);
+
+#define EFFDET_MAX_DETECTIONS 5000
+
+typedef struct {
+    effdet_detection *dets; /* points into the context; valid until its next call */
+    int count;
+    int image_w, image_h;   /* original image size */
+    double decode_ms, preprocess_ms, forward_ms, postprocess_ms;
+} effdet_result;
+
+/* Full pipeline on an already decoded image: letterbox, forward, post-process; boxes in
+ * original-image pixels, clipped to the image before NMS (as the reference does). */
+effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, const effdet_detect_opts *o,
+                                  effdet_result *out, effdet_error *err);
+
+/* Full pipeline from JPEG bytes. */
+effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_t len,
+                                 const effdet_decode_opts *dopts, const effdet_detect_opts *o,
+                                 effdet_result *out, effdet_error *err);
+
+/* Post-process the outputs of the last effdet_forward(). When image_w/h > 0 boxes are
+ * clipped to the scaled image before NMS and returned in original pixels
+ * (img_scale = the letterbox scale); otherwise they are in network-input pixels. */
+effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, const effdet_detect_opts *o,
+                                 effdet_result *out, effdet_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
