@@ -101,3 +101,6 @@ help:
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# Feature-specific rules (model fetching, daemon install, fuzzing, ...) live in mk/.
+-include $(wildcard mk/*.mk)

@@ -1,0 +1,67 @@
+/*
+ * Internal: the compute kernels. One op per file (lib/op_*.c), one calling shape:
+ *
+ *     void op_NAME(threadpool *tp, <inputs...>, <weights...>, <params...>, <outputs...>);
+ *
+ * Activations are channels-last (NHWC, batch 1): element (y, x, c) of an h x w x c
+ * tensor is data[(y * w + x) * c + c]. Kernels never allocate; the caller passes every
+ * buffer (from the context arena). Work is split across the pool's threads; `tp` may be
+ * NULL (run on the calling thread). Weights are in the layouts the model loader
+ * repacks them into at load time (noted per op).
+ */
+#ifndef EFFDET_OPS_H
+#define EFFDET_OPS_H
+
+#include <stddef.h>
+
+#include "threadpool.h"
+
+typedef struct {
+    float *data;
+    int h, w, c;
+} tensor;
+
+static inline size_t tensor_numel(const tensor *t) { return (size_t)t->h * t->w * t->c; }
+
+typedef enum { ACT_NONE = 0, ACT_SWISH, ACT_SIGMOID } act_kind;
+
+/* Full conv (the stem): in h x w x cin -> out (out->h, out->w set by the caller).
+ * w: [ky][kx][cin][cout] (k*k*cin rows of cout), bias[cout] (folded BN). Zero padding,
+ * pad_top/pad_left before; the rest of the window past the edge is also zero. */
+void op_conv2d(threadpool *tp, const tensor *in, const float *w, const float *bias, int k, int stride,
+               int pad_top, int pad_left, act_kind act, tensor *out);
+
+/* Depthwise conv, k x k, stride 1 or 2: w [ky][kx][c] (k*k rows of c), bias[c]. */
+void op_dwconv(threadpool *tp, const tensor *in, const float *w, const float *bias, int k, int stride,
+               int pad_top, int pad_left, act_kind act, tensor *out);
+
+/* Pointwise 1x1 conv as GEMM: out[rows x cout] = in[rows x cin] . w[cin x cout] + bias,
+ * then act. rows = h * w. OpenBLAS sgemm, rows split across threads. */
+void op_pwconv(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias, int cout,
+               act_kind act, float *out);
+
+/* Squeeze-and-excitation, in place on x (h x w x c): s = sigmoid(W2 . swish(W1 . mean(x) + b1) + b2),
+ * x *= s per channel. w1: [c][rd], w2: [rd][c]. scratch: at least c + rd floats. */
+void op_se(threadpool *tp, tensor *x, const float *w1, const float *b1, int rd, const float *w2,
+           const float *b2, float *scratch);
+
+/* Max pool 3x3 stride 2; padding (pad_top/pad_left before, whatever the window needs
+ * after) counts as -infinity, i.e. never wins. out->h, out->w set by the caller. */
+void op_maxpool3s2(threadpool *tp, const tensor *in, int pad_top, int pad_left, tensor *out);
+
+/* Nearest upsample to out->h x out->w: out (y, x) = in (floor(y * in_h / out_h), floor(x * in_w / out_w)). */
+void op_upsample_nearest(threadpool *tp, const tensor *in, tensor *out);
+
+/* Weighted fusion of n same-shape tensors, then act:
+ *   weights != NULL (fast normalized fusion): out = sum_i x_i * w_i / (sum_j w_j + 1e-4), with
+ *                    w_i = max(0, weights[i]) — effdet multiplies each term, then divides.
+ *   weights == NULL (sum fusion, D6/D7):     out = sum_i x_i. */
+void op_fuse(threadpool *tp, const tensor *const *inputs, int n, const float *weights, act_kind act, tensor *out);
+
+/* Element-wise: x = act(x). */
+void op_activate(threadpool *tp, float *x, size_t n, act_kind act);
+
+/* Element-wise: x += y (the MBConv residual). */
+void op_add(threadpool *tp, float *x, const float *y, size_t n);
+
+#endif
