@@ -137,6 +137,10 @@ const char *effdet_op_kind_name(effdet_op_kind k);
 
 /* ----------------------------------------------------------------- images */
 
+/* Defined with the detections below; declared here so the drawing prototype names the
+ * same type at file scope (a struct first named in a parameter list is a different type). */
+struct effdet_detection;
+
 /* An 8-bit RGB image, HWC, owned by the library (free with effdet_image_free). */
 typedef struct {
     uint8_t *rgb;
