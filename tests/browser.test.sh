@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# End-to-end test of the built-in web page (issue 5) in a real browser: starts effdetd on
+# loopback (ephemeral port) with the d0 fixture weights, then drives Debian's chromium
+# headless with playwright-core (tests/browser/browser.test.js; docs/web.md explains it).
+#
+#   EFFDET_SKIP_BROWSER=1       skip this test (loudly) - the only way it is ever skipped
+#   EFFDET_SKIP_SHARED=1        skip it when ../shared/reference is absent (as tests/testutil.c)
+#   EFFDET_SHARED=dir           the shared fixtures elsewhere
+#   EFFDET_UPDATE_SCREENSHOT=1  also copy the screenshot to docs/screenshot.png
+#   CHROMIUM=path               another chromium binary (default /usr/bin/chromium)
+set -u
+BUILD=${BUILD:-build}
+cd "$(dirname "$0")/.."
+
+fail() {
+    echo "*** browser test: $* ***" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+}
+
+if [ "${EFFDET_SKIP_BROWSER:-}" = 1 ]; then
+    echo
+    echo "*** EFFDET_SKIP_BROWSER=1: SKIPPING the browser test of the web page ***"
+    echo
+    echo "0 passed, 0 failed"
+    exit 0
+fi
+
+SHARED=${EFFDET_SHARED:-../shared/reference}
+if [ ! -d "$SHARED" ]; then
+    echo
+    echo "*** shared reference fixtures NOT FOUND at $SHARED ***"
+    if [ "${EFFDET_SKIP_SHARED:-}" = 1 ]; then
+        echo "*** EFFDET_SKIP_SHARED=1: skipping the browser test, which needs them ***"
+        echo
+        echo "0 passed, 0 failed"
+        exit 0
+    fi
+    fail "shared fixtures missing at $SHARED (set EFFDET_SHARED, or EFFDET_SKIP_SHARED=1 to skip)"
+fi
+MODEL=$SHARED/d0/weights.safetensors
+IMAGE=$SHARED/images/coco_000000000257.jpg
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+HINT="install them (apt-get install chromium nodejs npm) or set EFFDET_SKIP_BROWSER=1 to skip"
+
+[ -x "$BUILD/effdetd" ] || fail "$BUILD/effdetd not built (make $BUILD/effdetd)"
+[ -f "$MODEL" ] || fail "model $MODEL missing"
+[ -f "$IMAGE" ] || fail "image $IMAGE missing"
+command -v node >/dev/null || fail "node not found: $HINT"
+[ -x "$CHROMIUM" ] || fail "chromium not found at $CHROMIUM: $HINT"
+
+# playwright-core from npm, at the version pinned in tests/browser/package-lock.json.
+if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
+    command -v npm >/dev/null || fail "npm not found: $HINT"
+    echo "installing playwright-core into tests/browser/node_modules (npm)"
+    (cd tests/browser && npm install --no-audit --no-fund --loglevel=error) || fail "npm install failed"
+fi
+
+tmp=$(mktemp -d)
+daemon_pid=
+cleanup() {
+    if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+        kill -TERM "$daemon_pid" 2>/dev/null
+        wait "$daemon_pid" 2>/dev/null
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# One worker with one thread: the machine is shared, and the test is about the page.
+"$BUILD/effdetd" --listen 127.0.0.1:0 --port-file "$tmp/port" --model "$MODEL" \
+    --workers 1 --threads-per-worker 1 >"$tmp/daemon.log" 2>&1 &
+daemon_pid=$!
+
+# Loading d0 and the warm-up inference take a few seconds (longer under ASan).
+port=
+for _ in $(seq 1 600); do
+    if [ -s "$tmp/port" ]; then port=$(cat "$tmp/port"); break; fi
+    kill -0 "$daemon_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [ -z "$port" ]; then
+    echo "--- effdetd log ---" >&2
+    cat "$tmp/daemon.log" >&2
+    fail "effdetd did not start listening"
+fi
+echo "effdetd on 127.0.0.1:$port (pid $daemon_pid, $BUILD/effdetd)"
+
+out_dir=$BUILD/browser
+shot_args=()
+if [ "${EFFDET_UPDATE_SCREENSHOT:-}" = 1 ]; then shot_args=(--screenshot docs/screenshot.png); fi
+CHROMIUM=$CHROMIUM node tests/browser/browser.test.js --url "http://127.0.0.1:$port" --image "$IMAGE" \
+    --out-dir "$out_dir" "${shot_args[@]}"
+rc=$?
+echo "screenshot: $out_dir/screenshot.png"
+
+if ! kill -0 "$daemon_pid" 2>/dev/null; then
+    echo "*** effdetd died during the test ***" >&2
+    rc=1
+fi
+if [ "$rc" -ne 0 ]; then
+    echo "--- effdetd log (last 40 lines) ---" >&2
+    tail -n 40 "$tmp/daemon.log" >&2
+fi
+exit "$rc"
