@@ -224,7 +224,9 @@ async function main() {
       const ctype = resp.headers.get('content-type') || '';
       assert(/^text\/html/.test(ctype) && /charset=utf-8/i.test(ctype), 'Content-Type is "' + ctype + '"');
       const html = await resp.text();
-      assert(html.startsWith('<!doctype html>'), 'the body is not the page');
+      /* byte for byte the file that daemon/web.c embeds at build time */
+      const source = fs.readFileSync(path.join(__dirname, '..', '..', 'web', 'index.html'), 'utf8');
+      assert(html === source, 'GET / (' + html.length + ' chars) is not web/index.html (' + source.length + ' chars): rebuild effdetd?');
       const external = html.match(/\b(?:src|href)\s*=\s*["']?(?:https?:)?\/\/[^"'\s>]+/gi);
       assert(!external, 'the page references external assets: ' + (external || []).join(', '));
     });
