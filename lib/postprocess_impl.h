@@ -1,0 +1,69 @@
+/*
+ * Internal to post-processing (topk.c, nms.c, postprocess.c): sortable keys, the
+ * candidate sort, IoU and the per-class NMS loops. Exposed here so tests can check them
+ * on hand-made boxes.
+ */
+#ifndef EFFDET_POSTPROCESS_IMPL_H
+#define EFFDET_POSTPROCESS_IMPL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define NMS_IOU_THRESHOLD 0.5f    /* effdet: batched_nms(..., iou_threshold=0.5) */
+#define SOFT_NMS_SIGMA 0.5f       /* effdet soft_nms.py default */
+#define SOFT_NMS_MIN_SCORE 0.001f /* generate_detections(): score_threshold=.001 */
+
+/* A uint32 that orders like the float: larger float -> larger key. -0 and +0 are the
+ * same value (torch compares floats, so they tie), and every NaN is above +inf, as
+ * torch.topk treats NaN as the largest value. */
+static inline uint32_t float_order_key(float v) {
+    uint32_t bits;
+    if (isnan(v)) return UINT32_MAX;
+    if (v == 0) v = 0; /* -0 -> +0 */
+    memcpy(&bits, &v, sizeof bits);
+    return (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
+}
+
+/* A unique 64-bit key: larger value first, then lower index first (what a stable
+ * descending sort gives). */
+static inline uint64_t rank_key(float v, uint32_t index) {
+    return ((uint64_t)float_order_key(v) << 32) | (uint32_t)~index;
+}
+static inline uint32_t rank_key_index(uint64_t key) {
+    return ~(uint32_t)key;
+}
+
+/* Sort keys descending (LSD radix sort; tmp holds n keys). Allocates nothing. */
+void sort_keys_desc(uint64_t *keys, int n, uint64_t *tmp);
+
+/* Boxes are x1, y1, x2, y2; area = (x2 - x1) * (y2 - y1), no +1. */
+static inline float box_area(const float *b) {
+    return (b[2] - b[0]) * (b[3] - b[1]);
+}
+
+/* IoU exactly as torchvision's CPU nms kernel computes it in float32. Two zero-area
+ * boxes give 0/0 = NaN, which never compares > threshold. */
+float iou_hard(const float *a, const float *b, float area_a, float area_b);
+
+/* IoU as effdet's soft_nms.py pairwise_iou: 0 unless the intersection is positive. */
+float iou_soft(const float *a, const float *b, float area_a, float area_b);
+
+/* Greedy hard NMS over the candidates of one class. cand lists n candidate indices in
+ * descending score order; box/area are indexed by candidate. Sets keep[cand[i]] to 1
+ * for kept boxes and 0 for suppressed ones. Stops once max_keep are kept (the rest of
+ * the class could not make the final list). Returns the number kept. */
+int nms_hard_class(const float *box, const float *area, const int32_t *cand, int n, int max_keep,
+                   uint8_t *keep);
+
+/* Gaussian soft-NMS (effdet soft_nms.py) over the candidates of one class. cand lists
+ * n candidate indices in ascending index order (ties in score go to the lower index, as
+ * torch.argmax does); it is used as the working list and is clobbered. score[] holds the
+ * scores and is decayed in place. A candidate is picked only while its score is >
+ * min_score, except the candidate `exempt` (effdet's first global pick is never checked
+ * against the threshold; pass -1 for none). Writes picked candidates and their decayed
+ * scores in pick order; returns how many. */
+int nms_soft_class(const float *box, const float *area, int32_t *cand, int n, float *score, int exempt,
+                   float sigma, float min_score, int32_t *picked, float *picked_score);
+
+#endif
