@@ -340,6 +340,15 @@ def extract_state_dict(obj, path):
     return out
 
 
+def narrow_to_f32(x):
+    """float64 -> float32 bytes, rounding to nearest like torch's .float(); values beyond
+    float32's range become +-inf (struct refuses them)."""
+    try:
+        return struct.pack("<f", x)
+    except OverflowError:
+        return struct.pack("<f", float("inf") if x > 0 else float("-inf"))
+
+
 def tensor_payload(name, t):
     """(safetensors dtype, bytes). F64 is narrowed to F32, integer tensors are refused."""
     data = t.contiguous_bytes(name)
@@ -347,7 +356,7 @@ def tensor_payload(name, t):
         return t.dtype, data
     if t.dtype == "F64":
         n = len(data) // 8
-        return "F32", struct.pack("<%df" % n, *struct.unpack("<%dd" % n, data))
+        return "F32", b"".join(narrow_to_f32(x) for x in struct.unpack("<%dd" % n, data))
     raise ConvertError("tensor '%s' has dtype %s; only floating-point weights are supported" % (name, t.dtype))
 
 
@@ -500,6 +509,10 @@ def write_safetensors(out_path, tensors, config):
             f.write(blob)
             for data in payloads:
                 f.write(data)
+        # mkstemp creates the file 0600; give the model the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out_path)
     except BaseException:
         if os.path.exists(tmp):

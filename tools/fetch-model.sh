@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# fetch-model.sh NAME OUTDIR [--from FILE.pth] [-- CONVERT_ARGS...]
+#
+# Downloads the released effdet checkpoint NAME (tf_efficientdet_d0..d7) from release v0.1
+# of rwightman/efficientdet-pytorch, checks that the first 8 hex digits of its SHA-256
+# equal the hash in its file name (effdet's naming convention: <name>_<epoch>-<sha8>.pth),
+# converts it with effdet-convert into OUTDIR/NAME.safetensors, and does nothing when that
+# file already exists.
+#
+# --from FILE (or FETCH_FROM=FILE) uses a checkpoint already on disk instead of
+# downloading; its name must still end in -<sha8>.pth and the hash is still checked.
+# Arguments after `--` replace the converter's default `--name NAME` (e.g. --config).
+set -euo pipefail
+
+RELEASE_URL=https://github.com/rwightman/efficientdet-pytorch/releases/download/v0.1
+here=$(cd "$(dirname "$0")" && pwd)
+
+die() { echo "fetch-model: $*" >&2; exit 1; }
+
+release_file() {
+    case "$1" in
+    tf_efficientdet_d0) echo tf_efficientdet_d0_34-f153e0cf.pth ;;
+    tf_efficientdet_d1) echo tf_efficientdet_d1_40-a30f94af.pth ;;
+    tf_efficientdet_d2) echo tf_efficientdet_d2_43-8107aa99.pth ;;
+    tf_efficientdet_d3) echo tf_efficientdet_d3_47-0b525f35.pth ;;
+    tf_efficientdet_d4) echo tf_efficientdet_d4_49-f56376d9.pth ;;
+    tf_efficientdet_d5) echo tf_efficientdet_d5_51-c79f9be6.pth ;;
+    tf_efficientdet_d6) echo tf_efficientdet_d6_52-4eda3773.pth ;;
+    tf_efficientdet_d7) echo tf_efficientdet_d7_53-6d1d7a95.pth ;;
+    *) return 1 ;;
+    esac
+}
+
+# The 8 hex digits between the last '-' and '.pth' of a checkpoint's file name.
+name_hash() {
+    local base
+    base=$(basename "$1")
+    [[ "$base" =~ -([0-9a-f]{8})\.pth$ ]] || return 1
+    echo "${BASH_REMATCH[1]}"
+}
+
+# Prints the problem and fails when the file's SHA-256 does not start with its name's hash.
+verify_hash() {
+    local file=$1 want got
+    want=$(name_hash "$file") || { echo "$file: file name has no -<8 hex digits>.pth hash to verify against"; return 1; }
+    got=$(sha256sum "$file" | cut -c1-8)
+    [ "$got" = "$want" ] || { echo "$file: SHA-256 starts with $got but the file name says $want (corrupt or wrong file)"; return 1; }
+}
+
+download() {
+    local url=$1 dest=$2
+    if command -v curl >/dev/null; then
+        curl -fL --retry 3 -o "$dest" "$url"
+    elif command -v wget >/dev/null; then
+        wget -O "$dest" "$url"
+    else
+        die "neither curl nor wget is installed"
+    fi
+}
+
+[ $# -ge 2 ] || die "usage: fetch-model.sh NAME OUTDIR [--from FILE.pth] [-- CONVERT_ARGS...]"
+name=$1 outdir=$2
+shift 2
+from=${FETCH_FROM:-}
+convert_args=(--name "$name")
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --from) [ $# -ge 2 ] || die "--from needs a file"; from=$2; shift 2 ;;
+    --) shift; convert_args=("$@"); break ;;
+    *) die "unknown argument $1" ;;
+    esac
+done
+
+out="$outdir/$name.safetensors"
+if [ -e "$out" ]; then
+    echo "fetch-model: $out already exists, nothing to do"
+    exit 0
+fi
+mkdir -p "$outdir"
+
+if [ -n "$from" ]; then
+    [ -f "$from" ] || die "$from: no such file"
+    checkpoint=$from
+else
+    file=$(release_file "$name") || die "unknown model '$name' (released: tf_efficientdet_d0 .. tf_efficientdet_d7)"
+    checkpoint="$outdir/$file"
+    if [ ! -f "$checkpoint" ]; then
+        echo "fetch-model: downloading $RELEASE_URL/$file"
+        download "$RELEASE_URL/$file" "$checkpoint.part" || { rm -f "$checkpoint.part"; die "download of $file failed"; }
+        mv "$checkpoint.part" "$checkpoint"
+    fi
+fi
+if ! problem=$(verify_hash "$checkpoint"); then
+    # A bad download must not be kept: the next run would find it and fail again.
+    [ -n "$from" ] || rm -f "$checkpoint"
+    die "$problem"
+fi
+
+# Convert next to the destination and rename: an interrupted run never leaves a
+# half-written model that the next run would skip as "already there".
+tmp=$(mktemp --suffix=.safetensors "$outdir/.$name.XXXXXX")
+trap 'rm -f "$tmp"' EXIT
+"$here/effdet-convert" "$checkpoint" "$tmp" "${convert_args[@]}"
+mv "$tmp" "$out"
+trap - EXIT
+echo "fetch-model: wrote $out"
