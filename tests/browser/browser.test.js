@@ -56,10 +56,13 @@ async function waitForResult(page, wantState) {
 }
 
 /* Runs `action` (which makes the page send /detect) and waits until the page has drawn
- * the answer to that request: the request must have been sent, answered, and the page
- * back in a settled state. */
-async function detectVia(page, action, wantState) {
-  const answered = page.waitForResponse((r) => new URL(r.url()).pathname === '/detect', { timeout: STEP_TIMEOUT_MS });
+ * the answer to that request: the request (with this threshold, when given) must have
+ * been sent, answered, and the page back in a settled state. */
+async function detectVia(page, action, wantState, threshold) {
+  const answered = page.waitForResponse((r) => {
+    const u = new URL(r.url());
+    return u.pathname === '/detect' && (threshold === undefined || u.searchParams.get('threshold') === threshold);
+  }, { timeout: STEP_TIMEOUT_MS });
   await action();
   const resp = await answered;
   await waitForResult(page, wantState || 'done');
@@ -315,7 +318,7 @@ async function main() {
         await page.keyboard.press('Control+A');
         await page.keyboard.type('0.8');
         await page.keyboard.press('Tab'); /* commits the value: a change event */
-      });
+      }, 'done', '0.8');
       const slider = await page.$eval('#threshold-range', (r) => r.value);
       assert(Number(slider) === 0.8, 'the slider did not follow the number: ' + slider);
       const model = await page.$eval('#model', (s) => s.value);
@@ -330,7 +333,7 @@ async function main() {
       await detectVia(page, async () => {
         await page.focus('#threshold-range');
         await page.keyboard.press('ArrowLeft'); /* 0.80 -> 0.79 */
-      });
+      }, 'done', '0.79');
       const num = await page.$eval('#threshold', (r) => r.value);
       assert(Number(num) === 0.79, 'the number did not follow the slider: ' + num);
       const model = await page.$eval('#model', (s) => s.value);
