@@ -356,7 +356,11 @@ class ConverterStructure(unittest.TestCase):
     def check(self, legacy):
         src = self.build(legacy)
         out = os.path.join(self.tmp, "toy.safetensors")
+        # by default the plain weights, as effdet's create_model(checkpoint_ema=False)
         r = run([CONVERT, src, out, "--config", self.cfg])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(list(read_safetensors(out)[0]), ["ignored"])
+        r = run([CONVERT, src, out, "--config", self.cfg, "--ema"])
         self.assertEqual(r.returncode, 0, r.stderr)
         header, meta, tensors = read_safetensors(out)
         self.assertEqual(list(header), ["a.weight", "a.bias", "h", "d"])

@@ -308,15 +308,19 @@ def load_checkpoint(path):
 
 # ---------------------------------------------------------------- state dict clean-up
 
-# effdet/timm training checkpoints wrap the weights; effdet loads the EMA copy when present.
-WRAPPER_KEYS = ("state_dict_ema", "state_dict", "model")
+# effdet/timm training checkpoints wrap the weights. Like timm's load_checkpoint (which
+# effdet's create_model calls with use_ema=checkpoint_ema, default False) take the plain
+# weights unless the EMA copy is asked for.
+WRAPPER_KEYS = ("state_dict", "model")
+EMA_WRAPPER_KEYS = ("state_dict_ema", "model_ema")
 STRIP_PREFIXES = ("module.", "model.")
 
 
-def extract_state_dict(obj, path):
+def extract_state_dict(obj, path, use_ema=False):
     """The tensors of the checkpoint, keyed as effdet names them, in file order."""
+    keys = EMA_WRAPPER_KEYS + WRAPPER_KEYS if use_ema else WRAPPER_KEYS
     while isinstance(obj, dict) and not any(isinstance(v, Tensor) for v in obj.values()):
-        inner = next((obj[k] for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], dict)), None)
+        inner = next((obj[k] for k in keys if k in obj and isinstance(obj[k], dict)), None)
         if inner is None:
             raise ConvertError("%s: no state dict found (top-level keys: %s)" % (path, ", ".join(map(str, obj))))
         obj = inner
@@ -531,21 +535,25 @@ def sha256_hex(path):
 # ---------------------------------------------------------------- command line
 
 USAGE = """usage: effdet-convert CHECKPOINT.pth OUT.safetensors [--name MODEL | --config CONFIG.json]
-                      [--num-classes N] [--labels LABELS.txt]
+                      [--num-classes N] [--labels LABELS.txt] [--ema]
 
 Converts an effdet checkpoint (torch.save zip or legacy format) into the safetensors file
 effdetd loads. --name is one of: %s (default tf_efficientdet_d0).
---config takes a custom model's settings (JSON object, see docs/models.md).""" % ", ".join(NAMED_MODELS)
+--config takes a custom model's settings (JSON object, see docs/models.md).
+--ema takes a training checkpoint's state_dict_ema instead of its state_dict.""" % ", ".join(NAMED_MODELS)
 
 
 def parse_args(argv):
-    opts = {"name": None, "config": None, "num_classes": None, "labels": None}
+    opts = {"name": None, "config": None, "num_classes": None, "labels": None, "ema": False}
     positional = []
     it = iter(argv)
     for arg in it:
         if arg in ("-h", "--help"):
             print(USAGE)
             sys.exit(0)
+        if arg == "--ema":
+            opts["ema"] = True
+            continue
         if arg in ("--name", "--config", "--num-classes", "--labels"):
             value = next(it, None)
             if value is None:
@@ -567,14 +575,14 @@ def parse_args(argv):
     return positional[0], positional[1], opts
 
 
-def convert(checkpoint, out_path, name=None, config=None, num_classes=None, labels=None):
+def convert(checkpoint, out_path, name=None, config=None, num_classes=None, labels=None, ema=False):
     if config:
         cfg = load_custom_config(config, num_classes)
     else:
         cfg = named_config(name or "tf_efficientdet_d0", num_classes)
     if labels:
         cfg["labels"] = read_labels(labels, cfg["num_classes"])
-    tensors = extract_state_dict(load_checkpoint(checkpoint), checkpoint)
+    tensors = extract_state_dict(load_checkpoint(checkpoint), checkpoint, use_ema=ema)
     check_num_classes(tensors, cfg, checkpoint)
     write_safetensors(out_path, tensors, cfg)
     return len(tensors)
