@@ -29,25 +29,27 @@ float iou_soft(const float *a, const float *b, float area_a, float area_b) {
     return inter > 0 ? inter / (area_a + area_b - inter) : 0.0f;
 }
 
-int nms_hard_class(const float *box, const float *area, const int32_t *cand, int n, int max_keep,
-                   uint8_t *keep) {
-    for (int i = 0; i < n; i++) keep[cand[i]] = 1;
+int nms_hard(const float *box, const float *area, const int32_t *cls, const uint8_t *include, int n,
+             int num_classes, int max_keep, uint8_t *keep, int32_t *class_head, int32_t *next_kept) {
+    /* Greedy NMS keeps a box iff no higher-scoring kept box of its class overlaps it by
+     * more than the threshold. Walking all candidates in score order and testing each
+     * against its class's kept boxes gives the same set as the per-class loop, already
+     * merged in score order, and can stop at max_keep. */
+    for (int c = 0; c < num_classes; c++) class_head[c] = -1;
     int kept = 0;
     for (int i = 0; i < n; i++) {
-        int32_t ci = cand[i];
-        if (!keep[ci]) continue;
-        if (kept == max_keep) { /* everything after ranks below max_keep kept boxes */
-            keep[ci] = 0;
-            continue;
-        }
-        kept++;
-        const float *bi = box + (size_t)ci * 4;
-        for (int j = i + 1; j < n; j++) {
-            int32_t cj = cand[j];
+        keep[i] = 0;
+        if (!include[i] || kept == max_keep) continue;
+        const float *bi = box + (size_t)i * 4;
+        int suppressed = 0;
+        for (int j = class_head[cls[i]]; j >= 0 && !suppressed; j = next_kept[j])
             /* strictly greater: IoU == 0.5 survives, and NaN (two empty boxes) never suppresses */
-            if (keep[cj] && iou_hard(bi, box + (size_t)cj * 4, area[ci], area[cj]) > NMS_IOU_THRESHOLD)
-                keep[cj] = 0;
-        }
+            suppressed = iou_hard(box + (size_t)j * 4, bi, area[j], area[i]) > NMS_IOU_THRESHOLD;
+        if (suppressed) continue;
+        keep[i] = 1;
+        next_kept[i] = class_head[cls[i]];
+        class_head[cls[i]] = i;
+        kept++;
     }
     return kept;
 }

@@ -23,6 +23,10 @@ typedef struct {
     float *picked_score;
     int32_t *class_start; /* C + 1 */
     uint8_t *keep;        /* K */
+    uint8_t *include;     /* K */
+    int32_t *cls;         /* K: hard NMS: class of each candidate */
+    int32_t *next_kept;   /* K: hard NMS: per-class lists of kept candidates */
+    int32_t *class_head;  /* C */
 } scratch_layout;
 
 static size_t align_up(size_t n) {
@@ -47,6 +51,10 @@ static size_t carve_scratch(scratch_layout *s, void *base, int K, int C) {
     CARVE(picked_score, K);
     CARVE(class_start, (size_t)C + 1);
     CARVE(keep, K);
+    CARVE(include, K);
+    CARVE(cls, K);
+    CARVE(next_kept, K);
+    CARVE(class_head, C);
 #undef CARVE
     return off;
 }
@@ -131,26 +139,24 @@ static int postprocess_hard(const postprocess_params *p, const scratch_layout *s
                             effdet_detection *out) {
     /* A box below the threshold could only suppress boxes that score lower still, so
      * dropping it before NMS changes nothing above the threshold. NaN scores never pass. */
-    uint8_t *include = s->keep;
-    for (int i = 0; i < n; i++) include[i] = s->score[i] >= p->score_threshold;
-    group_by_class(s, n, C, include);
-    for (int i = 0; i < n; i++) s->keep[i] = 0;
-    for (int c = 0; c < C; c++) {
-        int begin = s->class_start[c], count = s->class_start[c + 1] - begin;
-        nms_hard_class(s->box, s->area, s->by_class + begin, count, p->max_detections, s->keep);
+    for (int i = 0; i < n; i++) {
+        s->include[i] = s->score[i] >= p->score_threshold;
+        s->cls[i] = s->items[i].cls;
     }
+    nms_hard(s->box, s->area, s->cls, s->include, n, C, p->max_detections, s->keep, s->class_head,
+             s->next_kept);
     /* Scores follow the top-k order (sigmoid is monotonic), so merging the classes and
      * sorting by score, ties by top-k rank, is a walk in top-k order. */
     int count = 0;
-    for (int i = 0; i < n && count < p->max_detections; i++)
+    for (int i = 0; i < n; i++)
         if (s->keep[i]) write_detection(s, i, s->score[i], p->out_scale, &out[count++]);
     return count;
 }
 
 static int postprocess_soft(const postprocess_params *p, const scratch_layout *s, int n, int C,
                             effdet_detection *out) {
-    for (int i = 0; i < n; i++) s->keep[i] = 1;
-    group_by_class(s, n, C, s->keep);
+    for (int i = 0; i < n; i++) s->include[i] = 1;
+    group_by_class(s, n, C, s->include);
     /* effdet picks globally, highest score first: candidate 0 is its first pick. */
     int picks = 0;
     for (int c = 0; c < C; c++) {

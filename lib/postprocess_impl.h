@@ -49,12 +49,13 @@ float iou_hard(const float *a, const float *b, float area_a, float area_b);
 /* IoU as effdet's soft_nms.py pairwise_iou: 0 unless the intersection is positive. */
 float iou_soft(const float *a, const float *b, float area_a, float area_b);
 
-/* Greedy hard NMS over the candidates of one class. cand lists n candidate indices in
- * descending score order; box/area are indexed by candidate. Sets keep[cand[i]] to 1
- * for kept boxes and 0 for suppressed ones. Stops once max_keep are kept (the rest of
- * the class could not make the final list). Returns the number kept. */
-int nms_hard_class(const float *box, const float *area, const int32_t *cand, int n, int max_keep,
-                   uint8_t *keep);
+/* Greedy per-class hard NMS. Candidates 0..n-1 are in descending score order, with
+ * boxes, areas and classes indexed by candidate; those with include[i] == 0 take no
+ * part. Sets keep[i] for the kept ones, stopping once max_keep are kept (the merged
+ * list is cut there anyway). class_head (num_classes) and next_kept (n) are scratch.
+ * Returns the number kept. */
+int nms_hard(const float *box, const float *area, const int32_t *cls, const uint8_t *include, int n,
+             int num_classes, int max_keep, uint8_t *keep, int32_t *class_head, int32_t *next_kept);
 
 /* Gaussian soft-NMS (effdet soft_nms.py) over the candidates of one class. cand lists
  * n candidate indices in ascending index order (ties in score go to the lower index, as

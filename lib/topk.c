@@ -87,9 +87,20 @@ static void offer(candidate_buffer *cb, float v, uint32_t flat) {
     if (!(v <= cb->threshold)) cb->buf[cb->n++] = rank_key(v, flat);
 }
 
-/* Scan n logits whose flat indices start at base. */
+/* Scan n logits whose flat indices start at base. Most blocks hold nothing above the
+ * threshold; a branch-free any-of test per block lets the compiler vectorise that case. */
 static void scan_all_classes(candidate_buffer *cb, const float *x, size_t n, uint32_t base) {
-    for (size_t i = 0; i < n; i++)
+    enum { BLOCK = 64 };
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        const float t = cb->threshold;
+        int any = 0;
+        for (int j = 0; j < BLOCK; j++) any |= !(x[i + j] <= t);
+        if (!any) continue;
+        for (int j = 0; j < BLOCK; j++)
+            if (!(x[i + j] <= cb->threshold)) offer(cb, x[i + j], base + (uint32_t)(i + j));
+    }
+    for (; i < n; i++)
         if (!(x[i] <= cb->threshold)) offer(cb, x[i], base + (uint32_t)i);
 }
 

@@ -558,14 +558,24 @@ START_TEST(test_iou_edge_cases) {
                                {3, 3, 3, 3},   {3, 3, 3, 3},  {10, 0, 20, 10}};
     float area[6];
     for (int i = 0; i < 6; i++) area[i] = box_area(boxes[i]);
-    const int32_t cand[6] = {0, 1, 2, 3, 4, 5};
+    const int32_t cls[6] = {0, 0, 0, 0, 0, 0};
+    const uint8_t all[6] = {1, 1, 1, 1, 1, 1};
     uint8_t keep[6];
-    ck_assert_int_eq(nms_hard_class(&boxes[0][0], area, cand, 6, 100, keep), 5);
+    int32_t head[1], next[6];
+    ck_assert_int_eq(nms_hard(&boxes[0][0], area, cls, all, 6, 1, 100, keep, head, next), 5);
     const uint8_t want[6] = {1, 1, 0, 1, 1, 1}; /* box 2: IoU 0.6 with box 0 */
     for (int i = 0; i < 6; i++) ck_assert_msg(keep[i] == want[i], "box %d keep %d", i, keep[i]);
-    /* max_keep stops the class early */
-    ck_assert_int_eq(nms_hard_class(&boxes[0][0], area, cand, 6, 2, keep), 2);
+    /* max_keep stops early; excluded candidates take no part (box 2 survives without box 0) */
+    ck_assert_int_eq(nms_hard(&boxes[0][0], area, cls, all, 6, 1, 2, keep, head, next), 2);
     ck_assert(keep[0] && keep[1] && !keep[2] && !keep[3] && !keep[4] && !keep[5]);
+    const uint8_t no_first[6] = {0, 1, 1, 1, 1, 1};
+    ck_assert_int_eq(nms_hard(&boxes[0][0], area, cls, no_first, 6, 1, 100, keep, head, next), 4);
+    ck_assert(!keep[0] && keep[1] && !keep[2]); /* box 2 vs box 1: IoU 5/6 */
+    /* boxes of different classes never suppress each other */
+    const int32_t cls2[6] = {0, 1, 1, 0, 0, 0};
+    int32_t head2[2];
+    ck_assert_int_eq(nms_hard(&boxes[0][0], area, cls2, all, 6, 2, 100, keep, head2, next), 5);
+    ck_assert(keep[0] && keep[1] && !keep[2]);
 }
 END_TEST
 
@@ -592,6 +602,70 @@ START_TEST(test_soft_nms_decay) {
     one[0] = 0;
     ck_assert_int_eq(nms_soft_class(&boxes[0][0], area, one, 1, low, -1, 0.5f, 0.001f, picked, picked_score),
                      0);
+}
+END_TEST
+
+/* decode_box_outputs(), written out: x1, y1, x2, y2 of one anchor's decoded box. */
+static void decode_reference(const anchor_grid *g, const head_outputs *h, int an, float *out) {
+    int l = 0;
+    while (l + 1 < EFFDET_NUM_LEVELS && an >= g->level_offset[l + 1]) l++;
+    const float *d = h->box[l] + (size_t)(an - g->level_offset[l]) * 4, *q = g->boxes + (size_t)an * 4;
+    float ha = q[2] - q[0], wa = q[3] - q[1];
+    float cy = d[0] * ha + (q[0] + q[2]) / 2, cx = d[1] * wa + (q[1] + q[3]) / 2;
+    float hh = expf(d[2]) * ha, ww = expf(d[3]) * wa;
+    out[0] = cx - ww / 2;
+    out[1] = cy - hh / 2;
+    out[2] = cx + ww / 2;
+    out[3] = cy + hh / 2;
+}
+
+/* The plain per-class greedy loop of NOTES.md §7.6 over all candidates, then the kept
+ * boxes of all classes in score (= top-k) order. */
+START_TEST(test_hard_nms_vs_reference) {
+    effdet_arch a;
+    anchor_grid g;
+    make_arch(&a, 128, 128, 4);
+    ck_assert_int_eq(anchors_build(&g, &a, NULL), EFFDET_OK);
+    heads hd;
+    load_heads(&hd, "tests/fixtures", &g);
+    const int K = 5000;
+    topk_item *items = malloc(K * sizeof *items);
+    ck_assert_int_eq(topk_by_full_sort(&g, &hd.h, K, NULL, items), K);
+    float *box = malloc(K * 4 * sizeof(float));
+    uint8_t *suppressed = calloc(K, 1);
+    for (int i = 0; i < K; i++) decode_reference(&g, &hd.h, items[i].anchor, box + i * 4);
+    for (int c = 0; c < 4; c++)
+        for (int i = 0; i < K; i++) {
+            if (items[i].cls != c || suppressed[i]) continue;
+            const float *p = box + i * 4;
+            for (int j = i + 1; j < K; j++) {
+                if (items[j].cls != c || suppressed[j]) continue;
+                const float *q = box + j * 4;
+                float w = fmaxf(0, fminf(p[2], q[2]) - fmaxf(p[0], q[0]));
+                float h = fmaxf(0, fminf(p[3], q[3]) - fmaxf(p[1], q[1]));
+                float inter = w * h, ap = (p[2] - p[0]) * (p[3] - p[1]), aq = (q[2] - q[0]) * (q[3] - q[1]);
+                if (inter / (ap + aq - inter) > 0.5f) suppressed[j] = 1;
+            }
+        }
+    effdet_detection *out = malloc(K * sizeof *out);
+    postprocess_params p = {.topk = K, .out_scale = 1, .max_detections = K, .nms = EFFDET_NMS_HARD};
+    int n = run_pp(&g, &hd.h, p, out), r = 0;
+    for (int i = 0; i < K; i++) {
+        if (suppressed[i]) continue;
+        ck_assert_msg(r < n, "only %d kept, reference keeps more", n);
+        ck_assert_msg(out[r].class_id == items[i].cls + 1 && out[r].x1 == box[i * 4] &&
+                          out[r].y2 == box[i * 4 + 3],
+                      "kept row %d is not candidate %d", r, i);
+        r++;
+    }
+    ck_assert_int_eq(n, r);
+    printf("hard NMS keeps %d of %d tiny candidates, as the plain per-class loop does\n", n, K);
+    free(items);
+    free(box);
+    free(suppressed);
+    free(out);
+    free_heads(&hd);
+    anchors_free(&g);
 }
 END_TEST
 
@@ -643,17 +717,8 @@ START_TEST(test_soft_nms_vs_reference) {
     float *box = malloc(K * 4 * sizeof(float)), *score = malloc(K * sizeof(float)),
           *ps = malloc(K * sizeof(float));
     int32_t *cls = malloc(K * sizeof(int32_t)), *pi = malloc(K * sizeof(int32_t));
-    for (int i = 0; i < K; i++) { /* decode_box_outputs, written out */
-        int an = items[i].anchor, l = 0;
-        while (l + 1 < EFFDET_NUM_LEVELS && an >= g.level_offset[l + 1]) l++;
-        const float *d = hd.box[l] + (size_t)(an - g.level_offset[l]) * 4, *q = g.boxes + (size_t)an * 4;
-        float ha = q[2] - q[0], wa = q[3] - q[1], cy = d[0] * ha + (q[0] + q[2]) / 2,
-              cx = d[1] * wa + (q[1] + q[3]) / 2;
-        float h = expf(d[2]) * ha, w = expf(d[3]) * wa;
-        box[i * 4 + 0] = cx - w / 2;
-        box[i * 4 + 1] = cy - h / 2;
-        box[i * 4 + 2] = cx + w / 2;
-        box[i * 4 + 3] = cy + h / 2;
+    for (int i = 0; i < K; i++) {
+        decode_reference(&g, &hd.h, items[i].anchor, box + i * 4);
         score[i] = 1.0f / (1.0f + expf(-items[i].logit));
         cls[i] = items[i].cls;
     }
@@ -707,6 +772,7 @@ static Suite *postprocess_suite(void) {
     tcase_add_test(tc, test_detections_d0);
     tcase_add_test(tc, test_threshold_cap_and_class_mask);
     tcase_add_test(tc, test_iou_edge_cases);
+    tcase_add_test(tc, test_hard_nms_vs_reference);
     tcase_add_test(tc, test_soft_nms_decay);
     tcase_add_test(tc, test_soft_nms_vs_reference);
     suite_add_tcase(s, tc);
