@@ -1,0 +1,564 @@
+/*
+ * The compute kernels against straightforward reference implementations written here
+ * (plain loops over explicit padding, double accumulation), on odd shapes, both
+ * padding styles (TF "SAME" as NOTES.md §2 computes it, and symmetric (k-1)/2), with no
+ * pool and with 2- and 3-thread pools. Every op except pwconv must give bit-identical
+ * results whatever the thread count; pwconv's sgemm blocking may differ in the last bits.
+ */
+#include <cblas.h>
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mathfun.h"
+#include "ops.h"
+#include "testutil.h"
+
+/* ---- helpers ---- */
+
+static uint32_t rng_state = 12345u;
+
+static float *random_floats(size_t n, float lo, float hi) {
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    tu_fill_random(x, n, lo, hi, &rng_state);
+    return x;
+}
+
+static float *alloc_floats(size_t n) {
+    float *x = calloc(n ? n : 1, sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    return x;
+}
+
+static double *alloc_doubles(size_t n) {
+    double *x = calloc(n ? n : 1, sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    return x;
+}
+
+static double ref_act(double x, act_kind act) {
+    switch (act) {
+    case ACT_NONE: return x;
+    case ACT_SWISH: return x / (1.0 + exp(-x));
+    case ACT_SIGMOID: return 1.0 / (1.0 + exp(-x));
+    }
+    return NAN;
+}
+
+/* max|got - ref| <= 1e-5 * max|ref| + 1e-6 (float32 rounding of sums of a few
+ * hundred terms stays well inside; a wrong tap or padding side gives ~1e-1). */
+static void assert_close(const float *got, const double *ref, size_t n, const char *what) {
+    double maxdiff = 0, maxref = 0;
+    size_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (!(d <= maxdiff)) {
+            maxdiff = d;
+            worst = i;
+        }
+        if (fabs(ref[i]) > maxref) maxref = fabs(ref[i]);
+    }
+    ck_assert_msg(maxdiff <= 1e-5 * maxref + 1e-6, "%s: max diff %g at %zu (got %g, ref %g), max|ref| %g",
+                  what, maxdiff, worst, n ? got[worst] : 0.0, n ? ref[worst] : 0.0, maxref);
+}
+
+static void assert_identical(const float *a, const float *b, size_t n, const char *what) {
+    ck_assert_msg(memcmp(a, b, n * sizeof *a) == 0, "%s: results differ between thread counts", what);
+}
+
+/* TF "SAME" (NOTES.md §2): out = ceil(in / s), total = max((out-1)*s + k - in, 0),
+ * before = total / 2. Returns the output size. */
+static int tf_same(int in, int k, int s, int *before) {
+    int out = (in + s - 1) / s;
+    int total = (out - 1) * s + k - in;
+    if (total < 0) total = 0;
+    *before = total / 2;
+    return out;
+}
+
+/* Symmetric padding p on both sides, floor mode. */
+static int symmetric_out(int in, int k, int s, int p) {
+    return (in + 2 * p - k) / s + 1;
+}
+
+typedef struct {
+    threadpool *pools[3]; /* NULL, 2 threads, 3 threads */
+} pools;
+
+static pools make_pools(void) {
+    pools p = {{NULL, threadpool_create(2), threadpool_create(3)}};
+    ck_assert_ptr_nonnull(p.pools[1]);
+    ck_assert_ptr_nonnull(p.pools[2]);
+    return p;
+}
+
+static void free_pools(pools *p) {
+    threadpool_free(p->pools[1]);
+    threadpool_free(p->pools[2]);
+}
+
+/* A geometry case: input h x w, kernel, stride, and whether padding is TF-SAME. */
+typedef struct {
+    int h, w, k, s, tf;
+} geometry;
+
+static void output_geometry(const geometry *g, int *oh, int *ow, int *pt, int *pl) {
+    if (g->tf) {
+        *oh = tf_same(g->h, g->k, g->s, pt);
+        *ow = tf_same(g->w, g->k, g->s, pl);
+    } else {
+        *pt = *pl = (g->k - 1) / 2;
+        *oh = symmetric_out(g->h, g->k, g->s, *pt);
+        *ow = symmetric_out(g->w, g->k, g->s, *pl);
+    }
+}
+
+static const geometry conv_geometries[] = {
+    {7, 5, 3, 1, 0},   {7, 5, 3, 2, 1},   {13, 17, 3, 2, 1}, {13, 17, 5, 2, 1}, {16, 16, 3, 2, 1},
+    {16, 16, 5, 2, 1}, {12, 10, 5, 1, 0}, {1, 1, 3, 1, 0},   {1, 1, 3, 2, 1},   {2, 2, 5, 1, 0},
+    {3, 4, 5, 2, 1},   {9, 9, 3, 2, 0},   {10, 11, 5, 2, 0}, {24, 20, 3, 1, 0}, {6, 40, 5, 1, 0},
+};
+#define NUM_CONV_GEOMETRIES (int)(sizeof conv_geometries / sizeof conv_geometries[0])
+
+/* ---- references ---- */
+
+/* Input value at (y, x, c), zero outside (conv padding). */
+static double at_or_zero(const float *in, int h, int w, int c, int y, int x, int ch) {
+    if (y < 0 || y >= h || x < 0 || x >= w) return 0.0;
+    return in[((size_t)y * w + x) * c + ch];
+}
+
+static void ref_conv2d(const float *in, int h, int w, int cin, const float *wt, const float *bias, int k,
+                       int s, int pt, int pl, act_kind act, int oh, int ow, int cout, double *out) {
+    for (int y = 0; y < oh; y++)
+        for (int x = 0; x < ow; x++)
+            for (int co = 0; co < cout; co++) {
+                double acc = bias[co];
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        for (int ci = 0; ci < cin; ci++)
+                            acc += at_or_zero(in, h, w, cin, y * s - pt + ky, x * s - pl + kx, ci) *
+                                   wt[((size_t)(ky * k + kx) * cin + ci) * cout + co];
+                out[((size_t)y * ow + x) * cout + co] = ref_act(acc, act);
+            }
+}
+
+static void ref_dwconv(const float *in, int h, int w, int c, const float *wt, const float *bias, int k, int s,
+                       int pt, int pl, act_kind act, int oh, int ow, double *out) {
+    for (int y = 0; y < oh; y++)
+        for (int x = 0; x < ow; x++)
+            for (int ch = 0; ch < c; ch++) {
+                double acc = bias ? bias[ch] : 0.0;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        acc += at_or_zero(in, h, w, c, y * s - pt + ky, x * s - pl + kx, ch) *
+                               wt[(size_t)(ky * k + kx) * c + ch];
+                out[((size_t)y * ow + x) * c + ch] = ref_act(acc, act);
+            }
+}
+
+/* ---- activations ---- */
+
+START_TEST(test_activation_extremes) {
+    const float xs[] = {0.0f,   -0.0f,  1e-30f,  -1e-30f, 1e-40f, -1e-40f, 1e-7f,  -1e-7f, 0.5f,
+                        -0.5f,  1.0f,   -1.0f,   5.0f,    -5.0f,  15.0f,   -15.0f, 20.0f,  -20.0f,
+                        80.0f,  -80.0f, 87.0f,   -87.0f,  88.5f,  -88.5f,  88.8f,  -88.8f, 89.0f,
+                        -89.0f, 100.0f, -100.0f, 1e4f,    -1e4f,  1e30f,   -1e30f};
+    int n = (int)(sizeof xs / sizeof xs[0]);
+    for (int i = 0; i < n; i++) {
+        double x = xs[i];
+        double sw = x / (1.0 + exp(-x));
+        double sg = 1.0 / (1.0 + exp(-x));
+        float got_sw = fast_swishf(xs[i]), got_sg = fast_sigmoidf(xs[i]);
+        ck_assert_msg(isfinite(got_sw), "swish(%g) = %g", x, got_sw);
+        ck_assert_msg(isfinite(got_sg), "sigmoid(%g) = %g", x, got_sg);
+        ck_assert_msg(fabs(got_sw - sw) <= 1e-6 * fabs(sw) + 1e-35, "swish(%g) = %.9g, want %.9g", x, got_sw,
+                      sw);
+        ck_assert_msg(fabs(got_sg - sg) <= 1e-6 * fabs(sg) + 1e-35, "sigmoid(%g) = %.9g, want %.9g", x,
+                      got_sg, sg);
+    }
+    ck_assert(fast_swishf(100.0f) == 100.0f);
+    ck_assert(fast_sigmoidf(100.0f) == 1.0f);
+    ck_assert(fast_sigmoidf(-100.0f) == 0.0f);
+    ck_assert(fast_swishf(-100.0f) == 0.0f && signbit(fast_swishf(-100.0f)));
+}
+END_TEST
+
+/* A dense sweep of exp's reduced range and beyond: relative error < 1e-6 everywhere. */
+START_TEST(test_expf_sweep) {
+    double worst = 0;
+    float worst_x = 0;
+    for (float x = -87.0f; x < 88.0f; x += 0.00137f) {
+        double want = exp((double)x);
+        double rel = fabs(fast_expf(x) - want) / want;
+        if (rel > worst) {
+            worst = rel;
+            worst_x = x;
+        }
+    }
+    ck_assert_msg(worst < 1e-6, "fast_expf: relative error %g at x = %g", worst, worst_x);
+    ck_assert(fast_expf(89.0f) == INFINITY);
+    ck_assert(fast_expf(-89.0f) == 0.0f);
+    ck_assert(fast_expf(0.0f) == 1.0f);
+}
+END_TEST
+
+START_TEST(test_op_activate_and_add) {
+    pools p = make_pools();
+    const size_t sizes[] = {1, 7, 17, 1000, 40000, 100003};
+    const act_kind acts[] = {ACT_NONE, ACT_SWISH, ACT_SIGMOID};
+    for (int si = 0; si < 6; si++) {
+        size_t n = sizes[si];
+        float *x = random_floats(n, -30.0f, 30.0f);
+        float *y = random_floats(n, -3.0f, 3.0f);
+        float *got[3];
+        double *ref = alloc_doubles(n);
+        for (int ai = 0; ai < 3; ai++) {
+            for (size_t i = 0; i < n; i++) ref[i] = ref_act(x[i], acts[ai]);
+            for (int t = 0; t < 3; t++) {
+                got[t] = alloc_floats(n);
+                memcpy(got[t], x, n * sizeof *x);
+                op_activate(p.pools[t], got[t], n, acts[ai]);
+                assert_close(got[t], ref, n, "op_activate");
+                if (t) assert_identical(got[0], got[t], n, "op_activate");
+            }
+            for (int t = 0; t < 3; t++) free(got[t]);
+        }
+        for (size_t i = 0; i < n; i++) ref[i] = (double)x[i] + y[i];
+        for (int t = 0; t < 3; t++) {
+            float *z = alloc_floats(n);
+            memcpy(z, x, n * sizeof *x);
+            op_add(p.pools[t], z, y, n);
+            assert_close(z, ref, n, "op_add");
+            free(z);
+        }
+        free(x);
+        free(y);
+        free(ref);
+    }
+    free_pools(&p);
+}
+END_TEST
+
+/* ---- convolutions ---- */
+
+START_TEST(test_conv2d) {
+    pools p = make_pools();
+    const int couts[] = {8, 17, 32, 40};
+    for (int gi = 0; gi < NUM_CONV_GEOMETRIES; gi++) {
+        const geometry *g = &conv_geometries[gi];
+        int oh, ow, pt, pl, cin = 3, cout = couts[gi % 4];
+        output_geometry(g, &oh, &ow, &pt, &pl);
+        act_kind act = gi % 2 ? ACT_SWISH : ACT_NONE;
+        float *in = random_floats((size_t)g->h * g->w * cin, -2.0f, 2.0f);
+        float *wt = random_floats((size_t)g->k * g->k * cin * cout, -0.5f, 0.5f);
+        float *bias = random_floats((size_t)cout, -0.5f, 0.5f);
+        size_t n = (size_t)oh * ow * cout;
+        double *ref = alloc_doubles(n);
+        ref_conv2d(in, g->h, g->w, cin, wt, bias, g->k, g->s, pt, pl, act, oh, ow, cout, ref);
+        float *got[3];
+        for (int t = 0; t < 3; t++) {
+            got[t] = alloc_floats(n);
+            tensor ti = {in, g->h, g->w, cin}, to = {got[t], oh, ow, cout};
+            op_conv2d(p.pools[t], &ti, wt, bias, g->k, g->s, pt, pl, act, &to);
+            assert_close(got[t], ref, n, "op_conv2d");
+            if (t) assert_identical(got[0], got[t], n, "op_conv2d");
+        }
+        for (int t = 0; t < 3; t++) free(got[t]);
+        free(in);
+        free(wt);
+        free(bias);
+        free(ref);
+    }
+    free_pools(&p);
+}
+END_TEST
+
+START_TEST(test_dwconv) {
+    pools p = make_pools();
+    const int channels[] = {1, 3, 17, 96, 8, 24};
+    for (int gi = 0; gi < NUM_CONV_GEOMETRIES; gi++) {
+        for (int cc = 0; cc < 6; cc++) {
+            const geometry *g = &conv_geometries[gi];
+            int oh, ow, pt, pl, c = channels[cc];
+            output_geometry(g, &oh, &ow, &pt, &pl);
+            act_kind act = (gi + cc) % 3 == 0 ? ACT_NONE : (gi + cc) % 3 == 1 ? ACT_SWISH : ACT_SIGMOID;
+            int with_bias = (gi + cc) % 4 != 3;
+            float *in = random_floats((size_t)g->h * g->w * c, -2.0f, 2.0f);
+            float *wt = random_floats((size_t)g->k * g->k * c, -0.5f, 0.5f);
+            float *bias = with_bias ? random_floats((size_t)c, -0.5f, 0.5f) : NULL;
+            size_t n = (size_t)oh * ow * c;
+            double *ref = alloc_doubles(n);
+            ref_dwconv(in, g->h, g->w, c, wt, bias, g->k, g->s, pt, pl, act, oh, ow, ref);
+            float *got[3];
+            for (int t = 0; t < 3; t++) {
+                got[t] = alloc_floats(n);
+                tensor ti = {in, g->h, g->w, c}, to = {got[t], oh, ow, c};
+                op_dwconv(p.pools[t], &ti, wt, bias, g->k, g->s, pt, pl, act, &to);
+                assert_close(got[t], ref, n, "op_dwconv");
+                if (t) assert_identical(got[0], got[t], n, "op_dwconv");
+            }
+            for (int t = 0; t < 3; t++) free(got[t]);
+            free(in);
+            free(wt);
+            free(bias);
+            free(ref);
+        }
+    }
+    free_pools(&p);
+}
+END_TEST
+
+/* The D0 padding cases named in NOTES.md §2, checked on the helper itself so the
+ * geometries above really cover them. */
+START_TEST(test_tf_same_padding_cases) {
+    int before;
+    ck_assert_int_eq(tf_same(16, 3, 2, &before), 8);
+    ck_assert_int_eq(before, 0); /* total 1: (0 before, 1 after) */
+    ck_assert_int_eq(tf_same(16, 5, 2, &before), 8);
+    ck_assert_int_eq(before, 1); /* total 3: (1, 2) */
+    ck_assert_int_eq(tf_same(13, 3, 2, &before), 7);
+    ck_assert_int_eq(before, 1); /* odd: total 2 */
+}
+END_TEST
+
+START_TEST(test_pwconv) {
+    pools p = make_pools();
+    const int rows_list[] = {1, 35, 221, 5000, 64, 130};
+    const int cins[] = {1, 3, 17, 96, 32, 40};
+    const int couts[] = {17, 96, 1, 24, 810, 36};
+    for (int i = 0; i < 6; i++) {
+        for (int j = 0; j < 6; j++) {
+            int rows = rows_list[i], cin = cins[j], cout = couts[(i + j) % 6];
+            act_kind act = (i + j) % 3 == 0 ? ACT_NONE : (i + j) % 3 == 1 ? ACT_SWISH : ACT_SIGMOID;
+            float *in = random_floats((size_t)rows * cin, -2.0f, 2.0f);
+            float *wt = random_floats((size_t)cin * cout, -0.5f, 0.5f);
+            float *bias = random_floats((size_t)cout, -0.5f, 0.5f);
+            size_t n = (size_t)rows * cout;
+            double *ref = alloc_doubles(n);
+            for (int r = 0; r < rows; r++)
+                for (int co = 0; co < cout; co++) {
+                    double acc = bias[co];
+                    for (int ci = 0; ci < cin; ci++)
+                        acc += (double)in[(size_t)r * cin + ci] * wt[(size_t)ci * cout + co];
+                    ref[(size_t)r * cout + co] = ref_act(acc, act);
+                }
+            for (int t = 0; t < 3; t++) {
+                float *got = alloc_floats(n);
+                op_pwconv(p.pools[t], in, rows, cin, wt, bias, cout, act, got);
+                assert_close(got, ref, n, "op_pwconv");
+                free(got);
+            }
+            free(in);
+            free(wt);
+            free(bias);
+            free(ref);
+        }
+    }
+    free_pools(&p);
+}
+END_TEST
+
+/* ---- squeeze-and-excitation ---- */
+
+START_TEST(test_se) {
+    pools p = make_pools();
+    const int shapes[][4] = {{7, 5, 17, 4},    {1, 1, 3, 1},    {13, 17, 96, 4},
+                             {16, 16, 144, 6}, {4, 4, 300, 12}, {64, 48, 24, 2}};
+    for (int si = 0; si < 6; si++) {
+        int h = shapes[si][0], w = shapes[si][1], c = shapes[si][2], rd = shapes[si][3];
+        size_t n = (size_t)h * w * c;
+        float *x = random_floats(n, -3.0f, 3.0f);
+        float *w1 = random_floats((size_t)c * rd, -0.5f, 0.5f);
+        float *b1 = random_floats((size_t)rd, -0.5f, 0.5f);
+        float *w2 = random_floats((size_t)rd * c, -0.5f, 0.5f);
+        float *b2 = random_floats((size_t)c, -0.5f, 0.5f);
+        double *mean = alloc_doubles((size_t)c), *hidden = alloc_doubles((size_t)rd), *ref = alloc_doubles(n);
+        for (size_t i = 0; i < n; i++) mean[i % c] += x[i];
+        for (int ch = 0; ch < c; ch++) mean[ch] /= (double)h * w;
+        for (int r = 0; r < rd; r++) {
+            double acc = b1[r];
+            for (int ch = 0; ch < c; ch++) acc += mean[ch] * w1[(size_t)ch * rd + r];
+            hidden[r] = ref_act(acc, ACT_SWISH);
+        }
+        for (int ch = 0; ch < c; ch++) {
+            double acc = b2[ch];
+            for (int r = 0; r < rd; r++) acc += hidden[r] * w2[(size_t)r * c + ch];
+            double gate = ref_act(acc, ACT_SIGMOID);
+            for (int px = 0; px < h * w; px++) ref[(size_t)px * c + ch] = x[(size_t)px * c + ch] * gate;
+        }
+        float *got[3];
+        float *scratch = alloc_floats((size_t)c + rd);
+        for (int t = 0; t < 3; t++) {
+            got[t] = alloc_floats(n);
+            memcpy(got[t], x, n * sizeof *x);
+            tensor tx = {got[t], h, w, c};
+            op_se(p.pools[t], &tx, w1, b1, rd, w2, b2, scratch);
+            assert_close(got[t], ref, n, "op_se");
+            if (t) assert_identical(got[0], got[t], n, "op_se");
+        }
+        for (int t = 0; t < 3; t++) free(got[t]);
+        free(scratch);
+        free(x);
+        free(w1);
+        free(b1);
+        free(w2);
+        free(b2);
+        free(mean);
+        free(hidden);
+        free(ref);
+    }
+    free_pools(&p);
+}
+END_TEST
+
+/* ---- BiFPN resampling and fusion ---- */
+
+START_TEST(test_maxpool) {
+    pools p = make_pools();
+    const int sizes[][2] = {{16, 16}, {13, 17}, {7, 5}, {1, 1}, {2, 3}, {8, 8}, {4, 4}};
+    const int channels[] = {1, 3, 17, 64};
+    for (int si = 0; si < 7; si++)
+        for (int cc = 0; cc < 4; cc++)
+            for (int tf = 0; tf < 2; tf++) {
+                int h = sizes[si][0], w = sizes[si][1], c = channels[cc], oh, ow, pt, pl;
+                geometry g = {h, w, 3, 2, tf};
+                output_geometry(&g, &oh, &ow, &pt, &pl);
+                size_t n = (size_t)oh * ow * c;
+                /* All negative: a padded -inf (or a wrongly padded 0) must never win. */
+                float *in = random_floats((size_t)h * w * c, -5.0f, -1.0f);
+                double *ref = alloc_doubles(n);
+                for (int y = 0; y < oh; y++)
+                    for (int x = 0; x < ow; x++)
+                        for (int ch = 0; ch < c; ch++) {
+                            double m = -INFINITY;
+                            for (int iy = 2 * y - pt; iy < 2 * y - pt + 3; iy++)
+                                for (int ix = 2 * x - pl; ix < 2 * x - pl + 3; ix++)
+                                    if (iy >= 0 && iy < h && ix >= 0 && ix < w &&
+                                        in[((size_t)iy * w + ix) * c + ch] > m)
+                                        m = in[((size_t)iy * w + ix) * c + ch];
+                            ref[((size_t)y * ow + x) * c + ch] = m;
+                        }
+                float *got[3];
+                for (int t = 0; t < 3; t++) {
+                    got[t] = alloc_floats(n);
+                    tensor ti = {in, h, w, c}, to = {got[t], oh, ow, c};
+                    op_maxpool3s2(p.pools[t], &ti, pt, pl, &to);
+                    assert_close(got[t], ref, n, "op_maxpool3s2");
+                    if (t) assert_identical(got[0], got[t], n, "op_maxpool3s2");
+                }
+                for (int t = 0; t < 3; t++) free(got[t]);
+                free(in);
+                free(ref);
+            }
+    free_pools(&p);
+}
+END_TEST
+
+START_TEST(test_upsample) {
+    pools p = make_pools();
+    const int cases[][4] = {{3, 3, 5, 5}, {4, 4, 8, 8},   {3, 4, 5, 8},
+                            {1, 1, 2, 2}, {5, 7, 10, 13}, {2, 2, 7, 3}};
+    const int channels[] = {1, 3, 17, 64};
+    for (int ci = 0; ci < 6; ci++)
+        for (int cc = 0; cc < 4; cc++) {
+            int ih = cases[ci][0], iw = cases[ci][1], oh = cases[ci][2], ow = cases[ci][3], c = channels[cc];
+            float *in = random_floats((size_t)ih * iw * c, -2.0f, 2.0f);
+            size_t n = (size_t)oh * ow * c;
+            double *ref = alloc_doubles(n);
+            for (int y = 0; y < oh; y++)
+                for (int x = 0; x < ow; x++)
+                    for (int ch = 0; ch < c; ch++) {
+                        int sy = (int)floor((double)y * ih / oh), sx = (int)floor((double)x * iw / ow);
+                        ref[((size_t)y * ow + x) * c + ch] = in[((size_t)sy * iw + sx) * c + ch];
+                    }
+            for (int t = 0; t < 3; t++) {
+                float *got = alloc_floats(n);
+                tensor ti = {in, ih, iw, c}, to = {got, oh, ow, c};
+                op_upsample_nearest(p.pools[t], &ti, &to);
+                assert_close(got, ref, n, "op_upsample_nearest");
+                for (size_t i = 0; i < n; i++) ck_assert_msg(got[i] == (float)ref[i], "upsample is a copy");
+                free(got);
+            }
+            free(in);
+            free(ref);
+        }
+    free_pools(&p);
+}
+END_TEST
+
+START_TEST(test_fuse) {
+    pools p = make_pools();
+    const float weight_sets[][3] = {{0.7f, 1.3f, 0.2f}, {-0.5f, 2.0f, 1.0f}, {1.0f, -1.0f, -2.0f}};
+    const int shapes[][3] = {{7, 5, 17}, {64, 64, 64}, {1, 1, 3}, {13, 17, 96}};
+    for (int si = 0; si < 4; si++)
+        for (int ninputs = 2; ninputs <= 3; ninputs++)
+            for (int ws = 0; ws <= 3; ws++) {
+                int h = shapes[si][0], w = shapes[si][1], c = shapes[si][2];
+                size_t n = (size_t)h * w * c;
+                const float *weights = ws < 3 ? weight_sets[ws] : NULL; /* ws == 3: sum fusion */
+                act_kind act = ws % 2 ? ACT_SWISH : ACT_NONE;
+                float *data[3];
+                tensor ts[3];
+                const tensor *inputs[3];
+                for (int i = 0; i < ninputs; i++) {
+                    data[i] = random_floats(n, -3.0f, 3.0f);
+                    ts[i] = (tensor){data[i], h, w, c};
+                    inputs[i] = &ts[i];
+                }
+                double *ref = alloc_doubles(n);
+                double wsum = 0;
+                for (int i = 0; weights && i < ninputs; i++) wsum += weights[i] > 0 ? weights[i] : 0;
+                for (size_t e = 0; e < n; e++) {
+                    double acc = 0;
+                    for (int i = 0; i < ninputs; i++)
+                        acc += weights ? data[i][e] * (weights[i] > 0 ? weights[i] : 0.0) / (wsum + 1e-4)
+                                       : data[i][e];
+                    ref[e] = ref_act(acc, act);
+                }
+                float *got[3];
+                for (int t = 0; t < 3; t++) {
+                    got[t] = alloc_floats(n);
+                    tensor to = {got[t], h, w, c};
+                    op_fuse(p.pools[t], inputs, ninputs, weights, act, &to);
+                    assert_close(got[t], ref, n, "op_fuse");
+                    if (t) assert_identical(got[0], got[t], n, "op_fuse");
+                }
+                for (int t = 0; t < 3; t++) free(got[t]);
+                for (int i = 0; i < ninputs; i++) free(data[i]);
+                free(ref);
+            }
+    free_pools(&p);
+}
+END_TEST
+
+static Suite *ops_suite(void) {
+    Suite *s = suite_create("ops");
+    TCase *tc = tcase_create("kernels");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_activation_extremes);
+    tcase_add_test(tc, test_expf_sweep);
+    tcase_add_test(tc, test_op_activate_and_add);
+    tcase_add_test(tc, test_tf_same_padding_cases);
+    tcase_add_test(tc, test_conv2d);
+    tcase_add_test(tc, test_dwconv);
+    tcase_add_test(tc, test_pwconv);
+    tcase_add_test(tc, test_se);
+    tcase_add_test(tc, test_maxpool);
+    tcase_add_test(tc, test_upsample);
+    tcase_add_test(tc, test_fuse);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    /* The kernels parallelise across our own pool; OpenBLAS must not add its own. */
+    openblas_set_num_threads(1);
+    SRunner *sr = srunner_create(ops_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
