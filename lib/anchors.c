@@ -59,16 +59,15 @@ static void level_anchors(const effdet_arch *a, int l, float *out) {
     double stride_x = (double)a->image_w / a->level_w[l];
     double half_h[MAX_ANCHORS_PER_LOCATION], half_w[MAX_ANCHORS_PER_LOCATION];
     int A = a->num_anchors;
-    for (int octave = 0; octave < a->num_scales; octave++) {
+    for (int k = 0; k < A; k++) {
+        int octave = k / a->num_aspects, r = k % a->num_aspects;
+        /* Same operation order as effdet: anchor_scale * stride * 2**(octave / num_scales),
+         * then * aspect / 2.0. */
         double octave_scale = pow(2.0, (double)octave / a->num_scales);
-        for (int r = 0; r < a->num_aspects; r++) {
-            /* Same operation order as effdet: anchor_scale * stride * 2**octave, then
-             * * aspect / 2.0. */
-            double base_x = a->anchor_scale * stride_x * octave_scale;
-            double base_y = a->anchor_scale * stride_y * octave_scale;
-            half_w[octave * a->num_aspects + r] = base_x * aspect_as_decimal(a->aspect[r][0]) / 2.0;
-            half_h[octave * a->num_aspects + r] = base_y * aspect_as_decimal(a->aspect[r][1]) / 2.0;
-        }
+        double base_x = a->anchor_scale * stride_x * octave_scale;
+        double base_y = a->anchor_scale * stride_y * octave_scale;
+        half_w[k] = base_x * aspect_as_decimal(a->aspect[r][0]) / 2.0;
+        half_h[k] = base_y * aspect_as_decimal(a->aspect[r][1]) / 2.0;
     }
     for (int y = 0; y < a->level_h[l]; y++) {
         double cy = stride_y / 2 + y * stride_y; /* np.arange(stride / 2, size, stride) */

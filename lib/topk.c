@@ -141,12 +141,9 @@ int topk_select(const anchor_grid *g, const head_outputs *h, int k, const uint8_
         uint32_t flat = rank_key_index(cb.buf[i]);
         out[i].anchor = (int32_t)(flat / (uint32_t)C);
         out[i].cls = (int32_t)(flat % (uint32_t)C);
-        const float *level_cls = NULL;
-        for (int l = EFFDET_NUM_LEVELS - 1; l >= 0; l--)
-            if (out[i].anchor >= g->level_offset[l]) {
-                level_cls = h->cls[l] + (size_t)(flat - (uint32_t)g->level_offset[l] * (uint32_t)C);
-                break;
-            }
+        int l = EFFDET_NUM_LEVELS - 1;
+        while (l > 0 && out[i].anchor < g->level_offset[l]) l--;
+        const float *level_cls = h->cls[l] + (size_t)(flat - (uint32_t)g->level_offset[l] * (uint32_t)C);
         out[i].logit = *level_cls; /* the stored value itself (keeps -0 and NaN payloads) */
     }
     return cb.n;
