@@ -40,6 +40,8 @@ static void axis_weights_free(axis_weights *a) {
     free(a->first);
     free(a->count);
     free(a->w);
+    a->first = a->count = NULL;
+    a->w = NULL;
 }
 
 static double triangle(double t) {

@@ -160,7 +160,8 @@ static void check_letterbox(const effdet_image *img, int T, const char *dir, con
 
     normalize_to_nchw(canvas, T, T, nchw);
     join(p, sizeof p, dir, "input.f32");
-    float *ref_f = (float *)read_or_fail(p, &n);
+    float *ref_f = tu_read_file(p, &n);
+    ck_assert_msg(ref_f != NULL, "cannot read %s", p);
     ck_assert_uint_eq(n, sizeof(float) * T * T * 3);
     double worst = 0;
     for (int i = 0; i < T * T * 3; i++) worst = fmax(worst, fabs((double)nchw[i] - ref_f[i]));
@@ -253,7 +254,8 @@ static void reference_axis_weights(int n, int m, int i, int *lo, int *hi, int32_
     double center = (i + 0.5) * scale;
     *lo = (int)fmax(0, (int)(center - support + 0.5));
     *hi = (int)fmin(n, (int)(center + support + 0.5));
-    double w[64], sum = 0;
+    double w[64] = {0}, sum = 0;
+    ck_assert_int_le(*hi - *lo, 64);
     for (int j = *lo; j < *hi; j++) sum += w[j - *lo] = fmax(0, 1 - fabs((j - center + 0.5) * (1.0 / fs)));
     for (int j = *lo; j < *hi; j++) wq[j - *lo] = (int32_t)lround(w[j - *lo] / sum * (1 << 22));
 }
