@@ -1,0 +1,86 @@
+/* Prometheus text exposition (version 0.0.4): counters end in _total, histograms export
+ * cumulative _bucket{le="..."} series plus _sum and _count. */
+#include "metrics.h"
+
+static const double bucket_le[HIST_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                               0.25,  0.5,    1,     2.5,  5,     10,   30};
+
+const char *endpoint_name(endpoint_id e) {
+    static const char *names[EP_COUNT] = {"/detect",
+                                          "/v1/vision/detection",
+                                          "/v1/vision/custom",
+                                          "/v1/vision/custom/list",
+                                          "/v1/status/updateavailable",
+                                          "/healthz",
+                                          "/readyz",
+                                          "/metrics",
+                                          "/v1/models",
+                                          "/",
+                                          "other"};
+    return (unsigned)e < EP_COUNT ? names[e] : "other";
+}
+
+void metrics_request(metrics *m, endpoint_id e, int status) {
+    if ((unsigned)e >= EP_COUNT) e = EP_OTHER;
+    for (int i = 0; i < METRIC_STATUSES; i++) {
+        if (m->requests[e].code[i] == status || m->requests[e].code[i] == 0) {
+            m->requests[e].code[i] = status;
+            m->requests[e].n[i]++;
+            return;
+        }
+    }
+    /* More distinct statuses than slots: count them under the last slot's code rather
+     * than lose the request. 16 slots cover every status effdetd sends. */
+    m->requests[e].n[METRIC_STATUSES - 1]++;
+}
+
+void hist_observe(histogram *h, double seconds) {
+    for (int i = 0; i < HIST_BUCKETS; i++) {
+        if (seconds <= bucket_le[i]) {
+            h->bucket[i]++;
+            break;
+        }
+    }
+    h->count++;
+    h->sum += seconds;
+}
+
+void hist_write(const histogram *h, const char *name, const char *help, sbuf *out) {
+    sb_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    unsigned long long cum = 0;
+    for (int i = 0; i < HIST_BUCKETS; i++) {
+        cum += h->bucket[i];
+        sb_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_le[i], cum);
+    }
+    sb_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, h->count, name, h->sum,
+              name, h->count);
+}
+
+static void counter(sbuf *out, const char *name, const char *help, unsigned long long v) {
+    sb_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, v);
+}
+
+void metrics_write(const metrics *m, sbuf *out) {
+    sb_puts(out, "# HELP effdetd_requests_total HTTP requests answered, by endpoint and status.\n"
+                 "# TYPE effdetd_requests_total counter\n");
+    for (int e = 0; e < EP_COUNT; e++)
+        for (int i = 0; i < METRIC_STATUSES && m->requests[e].code[i]; i++)
+            sb_printf(out, "effdetd_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", endpoint_name(e),
+                      m->requests[e].code[i], m->requests[e].n[i]);
+    hist_write(&m->queue_wait, "effdetd_queue_wait_seconds", "Time jobs waited in the queue.", out);
+    hist_write(&m->inference, "effdetd_inference_seconds", "Decode + forward + post-process time per job.",
+               out);
+    hist_write(&m->total, "effdetd_request_duration_seconds",
+               "Detection requests: from the full request to the reply.", out);
+    counter(out, "effdetd_detections_total", "Detections returned.", m->detections);
+    counter(out, "effdetd_rejected_busy_total", "Requests refused with 503 because the queue was full.",
+            m->rejected_busy);
+    counter(out, "effdetd_deadline_expired_total", "Jobs not run because they waited past the deadline.",
+            m->deadline_expired);
+    counter(out, "effdetd_client_disconnects_total", "Jobs whose client went away before the reply.",
+            m->client_gone);
+    sb_printf(out,
+              "# HELP effdetd_reloads_total SIGHUP reloads by result.\n# TYPE effdetd_reloads_total counter\n"
+              "effdetd_reloads_total{result=\"ok\"} %llu\neffdetd_reloads_total{result=\"failed\"} %llu\n",
+              m->reloads_ok, m->reloads_failed);
+}
