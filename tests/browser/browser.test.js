@@ -239,11 +239,12 @@ async function main() {
       assert(resp && resp.status() === 200, 'navigation answered ' + (resp && resp.status()));
       await waitForResult(page, 'ready');
       const api = await (await fetch(base + '/v1/models')).json();
-      models = Array.isArray(api) ? api : api.models;
+      models = api.models;
       assert(Array.isArray(models) && models.length > 0, '/v1/models lists no model: ' + JSON.stringify(api));
       const options = await page.$$eval('#model option', (os) => os.map((o) => o.value));
       assert(options.join() === models.map((m) => m.name).join(), 'model menu ' + options + ' vs API ' + models.map((m) => m.name));
       const selected = await page.$eval('#model', (s) => s.value);
+      assert(selected === api.default, 'the menu preselects ' + selected + ', the default model is ' + api.default);
       const info = await page.$eval('#model-info', (dl) => dl.textContent);
       assert(info.includes(selected), 'model info does not name the selected model ' + selected + ': ' + info);
       assert(await page.$eval('#error', (e) => e.textContent) === '', 'an error is shown on load');
@@ -376,10 +377,13 @@ async function main() {
       assert((resp.headers.get('content-type') || '').startsWith('image/jpeg'), 'Content-Type is ' + resp.headers.get('content-type'));
       const summary = resp.headers.get('x-detections');
       assert(summary, 'no X-Detections header');
+      /* {model, count, detections: [{label, score, box: [x1, y1, x2, y2]}], truncated} */
       const parsed = JSON.parse(summary);
-      const listed = Array.isArray(parsed) ? parsed : (parsed.detections || parsed.d || []);
-      const count = Array.isArray(parsed) ? parsed.length : (typeof parsed.count === 'number' ? parsed.count : listed.length);
-      assert(count === api.detections.length, 'X-Detections summarises ' + count + ' detections, the JSON API returned ' + api.detections.length);
+      assert(parsed.model === api.model, 'X-Detections names model ' + parsed.model + ', the JSON API ' + api.model);
+      assert(parsed.count === api.detections.length, 'X-Detections counts ' + parsed.count + ' detections, the JSON API returned ' + api.detections.length);
+      const top = parsed.detections[0], want = api.detections[0];
+      assert(top && top.label === want.label && Math.abs(top.score - want.score) < 1e-3,
+             'X-Detections starts with ' + JSON.stringify(top) + ', the JSON API with ' + JSON.stringify(want));
       const jpeg = Buffer.from(await resp.arrayBuffer());
       assert(jpeg[0] === 0xff && jpeg[1] === 0xd8, 'the body does not start with a JPEG SOI marker');
       const { width, height } = api.image;
