@@ -6,6 +6,8 @@
  * border (padding rows and columns) goes through a checked per-tap loop.
  */
 #include "mathfun.h"
+#include <stddef.h>
+
 #include "ops.h"
 
 typedef struct {
@@ -17,53 +19,108 @@ typedef struct {
     int x_lo, x_hi; /* output columns [x_lo, x_hi) are interior */
 } dwconv_job;
 
-/* Any pixel, padding included: zero padding means skipping the taps outside. */
+/* Any pixel, padding included: zero padding means leaving out the taps outside, so
+ * the tap loops run over the window's part inside the input. Each channel vector's
+ * sum stays in a register across the taps. */
 static void dw_pixel_checked(const tensor *in, const float *restrict w, const float *restrict bias, int k,
                              int iy0, int ix0, float *restrict out) {
     int c = in->c;
-    for (int ci = 0; ci < c; ci++) out[ci] = bias ? bias[ci] : 0.0f;
-    for (int ky = 0; ky < k; ky++) {
-        int iy = iy0 + ky;
-        if (iy < 0 || iy >= in->h) continue;
-        for (int kx = 0; kx < k; kx++) {
-            int ix = ix0 + kx;
-            if (ix < 0 || ix >= in->w) continue;
-            const float *restrict src = in->data + ((size_t)iy * in->w + ix) * c;
-            const float *restrict wt = w + (size_t)(ky * k + kx) * c;
-            for (int ci = 0; ci < c; ci++) out[ci] = MADD(src[ci], wt[ci], out[ci]);
-        }
+    int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = in->h - iy0 < k ? in->h - iy0 : k;
+    int kx0 = ix0 < 0 ? -ix0 : 0, kx1 = in->w - ix0 < k ? in->w - ix0 : k;
+    const float *base = in->data + ((ptrdiff_t)iy0 * in->w + ix0) * c;
+    size_t row_stride = (size_t)in->w * c;
+    int cv = c - c % VLEN;
+    for (int ci = 0; ci < cv; ci += VLEN) {
+        vfloat acc = {0};
+        if (bias) acc = vload(bias + ci);
+        for (int ky = ky0; ky < ky1; ky++)
+            for (int kx = kx0; kx < kx1; kx++)
+                acc = vmadd(vload(base + ky * row_stride + (size_t)kx * c + ci),
+                            vload(w + (size_t)(ky * k + kx) * c + ci), acc);
+        vstore(out + ci, acc);
+    }
+    for (int ci = cv; ci < c; ci++) {
+        float acc = bias ? bias[ci] : 0.0f;
+        for (int ky = ky0; ky < ky1; ky++)
+            for (int kx = kx0; kx < kx1; kx++)
+                acc = MADD(base[ky * row_stride + (size_t)kx * c + ci], w[(ky * k + kx) * c + ci], acc);
+        out[ci] = acc;
     }
 }
 
-/* A run of interior pixels of one output row; K is a literal at each call site so the
- * taps unroll and each channel's sum stays in a register. row = input row of tap ky=0,
- * already offset to the first pixel's leftmost input column. */
-static inline __attribute__((always_inline)) void
-dw_span_interior(const float *restrict row, size_t row_stride, const float *restrict w,
-                 const float *restrict bias, int c, int stride, int nx, float *restrict out, const int K) {
-    for (int x = 0; x < nx; x++) {
-        const float *restrict src = row + (size_t)x * stride * c;
-        float *restrict o = out + (size_t)x * c;
-        for (int ci = 0; ci < c; ci++) {
-            float acc = bias ? bias[ci] : 0.0f;
+/* Output pixels computed together per channel vector: independent FMA chains hide
+ * the FMA latency, and each weight vector loaded into a register serves them all. */
+#define DW_PIXELS_K3 8
+#define DW_PIXELS_K5 6
+
+/* P interior pixels (x .. x+P-1) of one channel vector; wk holds the K*K tap weights. */
+static inline __attribute__((always_inline)) void dw_pixels_vec(const float *restrict src, size_t row_stride,
+                                                                const vfloat *wk, vfloat b, int c, int stride,
+                                                                float *restrict out, const int K,
+                                                                const int P) {
+    vfloat acc[P];
+    for (int p = 0; p < P; p++) acc[p] = b;
 #pragma GCC unroll 5
-            for (int ky = 0; ky < K; ky++)
+    for (int ky = 0; ky < K; ky++)
 #pragma GCC unroll 5
-                for (int kx = 0; kx < K; kx++)
-                    acc = MADD(src[ky * row_stride + (size_t)kx * c + ci], w[(ky * K + kx) * c + ci], acc);
-            o[ci] = acc;
-        }
+        for (int kx = 0; kx < K; kx++)
+#pragma GCC unroll 4
+            for (int p = 0; p < P; p++)
+                acc[p] = vmadd(vload(src + ky * row_stride + (size_t)(p * stride + kx) * c), wk[ky * K + kx],
+                               acc[p]);
+    for (int p = 0; p < P; p++) vstore(out + (size_t)p * c, acc[p]);
+}
+
+/* Channels [c0, c) of one interior pixel, scalar (c not a multiple of the vector width). */
+static void dw_pixel_tail(const float *restrict src, size_t row_stride, const float *restrict w,
+                          const float *restrict bias, int c0, int c, int k, float *restrict out) {
+    for (int ci = c0; ci < c; ci++) {
+        float acc = bias ? bias[ci] : 0.0f;
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++)
+                acc = MADD(src[ky * row_stride + (size_t)kx * c + ci], w[(ky * k + kx) * c + ci], acc);
+        out[ci] = acc;
     }
+}
+
+/* A run of nx interior pixels of one output row. K and P are literals at each call
+ * site, so the taps unroll and the K*K weight vectors of a channel vector stay in
+ * registers while the run is swept. row = input row of tap ky=0, already offset to the
+ * first pixel's leftmost input column. */
+static inline __attribute__((always_inline)) void dw_span_interior(const float *restrict row,
+                                                                   size_t row_stride, const float *restrict w,
+                                                                   const float *restrict bias, int c,
+                                                                   int stride, int nx, float *restrict out,
+                                                                   const int K, const int P) {
+    int cv = c - c % VLEN;
+    for (int ci = 0; ci < cv; ci += VLEN) {
+        vfloat wk[K * K];
+        for (int t = 0; t < K * K; t++) wk[t] = vload(w + (size_t)t * c + ci);
+        vfloat b = {0};
+        if (bias) b = vload(bias + ci);
+        const float *src = row + ci;
+        float *o = out + ci;
+        int x = 0;
+        for (; x + P <= nx; x += P)
+            dw_pixels_vec(src + (size_t)x * stride * c, row_stride, wk, b, c, stride, o + (size_t)x * c, K,
+                          P);
+        for (; x < nx; x++)
+            dw_pixels_vec(src + (size_t)x * stride * c, row_stride, wk, b, c, stride, o + (size_t)x * c, K,
+                          1);
+    }
+    if (cv < c)
+        for (int x = 0; x < nx; x++)
+            dw_pixel_tail(row + (size_t)x * stride * c, row_stride, w, bias, cv, c, K, out + (size_t)x * c);
 }
 
 static void dw_span_k3(const float *row, size_t row_stride, const float *w, const float *bias, int c,
                        int stride, int nx, float *out) {
-    dw_span_interior(row, row_stride, w, bias, c, stride, nx, out, 3);
+    dw_span_interior(row, row_stride, w, bias, c, stride, nx, out, 3, DW_PIXELS_K3);
 }
 
 static void dw_span_k5(const float *row, size_t row_stride, const float *w, const float *bias, int c,
                        int stride, int nx, float *out) {
-    dw_span_interior(row, row_stride, w, bias, c, stride, nx, out, 5);
+    dw_span_interior(row, row_stride, w, bias, c, stride, nx, out, 5, DW_PIXELS_K5);
 }
 
 static void dw_span_any_k(const float *row, size_t row_stride, const float *w, const float *bias, int c,

@@ -79,7 +79,7 @@ void op_se(threadpool *tp, tensor *x, const float *w1, const float *b1, int rd, 
     int c = x->c;
     int npix = x->h * x->w;
     se_job job = {x, scratch, scratch};
-    threadpool_run(tp, c, 16, mean_channels, &job);
+    threadpool_run(tp, c, SE_CHANNEL_BLOCK, mean_channels, &job);
     se_gates(scratch, c, w1, b1, rd, w2, b2, scratch + c, scratch);
     int grain = 16384 / (c > 0 ? c : 1) + 1;
     threadpool_run(tp, npix, grain, scale_pixels, &job);

@@ -1,0 +1,168 @@
+/*
+ * Micro-benchmark of the kernels on EfficientDet-D0 (512x512) shapes, with 1 and 2
+ * threads. Not built by the Makefile; compile by hand:
+ *   gcc -std=c11 -D_GNU_SOURCE -O2 -march=native -fvect-cost-model=dynamic -Ilib/include -Ilib \
+ *     bench/ops-bench.c lib/threadpool.c lib/op_*.c $(pkg-config --cflags --libs openblas) -lm -pthread \
+ *     -o build/ops-bench
+ * Prints the median of several runs (the machine is shared: medians, not best runs).
+ */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ops.h"
+
+#define REPS 15
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static float *buffer(size_t n) {
+    float *x = malloc(n * sizeof *x);
+    if (!x) exit(1);
+    for (size_t i = 0; i < n; i++) x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+    return x;
+}
+
+typedef enum { K_DW, K_PW, K_SE, K_ACT, K_CONV, K_POOL, K_UP, K_FUSE } kind;
+
+typedef struct {
+    kind k;
+    const char *name;
+    int h, w, c, k_or_cout, stride;
+} bench_case;
+
+static const bench_case cases[] = {
+    {K_CONV, "conv2d stem 512x512x3->32 k3s2", 512, 512, 3, 32, 2},
+    {K_DW, "dwconv 256x256x32 k3s1", 256, 256, 32, 3, 1},
+    {K_DW, "dwconv 256x256x96 k3s2", 256, 256, 96, 3, 2},
+    {K_DW, "dwconv 128x128x144 k3s1", 128, 128, 144, 3, 1},
+    {K_DW, "dwconv 128x128x144 k5s2", 128, 128, 144, 5, 2},
+    {K_DW, "dwconv 64x64x240 k5s1", 64, 64, 240, 5, 1},
+    {K_DW, "dwconv 32x32x672 k5s1", 32, 32, 672, 5, 1},
+    {K_DW, "dwconv 16x16x1152 k5s1", 16, 16, 1152, 5, 1},
+    {K_DW, "dwconv 64x64x64 k3s1 (fpn/head)", 64, 64, 64, 3, 1},
+    {K_PW, "pwconv 65536x16->96 swish", 256, 256, 16, 96, 0},
+    {K_PW, "pwconv 16384x96->24", 128, 128, 96, 24, 0},
+    {K_PW, "pwconv 16384x24->144 swish", 128, 128, 24, 144, 0},
+    {K_PW, "pwconv 4096x240->40", 64, 64, 240, 40, 0},
+    {K_PW, "pwconv 1024x480->80", 32, 32, 480, 80, 0},
+    {K_PW, "pwconv 256x1152->192", 16, 16, 1152, 192, 0},
+    {K_PW, "pwconv 4096x64->64 swish", 64, 64, 64, 64, 0},
+    {K_PW, "pwconv 4096x64->810 (class)", 64, 64, 64, 810, 0},
+    {K_SE, "se 128x128x96", 128, 128, 96, 4, 0},
+    {K_SE, "se 32x32x480", 32, 32, 480, 20, 0},
+    {K_ACT, "swish 256x256x96", 256, 256, 96, 0, 0},
+    {K_POOL, "maxpool 64x64x64", 64, 64, 64, 0, 0},
+    {K_UP, "upsample 32x32x64->64x64", 32, 32, 64, 0, 0},
+    {K_FUSE, "fuse3 64x64x64 swish", 64, 64, 64, 0, 0},
+};
+
+static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, float *c, float *w,
+                     float *scratch, double *flops, double *elems) {
+    tensor in = {a, bc->h, bc->w, bc->c};
+    switch (bc->k) {
+    case K_DW: {
+        int oh = (bc->h + bc->stride - 1) / bc->stride, ow = (bc->w + bc->stride - 1) / bc->stride;
+        tensor out = {b, oh, ow, bc->c};
+        int pad = bc->stride == 1 ? (bc->k_or_cout - 1) / 2 : (bc->k_or_cout == 3 ? 0 : 1);
+        op_dwconv(tp, &in, w, w + 10000, bc->k_or_cout, bc->stride, pad, pad, ACT_SWISH, &out);
+        *elems = (double)oh * ow * bc->c;
+        *flops = *elems * 2 * bc->k_or_cout * bc->k_or_cout;
+        break;
+    }
+    case K_PW: {
+        int rows = bc->h * bc->w;
+        act_kind act = strstr(bc->name, "swish") ? ACT_SWISH : ACT_NONE;
+        op_pwconv(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
+        *elems = (double)rows * bc->k_or_cout;
+        *flops = *elems * 2 * bc->c;
+        break;
+    }
+    case K_CONV: {
+        tensor out = {b, bc->h / 2, bc->w / 2, bc->k_or_cout};
+        op_conv2d(tp, &in, w, w + 10000, 3, 2, 0, 0, ACT_SWISH, &out);
+        *elems = (double)tensor_numel(&out);
+        *flops = *elems * 2 * 27;
+        break;
+    }
+    case K_SE:
+        op_se(tp, &in, w, w + 100000, bc->k_or_cout, w + 200000, w + 300000, scratch);
+        *elems = (double)tensor_numel(&in);
+        *flops = *elems * 2;
+        break;
+    case K_ACT:
+        memcpy(b, a, tensor_numel(&in) * sizeof *a);
+        op_activate(tp, b, tensor_numel(&in), ACT_SWISH);
+        *elems = (double)tensor_numel(&in);
+        *flops = 0;
+        break;
+    case K_POOL: {
+        tensor out = {b, bc->h / 2, bc->w / 2, bc->c};
+        op_maxpool3s2(tp, &in, 0, 0, &out);
+        *elems = (double)tensor_numel(&out);
+        *flops = 0;
+        break;
+    }
+    case K_UP: {
+        tensor out = {b, bc->h * 2, bc->w * 2, bc->c};
+        op_upsample_nearest(tp, &in, &out);
+        *elems = (double)tensor_numel(&out);
+        *flops = 0;
+        break;
+    }
+    case K_FUSE: {
+        tensor x1 = {c, bc->h, bc->w, bc->c}, x2 = {w, bc->h, bc->w, bc->c}, out = {b, bc->h, bc->w, bc->c};
+        const tensor *ins[3] = {&in, &x1, &x2};
+        const float fw[3] = {0.5f, 0.3f, 0.9f};
+        op_fuse(tp, ins, 3, fw, ACT_SWISH, &out);
+        *elems = (double)tensor_numel(&out);
+        *flops = 0;
+        break;
+    }
+    }
+}
+
+int main(int argc, char **argv) {
+    openblas_set_num_threads(1);
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    size_t big = (size_t)512 * 512 * 96;
+    float *a = buffer(big), *b = buffer(big), *c = buffer(big), *w = buffer(2000000), *scratch = buffer(4096);
+    threadpool *tp2 = threadpool_create(2);
+    printf("%-36s %10s %10s %8s %10s %8s\n", "op", "1T us", "2T us", "2T/1T", "1T GF/s", "ns/elem");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (filter && !strstr(cases[i].name, filter)) continue;
+        double med[2], flops = 0, elems = 0;
+        for (int t = 0; t < 2; t++) {
+            threadpool *tp = t ? tp2 : NULL;
+            double times[REPS];
+            run_case(&cases[i], tp, a, b, c, w, scratch, &flops, &elems); /* warm-up */
+            for (int r = 0; r < REPS; r++) {
+                double t0 = now_s();
+                run_case(&cases[i], tp, a, b, c, w, scratch, &flops, &elems);
+                times[r] = now_s() - t0;
+            }
+            qsort(times, REPS, sizeof times[0], cmp_double);
+            med[t] = times[REPS / 2];
+        }
+        printf("%-36s %10.1f %10.1f %8.2f %10.2f %8.3f\n", cases[i].name, med[0] * 1e6, med[1] * 1e6,
+               med[1] / med[0], flops / med[0] * 1e-9, med[0] / elems * 1e9);
+    }
+    threadpool_free(tp2);
+    free(a);
+    free(b);
+    free(c);
+    free(w);
+    free(scratch);
+    return 0;
+}
