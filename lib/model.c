@@ -358,9 +358,7 @@ void effdet_model_free(effdet_model *m) {
     free(m->allocs);
     free(m->blocks);
     free(m->nodes);
-    if (m->labels)
-        for (int i = 0; i < m->arch.num_classes; i++) free(m->labels[i]);
-    free(m->labels);
+    labels_free(&m->labels);
     free(m);
 }
 
@@ -369,6 +367,5 @@ const effdet_info *effdet_model_info(const effdet_model *m) {
 }
 
 const char *effdet_model_label(const effdet_model *m, int cls) {
-    if (!m || cls < 0 || cls >= m->arch.num_classes || !m->labels) return NULL;
-    return m->labels[cls];
+    return m ? labels_name(&m->labels, cls) : NULL;
 }

@@ -10,6 +10,7 @@
 
 #include "arch.h"
 #include "effdet.h"
+#include "labels.h"
 
 #define MODEL_MAX_HEAD_REPEATS 16
 
@@ -75,7 +76,7 @@ struct effdet_model {
     lateral_layer p6_conv;  /* P5 -> P6 (then max pool) */
     fpn_node_layers *nodes; /* arch.fpn_repeats x arch.num_fpn_nodes */
     head_layers class_head, box_head;
-    char **labels;          /* num_classes names */
+    label_map labels;       /* class names */
     /* every weight buffer, for freeing */
     float **allocs;
     int num_allocs, cap_allocs;
