@@ -288,6 +288,10 @@ static void handle_detection(server *s, struct evhttp_request *req, req_info *ri
         }
         snprintf(api_key, sizeof api_key, "%s", j->dp.api_key);
         model_name = j->dp.model;
+        /* Content negotiation: a client that asks for a JPEG gets the annotated image. */
+        const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+        if (!params_get(&in.params, "render", NULL) && accept && content_type_is(accept, "image/jpeg"))
+            j->dp.render = RENDER_JPEG;
     }
     if (!authorized(s, req, api_key)) {
         status = 401, code = "unauthorized";
