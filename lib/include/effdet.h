@@ -216,6 +216,12 @@ effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_
 effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, const effdet_detect_opts *o,
                                  effdet_result *out, effdet_error *err);
 
+/* The candidates post-processing starts from (after the last effdet_forward()): the k
+ * largest class logits over all levels, descending, with their global anchor index and
+ * 0-based class. For verifying a model against a reference; returns how many were
+ * written (at most k and at most max_detection_points), or -1 on bad arguments. */
+int effdet_topk_candidates(effdet_context *ctx, int k, float *logit, int32_t *anchor, int32_t *cls);
+
 #ifdef __cplusplus
 }
 #endif
