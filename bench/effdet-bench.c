@@ -1,0 +1,264 @@
+/*
+ * effdet-bench: forward-pass speed (median of N runs after warm-up, per thread count,
+ * with a per-stage and per-op-kind breakdown) and, with --images, the end-to-end
+ * pipeline per stage on real photos and on large frames made from them at bench time.
+ * Figures are medians: single runs on a shared 2-core machine are noise.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "effdet.h"
+
+typedef struct {
+    const char *model;
+    const char *images;
+    int runs, warmup;
+    int threads[8], nthreads;
+} options;
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void fill_input(float *x, size_t n) {
+    uint32_t s = 12345;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        x[i] = (float)((s >> 8) / 16777216.0 * 4.0 - 2.0);
+    }
+}
+
+/* Forward pass at one thread count: medians of total, stages and op kinds. */
+static int bench_forward(const effdet_model *m, const options *o, int threads) {
+    effdet_context *ctx;
+    effdet_error err;
+    if (effdet_context_create(m, threads, &ctx, &err)) {
+        fprintf(stderr, "effdet-bench: %s\n", err.msg);
+        return -1;
+    }
+    effdet_context_set_profiling(ctx, 1);
+    const effdet_info *info = effdet_model_info(m);
+    size_t n = (size_t)info->input_h * info->input_w * 3;
+    float *input = malloc(n * sizeof(float));
+    fill_input(input, n);
+    int R = o->runs;
+    double *total = calloc((size_t)R, sizeof(double)), *stage[3], *ops[EFFDET_OP_COUNT];
+    for (int s = 0; s < 3; s++) stage[s] = calloc((size_t)R, sizeof(double));
+    for (int k = 0; k < EFFDET_OP_COUNT; k++) ops[k] = calloc((size_t)R, sizeof(double));
+    for (int i = 0; i < o->warmup; i++) effdet_forward(ctx, input, NULL);
+    for (int i = 0; i < R; i++) {
+        double t0 = now_ms();
+        effdet_forward(ctx, input, NULL);
+        total[i] = now_ms() - t0;
+        const effdet_forward_timing *t = effdet_context_timing(ctx);
+        stage[0][i] = t->backbone_ms, stage[1][i] = t->bifpn_ms, stage[2][i] = t->heads_ms;
+        for (int k = 0; k < EFFDET_OP_COUNT; k++) ops[k][i] = t->op_ms[k];
+    }
+    double mn = total[0];
+    for (int i = 1; i < R; i++) mn = total[i] < mn ? total[i] : mn;
+    printf("forward %s %dx%d, %d thread%s: median %.2f ms (min %.2f, %d runs)\n", info->name, info->input_w,
+           info->input_h, threads, threads > 1 ? "s" : "", median(total, R), mn, R);
+    printf("  stages: backbone %.2f  bifpn %.2f  heads %.2f ms\n", median(stage[0], R), median(stage[1], R),
+           median(stage[2], R));
+    printf("  ops:   ");
+    for (int k = 0; k < EFFDET_OP_COUNT; k++) printf(" %s %.2f", effdet_op_kind_name((effdet_op_kind)k), median(ops[k], R));
+    printf(" ms\n");
+    free(total);
+    for (int s = 0; s < 3; s++) free(stage[s]);
+    for (int k = 0; k < EFFDET_OP_COUNT; k++) free(ops[k]);
+    free(input);
+    effdet_context_free(ctx);
+    return 0;
+}
+
+/* Nearest-neighbour upscale of a decoded image to w x h (a stand-in for a camera frame:
+ * what matters for the benchmark is the JPEG's size, not its content). */
+static uint8_t *make_frame(const effdet_image *src, int w, int h, size_t *len) {
+    effdet_image big = {malloc((size_t)w * h * 3), w, h};
+    if (!big.rgb) return NULL;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int sy = (int)((long long)y * src->height / h), sx = (int)((long long)x * src->width / w);
+            memcpy(big.rgb + ((size_t)y * w + x) * 3, src->rgb + ((size_t)sy * src->width + sx) * 3, 3);
+        }
+    uint8_t *out = NULL;
+    effdet_image_encode_jpeg(&big, 90, &out, len, NULL);
+    free(big.rgb);
+    return out;
+}
+
+static uint8_t *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = n > 0 ? malloc((size_t)n) : NULL;
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *len = buf ? (size_t)n : 0;
+    return buf;
+}
+
+/* End-to-end medians for one JPEG. */
+static void bench_jpeg(effdet_context *ctx, const char *name, const uint8_t *jpeg, size_t len, int fast, const options *o) {
+    int R = o->runs;
+    double *v[5];
+    for (int k = 0; k < 5; k++) v[k] = calloc((size_t)R, sizeof(double));
+    effdet_decode_opts d = {0};
+    d.allow_dct_scaling = fast;
+    effdet_detect_opts det;
+    effdet_detect_opts_default(&det);
+    effdet_result r = {0};
+    effdet_error err;
+    for (int i = 0; i < o->warmup + R; i++) {
+        double t0 = now_ms();
+        if (effdet_detect_jpeg(ctx, jpeg, len, &d, &det, &r, &err)) {
+            fprintf(stderr, "effdet-bench: %s: %s\n", name, err.msg);
+            break;
+        }
+        double t = now_ms() - t0;
+        if (i < o->warmup) continue;
+        int j = i - o->warmup;
+        v[0][j] = r.decode_ms, v[1][j] = r.preprocess_ms, v[2][j] = r.forward_ms, v[3][j] = r.postprocess_ms;
+        v[4][j] = t;
+    }
+    printf("  %-28s %4dx%-4d %-6s decode %6.2f  letterbox %5.2f  forward %6.2f  postprocess %5.2f  total %6.2f ms\n",
+           name, r.image_w, r.image_h, fast ? "scaled" : "exact", median(v[0], R), median(v[1], R), median(v[2], R),
+           median(v[3], R), median(v[4], R));
+    for (int k = 0; k < 5; k++) free(v[k]);
+}
+
+static int bench_images(const effdet_model *m, const options *o) {
+    effdet_context *ctx;
+    effdet_error err;
+    if (effdet_context_create(m, o->threads[0], &ctx, &err)) {
+        fprintf(stderr, "effdet-bench: %s\n", err.msg);
+        return -1;
+    }
+    DIR *dir = opendir(o->images);
+    if (!dir) {
+        fprintf(stderr, "effdet-bench: %s: %s\n", o->images, strerror(errno));
+        effdet_context_free(ctx);
+        return -1;
+    }
+    printf("end to end, %d thread%s (medians of %d runs):\n", o->threads[0], o->threads[0] > 1 ? "s" : "", o->runs);
+    char first[4096] = "";
+    struct dirent *e;
+    char *names[256];
+    int count = 0;
+    while ((e = readdir(dir)) && count < 256) {
+        size_t n = strlen(e->d_name);
+        if (n > 4 && strcmp(e->d_name + n - 4, ".jpg") == 0) names[count++] = strdup(e->d_name);
+    }
+    closedir(dir);
+    for (int i = 0; i < count; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", o->images, names[i]);
+        size_t len;
+        uint8_t *jpeg = read_file(path, &len);
+        if (jpeg) {
+            bench_jpeg(ctx, names[i], jpeg, len, 0, o);
+            if (!first[0]) snprintf(first, sizeof first, "%s", path);
+        }
+        free(jpeg);
+        free(names[i]);
+    }
+    /* Large frames: the same photo re-encoded at 1080p and 4K. */
+    size_t len;
+    uint8_t *jpeg = first[0] ? read_file(first, &len) : NULL;
+    effdet_image img;
+    effdet_decode_opts d = {0};
+    if (jpeg && effdet_image_decode_jpeg(jpeg, len, &d, &img, &err) == EFFDET_OK) {
+        static const int sizes[3][2] = {{640, 480}, {1920, 1080}, {3840, 2160}};
+        for (int s = 0; s < 3; s++) {
+            size_t flen;
+            uint8_t *frame = make_frame(&img, sizes[s][0], sizes[s][1], &flen);
+            char name[64];
+            snprintf(name, sizeof name, "frame %dx%d", sizes[s][0], sizes[s][1]);
+            if (frame) {
+                bench_jpeg(ctx, name, frame, flen, 0, o);
+                bench_jpeg(ctx, name, frame, flen, 1, o);
+            }
+            free(frame);
+        }
+        effdet_image_free(&img);
+    }
+    free(jpeg);
+    effdet_context_free(ctx);
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: effdet-bench --model W.safetensors [--runs N] [--warmup N] [--threads 1,2] [--images DIR]\n");
+}
+
+int main(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, 'm'}, {"runs", required_argument, 0, 'r'},
+        {"warmup", required_argument, 0, 'w'}, {"threads", required_argument, 0, 'j'},
+        {"images", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    options o = {.runs = 30, .warmup = 3, .threads = {1, 2}, .nthreads = 2};
+    int c;
+    while ((c = getopt_long(argc, argv, "m:r:w:j:i:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o.model = optarg; break;
+        case 'r': o.runs = atoi(optarg); break;
+        case 'w': o.warmup = atoi(optarg); break;
+        case 'i': o.images = optarg; break;
+        case 'j': {
+            o.nthreads = 0;
+            for (char *s = optarg; *s && o.nthreads < 8;) {
+                o.threads[o.nthreads++] = (int)strtol(s, &s, 10);
+                if (*s == ',') s++;
+                else if (*s) break;
+            }
+            break;
+        }
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!o.model || o.runs < 1 || o.warmup < 0 || o.nthreads < 1) {
+        usage(stderr);
+        return 2;
+    }
+    for (int i = 0; i < o.nthreads; i++)
+        if (o.threads[i] < 1 || o.threads[i] > 256) {
+            fprintf(stderr, "effdet-bench: --threads: each count must be 1..256\n");
+            return 2;
+        }
+    effdet_model *m;
+    effdet_error err;
+    if (effdet_model_load(o.model, &m, &err)) {
+        fprintf(stderr, "effdet-bench: %s\n", err.msg);
+        return 2;
+    }
+    int rc = 0;
+    if (o.images) rc = bench_images(m, &o);
+    else
+        for (int i = 0; i < o.nthreads; i++) rc |= bench_forward(m, &o, o.threads[i]);
+    effdet_model_free(m);
+    return rc ? 1 : 0;
+}
