@@ -68,10 +68,12 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
+            free(ov);
             return 0;
         }
         if (!strcmp(a, "--version")) {
             printf("effdetd %s\n", EFFDET_VERSION);
+            free(ov);
             return 0;
         }
         if (!strcmp(a, "--check-config")) {
@@ -82,6 +84,7 @@ int main(int argc, char **argv) {
             config_path = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
             if (!config_path) {
                 fprintf(stderr, "effdetd: --config needs a file\n");
+                free(ov);
                 return 2;
             }
             continue;
@@ -89,12 +92,14 @@ int main(int argc, char **argv) {
         const cfg_option *o = option_for_flag(a);
         if (!o) {
             fprintf(stderr, "effdetd: unknown argument '%s' (see --help)\n", a);
+            free(ov);
             return 2;
         }
         const char *eq = strchr(a, '=');
         const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
         if (!value) {
             fprintf(stderr, "effdetd: %s needs a value\n", a);
+            free(ov);
             return 2;
         }
         ov[2 * nov] = (char *)o->name;
