@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -245,6 +246,19 @@ static const char *label_cb(const void *arg, int cls) {
 
 static void deadline_cb(evutil_socket_t fd, short what, void *arg);
 static void close_cb(struct evhttp_connection *evcon, void *arg);
+static void watch_cb(evutil_socket_t fd, short what, void *arg);
+
+/* libevent 2.1 stops reading a connection once its request is complete, so it does not
+ * notice a client that hangs up while its job waits. Watch the socket ourselves: EOF
+ * or an error while the job is pending means nobody will read the reply. */
+static void watch_client(server *s, job *j, struct evhttp_request *req) {
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0) return;
+    j->watch_ev = event_new(s->base, fd, EV_READ, watch_cb, j);
+    if (j->watch_ev) event_add(j->watch_ev, NULL);
+}
 
 /* POST /detect, /v1/vision/detection, /v1/vision/custom/<model>. */
 static void handle_detection(server *s, struct evhttp_request *req, req_info *ri, job_kind kind,
@@ -361,6 +375,7 @@ static void handle_detection(server *s, struct evhttp_request *req, req_info *ri
     evtimer_add(j->deadline_ev, &tv);
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     if (evcon) evhttp_connection_set_closecb(evcon, close_cb, j);
+    watch_client(s, j, req);
     return;
 fail:
     job_free(j);
@@ -379,15 +394,18 @@ static void complete_job(server *s, job *j) {
             hist_observe(&s->met.inference, (j->decode_ms + j->infer_ms + j->post_ms) / 1e3);
     }
     if (j->status == 504) s->met.deadline_expired++;
+    if (j->watch_ev) event_del(j->watch_ev);
     if (j->req) {
         struct evhttp_connection *evcon = evhttp_request_get_connection(j->req);
         if (evcon) evhttp_connection_set_closecb(evcon, NULL, NULL);
         if (j->client_gone || !j->status) {
-            /* The request was detached from its closed connection: evhttp frees it on
-             * this call and writes nothing. */
+            /* Nobody reads this reply: evhttp frees a request already detached from
+             * its connection without writing, or writes into the dead socket, fails
+             * and frees the connection with the request. */
             evhttp_send_reply(j->req, 499, "Client Closed Request", NULL);
             s->met.client_gone++;
             metrics_request(&s->met, j->endpoint, 499);
+            access_log(s, "POST", j->path, 499, 0, now_ms() - j->t_arrive_ms, ri.model, 0);
         } else {
             if (j->x_detections)
                 evhttp_add_header(evhttp_request_get_output_headers(j->req), "X-Detections", j->x_detections);
@@ -432,12 +450,28 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg) {
     complete_job(s, j);
 }
 
+static void watch_cb(evutil_socket_t fd, short what, void *arg) {
+    job *j = arg;
+    server *s = j->srv;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return; /* the client pipelined its next request: it is still there */
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        event_add(j->watch_ev, NULL);
+        return;
+    }
+    atomic_store(&j->cancelled, 1);
+    j->client_gone = 1;
+    if (queue_remove(&s->queue, j)) complete_job(s, j);
+}
+
 /* The client's connection closed while its job was pending. */
 static void close_cb(struct evhttp_connection *evcon, void *arg) {
     job *j = arg;
     server *s = j->srv;
     atomic_store(&j->cancelled, 1);
     j->client_gone = 1;
+    if (j->watch_ev) event_del(j->watch_ev); /* the fd is about to be closed */
     /* A request still attached to the connection is freed by libevent right after this
      * callback: forget it. A detached one (EOF while we held it) is ours to release. */
     if (j->req && evhttp_request_get_connection(j->req) != NULL) j->req = NULL;

@@ -35,6 +35,7 @@ typedef struct job {
     job_kind kind;
     char path[128];            /* for the access log */
     struct event *deadline_ev; /* loop: answers 504 if still queued at the deadline */
+    struct event *watch_ev;    /* loop: notices the client hanging up while queued */
     atomic_int cancelled;      /* client gone: the worker skips or discards it */
     int client_gone;           /* loop: closecb fired */
 

@@ -348,6 +348,7 @@ void job_done(server *s, job *j) {
 void job_free(job *j) {
     if (!j) return;
     if (j->deadline_ev) event_free(j->deadline_ev);
+    if (j->watch_ev) event_free(j->watch_ev);
     if (j->body) evbuffer_free(j->body);
     model_set_unref(j->set);
     free(j->class_mask);

@@ -11,8 +11,8 @@ import threading
 import time
 import unittest
 
-from harness import (EFFDETD, ROOT, SANITIZED, SLOW, TINY_IMAGE, TINY_MODEL, Daemon, check, multipart, parallel,
-                     prom_value, read)
+from harness import (D0_MODEL, EFFDETD, ROOT, SANITIZED, SHARED, SLOW, TINY_IMAGE, TINY_MODEL, Daemon, check,
+                     have_shared, multipart, parallel, prom_value, read)
 
 IMAGE = read(TINY_IMAGE)
 JPEG = {"Content-Type": "image/jpeg"}
@@ -229,6 +229,39 @@ class Load(unittest.TestCase):
             for status, h, data in results:
                 if status == 504:
                     self.assertEqual(check("/detect", "POST", status, h, data)["error"]["code"], "deadline_exceeded")
+
+    def test_disconnected_clients_jobs_are_dropped(self):
+        """Six requests on one worker; five clients hang up while queued: their jobs
+        are not run (499 in the metrics) and the sixth is answered."""
+        model, image = TINY_MODEL, IMAGE
+        if have_shared():  # d0 is slow enough that the queue surely holds the jobs
+            model, image = D0_MODEL, read(os.path.join(SHARED, "d0", "input.jpg"))
+        with Daemon("--queue-size", "16", model=model, workers=1) as d:
+            req = (b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                   % len(image)) + image
+            socks = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(6)]
+            for s in socks:
+                s.sendall(req)
+            time.sleep(0.05 * SLOW)
+            for s in socks[1:]:
+                s.close()
+            socks[0].settimeout(60 * SLOW)
+            self.assertTrue(socks[0].recv(64).startswith(b"HTTP/1.1 200"))
+            socks[0].close()
+            deadline = time.time() + 30 * SLOW
+            while time.time() < deadline:
+                text = d.request("GET", "/metrics")[2].decode()
+                done = sum(prom_value(text, "effdetd_requests_total", {"endpoint": "/detect", "status": st}) or 0
+                           for st in ("200", "499"))
+                if done == 6:
+                    break
+                time.sleep(0.05)
+            gone = prom_value(text, "effdetd_requests_total", {"endpoint": "/detect", "status": "499"}) or 0
+            self.assertEqual(done, 6)
+            if model == D0_MODEL:
+                self.assertGreaterEqual(gone, 3, text)
+            self.assertEqual(prom_value(text, "effdetd_client_disconnects_total"), gone)
+            self.assertEqual(d.request("GET", "/healthz")[0], 200)
 
     @unittest.skipIf(SANITIZED, "RSS under ASan measures the allocator's quarantine, not leaks")
     def test_rss_stable_over_2000_requests(self):
