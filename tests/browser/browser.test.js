@@ -188,9 +188,9 @@ async function main() {
   async function test(name, fn) {
     const t0 = Date.now();
     try {
-      await fn();
+      const detail = await fn();
       results.push(true);
-      console.log('ok - ' + name + ' (' + (Date.now() - t0) + ' ms)');
+      console.log('ok - ' + name + ' (' + (detail ? detail + ', ' : '') + (Date.now() - t0) + ' ms)');
     } catch (e) {
       results.push(false);
       console.log('FAIL - ' + name + ': ' + (e && e.message ? e.message : e));
@@ -296,17 +296,20 @@ async function main() {
       assert(dist(drawn, want) === 0, 'canvas pixel at ' + p.x + ',' + p.y + ' on the edge of detection ' + (edge.index + 1) +
              ' is ' + drawn + ', its colour is ' + want);
       assert(dist(original, want) > 24, 'the image itself already has the box colour there: pick another point');
+      const detail = 'detection ' + (edge.index + 1) + ' at ' + p.x + ',' + p.y + ' is ' + want.join(',');
       /* Away from every box and caption the canvas is the image, untouched. */
       const away = clearPoint(api.detections, width, height);
       assert(away, 'no point of the image is clear of every box to compare');
       const a = await page.$eval('#canvas', (c, p) => Array.from(c.getContext('2d').getImageData(p.x, p.y, 1, 1).data.slice(0, 3)), away);
       const b = (await samplePixels(page, imageBytes.toString('base64'), [away], 0)).samples[0][0];
       assert(dist(a, b) <= 2, 'the canvas differs from the image away from the boxes at ' + away.x + ',' + away.y + ': ' + a + ' vs ' + b);
+      return detail + '; ' + away.x + ',' + away.y + ' untouched';
     });
 
     await test('screenshot of the page with boxes', async () => {
       const shot = path.join(args['out-dir'], 'screenshot.png');
-      await page.evaluate(() => window.scrollTo(0, 0));
+      /* no focus ring left over from the keyboard test in the picture */
+      await page.evaluate(() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); });
       await page.screenshot({ path: shot });
       assert(fs.statSync(shot).size > 10000, 'screenshot is suspiciously small');
       if (args.screenshot) fs.copyFileSync(shot, args.screenshot);
@@ -327,7 +330,9 @@ async function main() {
       const rows = await pageRows(page);
       compareRows(rows, api);
       assert(rows.length < before, 'the list did not shrink: ' + before + ' -> ' + rows.length);
+      const shrunk = before + ' -> ' + rows.length + ' detections';
       assert(api.detections.every((d) => d.score >= 0.8), 'the API returned a score below 0.8');
+      return shrunk;
     });
 
     await test('the slider works from the keyboard and re-requests', async () => {
@@ -373,7 +378,7 @@ async function main() {
       const params = { threshold: '0.5', max_detections: '100' };
       const api = await apiDetectJson(base, imageBytes, params);
       const resp = await apiDetect(base, imageBytes, Object.assign({ render: 'jpeg' }, params));
-      assert(resp.status === 200, 'render=jpeg answered ' + resp.status + ': ' + await resp.text());
+      if (resp.status !== 200) throw new Error('render=jpeg answered ' + resp.status + ': ' + await resp.text());
       assert((resp.headers.get('content-type') || '').startsWith('image/jpeg'), 'Content-Type is ' + resp.headers.get('content-type'));
       const summary = resp.headers.get('x-detections');
       assert(summary, 'no X-Detections header');
@@ -405,11 +410,19 @@ async function main() {
       assert(consistent >= 0.9 * line.length, 'the edge of detection ' + (edge.index + 1) + ' is not one colour: only ' + consistent + '/' + line.length +
              ' samples near ' + median);
       assert(changed >= 0.9 * line.length, 'the edge of detection ' + (edge.index + 1) + ' looks like the original image: ' + changed + '/' + line.length + ' changed');
+      /* The page promises the engine's colours (docs/web.md): the row for this class shows it. */
+      const pageColour = hexToRgb(firstRows[edge.index].colour);
+      assert(firstRows[edge.index].class_id === String(api.detections[edge.index].class_id), 'the page\'s first result differs from this one');
+      assert(dist(median, pageColour) <= 24, 'the rendered edge colour ' + median + ' is not the page\'s colour ' + pageColour + ' for class ' +
+             api.detections[edge.index].class_id);
+      const detail = 'detection ' + (edge.index + 1) + ' (' + api.detections[edge.index].label + '): ' + line.length +
+                     ' rows of its left edge, colour ' + median.join(',');
       /* The issue also asks for content negotiation: Accept: image/jpeg means render=jpeg. */
       const accept = await apiDetect(base, imageBytes, params, { Accept: 'image/jpeg' });
       assert(accept.status === 200 && (accept.headers.get('content-type') || '').startsWith('image/jpeg'),
              'Accept: image/jpeg answered ' + accept.status + ' ' + accept.headers.get('content-type'));
       await accept.arrayBuffer();
+      return detail;
     });
 
     await test('the page made no request outside the daemon and raised no script error', async () => {
