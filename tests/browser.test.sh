@@ -94,9 +94,20 @@ CHROMIUM=$CHROMIUM node tests/browser/browser.test.js --url "http://127.0.0.1:$p
 rc=$?
 echo "screenshot: $out_dir/screenshot.png"
 
+# The daemon must have survived, and must stop cleanly: under ASan/UBSan a memory error or
+# leak on any path the page took makes its exit status non-zero.
 if ! kill -0 "$daemon_pid" 2>/dev/null; then
     echo "*** effdetd died during the test ***" >&2
     rc=1
+else
+    kill -TERM "$daemon_pid"
+    wait "$daemon_pid"
+    daemon_rc=$?
+    daemon_pid=
+    if [ "$daemon_rc" -ne 0 ]; then
+        echo "*** effdetd exited with status $daemon_rc after SIGTERM ***" >&2
+        rc=1
+    fi
 fi
 if [ "$rc" -ne 0 ]; then
     echo "--- effdetd log (last 40 lines) ---" >&2
