@@ -164,6 +164,33 @@ static inline vfloat vexp(vfloat x) {
 }
 #endif
 
+/* act(x) on one value, for the channel remainders the vector paths leave over. */
+static inline float act_scalar(float x, act_kind act) {
+    switch (act) {
+    case ACT_NONE: return x;
+    case ACT_SWISH: return fast_swishf(x);
+    case ACT_SIGMOID: return fast_sigmoidf(x);
+    }
+    return x;
+}
+
+/* act(v) on a vector still in registers, so a kernel can activate what it computed
+ * before the store instead of reading its output back. */
+static inline vfloat vact(vfloat v, act_kind act) {
+#ifdef HAVE_VEXP
+    switch (act) {
+    case ACT_NONE: return v;
+    case ACT_SWISH: return v / (1.0f + vexp(-v));
+    case ACT_SIGMOID: return 1.0f / (1.0f + vexp(-v));
+    }
+    return v;
+#else
+    if (act != ACT_NONE)
+        for (int i = 0; i < VLEN; i++) v[i] = act_scalar(v[i], act);
+    return v;
+#endif
+}
+
 /* x[i] = act(x[i]) over a span that the calling kernel just wrote (still in L1/L2):
  * whole vectors through vexp, the remainder through the scalar fast_expf. */
 static inline void activate_span(float *restrict x, size_t n, act_kind act) {

@@ -35,6 +35,13 @@ void op_conv2d(threadpool *tp, const tensor *in, const float *w, const float *bi
 void op_dwconv(threadpool *tp, const tensor *in, const float *w, const float *bias, int k, int stride,
                int pad_top, int pad_left, act_kind act, tensor *out);
 
+/* op_dwconv that also returns, for every output row y, the sum over that row's pixels of
+ * each channel after the activation: row_sums[y * c + ch] (out->h x c floats). Summing
+ * these rows gives squeeze-and-excitation its channel means without another pass over
+ * the output; per-row sums make the result independent of the thread count. */
+void op_dwconv_sum(threadpool *tp, const tensor *in, const float *w, const float *bias, int k, int stride,
+                   int pad_top, int pad_left, act_kind act, tensor *out, float *row_sums);
+
 /* Pointwise 1x1 conv as GEMM: out[rows x cout] = in[rows x cin] . w[cin x cout] + bias,
  * then act. rows = h * w. OpenBLAS sgemm, rows split across threads. */
 void op_pwconv(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias, int cout,

@@ -276,12 +276,43 @@ START_TEST(test_conv2d) {
 }
 END_TEST
 
+/* The shared conv geometries plus rows wide enough for every register block of the
+ * interior path (8, 4, 2, 1 pixels) at both strides, and a k7 that has no block path. */
+static const geometry dw_extra_geometries[] = {
+    {5, 45, 3, 1, 0}, {4, 61, 5, 2, 1}, {6, 38, 3, 2, 1},
+    {7, 29, 5, 1, 0}, {9, 11, 7, 1, 0}, {8, 19, 7, 2, 1},
+};
+#define NUM_DW_GEOMETRIES                                                                                    \
+    (NUM_CONV_GEOMETRIES + (int)(sizeof dw_extra_geometries / sizeof dw_extra_geometries[0]))
+
+static const geometry *dw_geometry(int i) {
+    return i < NUM_CONV_GEOMETRIES ? &conv_geometries[i] : &dw_extra_geometries[i - NUM_CONV_GEOMETRIES];
+}
+
+/* Row sums of op_dwconv_sum against the reference output summed per row in double. */
+static void assert_row_sums(const float *sums, const double *ref, int oh, int ow, int c, const char *what) {
+    double *want = alloc_doubles((size_t)oh * c);
+    for (int y = 0; y < oh; y++)
+        for (int x = 0; x < ow; x++)
+            for (int ch = 0; ch < c; ch++) want[(size_t)y * c + ch] += ref[((size_t)y * ow + x) * c + ch];
+    double scale = 0;
+    for (size_t i = 0; i < (size_t)oh * ow * c; i++)
+        if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
+    /* Each row sum adds ow values, each within the assert_close tolerance. */
+    double tol = ow * (1e-5 * scale + 1e-6);
+    for (size_t i = 0; i < (size_t)oh * c; i++)
+        ck_assert_msg(fabs(sums[i] - want[i]) <= tol, "%s: row sum %zu = %g, want %g", what, i, sums[i],
+                      want[i]);
+    free(want);
+}
+
 START_TEST(test_dwconv) {
     pools p = make_pools();
-    const int channels[] = {1, 3, 17, 96, 8, 24};
-    for (int gi = 0; gi < NUM_CONV_GEOMETRIES; gi++) {
-        for (int cc = 0; cc < 6; cc++) {
-            const geometry *g = &conv_geometries[gi];
+    const int channels[] = {1, 3, 17, 96, 8, 24, 32, 48};
+    const int nchannels = (int)(sizeof channels / sizeof channels[0]);
+    for (int gi = 0; gi < NUM_DW_GEOMETRIES; gi++) {
+        for (int cc = 0; cc < nchannels; cc++) {
+            const geometry *g = dw_geometry(gi);
             int oh, ow, pt, pl, c = channels[cc];
             output_geometry(g, &oh, &ow, &pt, &pl);
             act_kind act = (gi + cc) % 3 == 0 ? ACT_NONE : (gi + cc) % 3 == 1 ? ACT_SWISH : ACT_SIGMOID;
@@ -292,15 +323,28 @@ START_TEST(test_dwconv) {
             size_t n = (size_t)oh * ow * c;
             double *ref = alloc_doubles(n);
             ref_dwconv(in, g->h, g->w, c, wt, bias, g->k, g->s, pt, pl, act, oh, ow, ref);
-            float *got[3];
+            float *got[3], *sums[3];
             for (int t = 0; t < 3; t++) {
                 got[t] = alloc_floats(n);
                 tensor ti = {in, g->h, g->w, c}, to = {got[t], oh, ow, c};
                 op_dwconv(p.pools[t], &ti, wt, bias, g->k, g->s, pt, pl, act, &to);
                 assert_close(got[t], ref, n, "op_dwconv");
                 if (t) assert_identical(got[0], got[t], n, "op_dwconv");
+                /* The summing variant: same output, plus row sums (garbage in the
+                 * buffer first: the kernel must not rely on it being zeroed). */
+                float *out2 = alloc_floats(n);
+                sums[t] = random_floats((size_t)oh * c, 100.0f, 200.0f);
+                to.data = out2;
+                op_dwconv_sum(p.pools[t], &ti, wt, bias, g->k, g->s, pt, pl, act, &to, sums[t]);
+                assert_identical(got[t], out2, n, "op_dwconv_sum output");
+                assert_row_sums(sums[t], ref, oh, ow, c, "op_dwconv_sum");
+                if (t) assert_identical(sums[0], sums[t], (size_t)oh * c, "op_dwconv_sum row sums");
+                free(out2);
             }
-            for (int t = 0; t < 3; t++) free(got[t]);
+            for (int t = 0; t < 3; t++) {
+                free(got[t]);
+                free(sums[t]);
+            }
             free(in);
             free(wt);
             free(bias);
