@@ -69,6 +69,16 @@ async function detectVia(page, action, wantState, threshold) {
   return resp;
 }
 
+/* Drops a file on the page's drop zone, as a drag and drop from a file manager would. */
+async function dropFile(page, bytes, name) {
+  await page.evaluate(({ b64, name }) => {
+    const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([data], name, { type: 'image/jpeg' }));
+    document.getElementById('drop-zone').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, { b64: bytes.toString('base64'), name });
+}
+
 /* The detections table as the user sees it. */
 async function pageRows(page) {
   return page.$$eval('#detections tbody tr', (trs) => trs.map((tr) => {
@@ -348,30 +358,35 @@ async function main() {
 
     await test('dropping the image on the drop zone detects it', async () => {
       await page.evaluate(() => { document.getElementById('threshold').value = '0.5'; document.getElementById('threshold-range').value = '0.5'; });
-      await detectVia(page, () => page.evaluate((b64) => {
-        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-        const dt = new DataTransfer();
-        dt.items.add(new File([bytes], 'dropped.jpg', { type: 'image/jpeg' }));
-        document.getElementById('drop-zone').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
-      }, imageBytes.toString('base64')));
+      await detectVia(page, () => dropFile(page, imageBytes, 'dropped.jpg'));
       const rows = await pageRows(page);
       assert(rows.length === firstRows.length, 'after the drop the page lists ' + rows.length + ', the upload listed ' + firstRows.length);
       compareRows(rows, await apiDetectJson(base, imageBytes, { threshold: '0.5', model: await page.$eval('#model', (s) => s.value), max_detections: '100' }));
     });
 
-    await test('a corrupt file shows the API\'s error message in an alert', async () => {
-      const corrupt = Buffer.from('This is not a JPEG file: the page must show the API error.\n'.repeat(20));
-      const resp = await detectVia(page, () => page.setInputFiles('#file', { name: 'corrupt.jpg', mimeType: 'image/jpeg', buffer: corrupt }), 'error');
-      assert(resp.status() >= 400 && resp.status() < 500, 'the daemon answered ' + resp.status() + ' to a corrupt image');
-      const apiResp = await apiDetect(base, corrupt, { threshold: '0.5' });
-      const apiBody = await apiResp.json();
-      assert(apiBody.error && apiBody.error.message, 'the API error has no message: ' + JSON.stringify(apiBody));
-      const alert = await page.$eval('[role=alert]', (e) => e.textContent);
-      assert(alert.includes(apiBody.error.message), 'the alert says "' + alert + '", the API says "' + apiBody.error.message + '"');
-      assert(alert.includes(String(apiResp.status)), 'the alert does not give the HTTP status ' + apiResp.status);
-      assert(await page.$eval('#detections', (t) => t.hidden), 'the old detections are still listed after the error');
-      const visible = await page.isVisible('#error');
-      assert(visible, 'the error box is not visible');
+    await test('corrupt files show the API\'s error message in an alert', async () => {
+      const corrupt = [
+        { name: 'not-a-jpeg.jpg', bytes: Buffer.from('This is not a JPEG file: the page must show the API error.\n'.repeat(20)) },
+        { name: 'truncated.jpg', bytes: imageBytes.subarray(0, 2000) }, /* starts like a JPEG, ends early */
+      ];
+      const shown = [];
+      for (const c of corrupt) {
+        /* a good result first, so that clearing it on error is checked too */
+        await detectVia(page, () => dropFile(page, imageBytes, imageName));
+        const resp = await detectVia(page, () => page.setInputFiles('#file', { name: c.name, mimeType: 'image/jpeg', buffer: c.bytes }), 'error');
+        assert(resp.status() >= 400 && resp.status() < 500, 'the daemon answered ' + resp.status() + ' to ' + c.name);
+        const apiResp = await apiDetect(base, c.bytes, { threshold: '0.5' });
+        const apiBody = await apiResp.json();
+        assert(apiBody.error && apiBody.error.message, 'the API error has no message: ' + JSON.stringify(apiBody));
+        const alert = await page.$eval('[role=alert]', (e) => e.textContent);
+        assert(alert.includes(apiBody.error.message), c.name + ': the alert says "' + alert + '", the API says "' + apiBody.error.message + '"');
+        assert(alert.includes(String(apiResp.status)), c.name + ': the alert does not give the HTTP status ' + apiResp.status);
+        assert(await page.$eval('#detections', (t) => t.hidden), c.name + ': the old detections are still listed after the error');
+        assert(await page.$eval('#canvas', (t) => t.hidden), c.name + ': the old image is still shown after the error');
+        assert(await page.isVisible('#error'), c.name + ': the error box is not visible');
+        shown.push(apiResp.status + ' ' + apiBody.error.code);
+      }
+      return shown.join(', ');
     });
 
     await test('POST /detect?render=jpeg returns the annotated JPEG with boxes in the class colour', async () => {
