@@ -356,6 +356,31 @@ async function main() {
       compareRows(await pageRows(page), await apiDetectJson(base, imageBytes, { threshold: '0.79', model, max_detections: '100' }));
     });
 
+    await test('the class filter re-requests with classes= and lists only those classes', async () => {
+      const labels = Array.from(new Set(firstRows.map((r) => r.label))).slice(0, 2);
+      const want = labels.join(', ');
+      await detectVia(page, async () => {
+        await page.fill('#classes', want);
+        await page.keyboard.press('Enter'); /* submits the form */
+      });
+      const model = await page.$eval('#model', (s) => s.value);
+      const api = await apiDetectJson(base, imageBytes, { threshold: '0.79', model, max_detections: '100', classes: labels.join(',') });
+      const rows = await pageRows(page);
+      compareRows(rows, api);
+      assert(rows.every((r) => labels.includes(r.label)), 'rows of other classes: ' + rows.map((r) => r.label));
+      await detectVia(page, async () => {
+        await page.fill('#classes', 'no-such-label');
+        await page.keyboard.press('Enter');
+      }, 'error');
+      const alert = await page.$eval('[role=alert]', (e) => e.textContent);
+      assert(alert.includes('no-such-label'), 'an unknown label is not reported: "' + alert + '"');
+      await detectVia(page, async () => {
+        await page.fill('#classes', '');
+        await page.keyboard.press('Enter');
+      });
+      return want + ': ' + rows.length + ' rows';
+    });
+
     await test('dropping the image on the drop zone detects it', async () => {
       await page.evaluate(() => { document.getElementById('threshold').value = '0.5'; document.getElementById('threshold-range').value = '0.5'; });
       await detectVia(page, () => dropFile(page, imageBytes, 'dropped.jpg'));
