@@ -39,12 +39,14 @@ if [ ! -d "$SHARED" ]; then
     fail "shared fixtures missing at $SHARED (set EFFDET_SHARED, or EFFDET_SKIP_SHARED=1 to skip)"
 fi
 MODEL=$SHARED/d0/weights.safetensors
+TINY=$SHARED/tiny/weights.safetensors
 IMAGE=$SHARED/images/coco_000000000257.jpg
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 HINT="install them (apt-get install chromium nodejs npm) or set EFFDET_SKIP_BROWSER=1 to skip"
 
 [ -x "$BUILD/effdetd" ] || fail "$BUILD/effdetd not built (make $BUILD/effdetd)"
 [ -f "$MODEL" ] || fail "model $MODEL missing"
+[ -f "$TINY" ] || fail "model $TINY missing"
 [ -f "$IMAGE" ] || fail "image $IMAGE missing"
 command -v node >/dev/null || fail "node not found: $HINT"
 [ -x "$CHROMIUM" ] || fail "chromium not found at $CHROMIUM: $HINT"
@@ -67,9 +69,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# One worker with one thread: the machine is shared, and the test is about the page.
-"$BUILD/effdetd" --listen 127.0.0.1:0 --port-file "$tmp/port" --model "$MODEL" \
-    --workers 1 --threads-per-worker 1 >"$tmp/daemon.log" 2>&1 &
+# Two models, so that the page's model menu has a choice: d0 (the default) and the tiny
+# 4-class fixture model. One worker with one thread: the machine is shared, and the test
+# is about the page.
+mkdir "$tmp/models"
+ln -s "$(realpath "$MODEL")" "$tmp/models/d0.safetensors"
+ln -s "$(realpath "$TINY")" "$tmp/models/tiny.safetensors"
+"$BUILD/effdetd" --listen 127.0.0.1:0 --port-file "$tmp/port" --models-dir "$tmp/models" \
+    --default-model d0 --workers 1 --threads-per-worker 1 >"$tmp/daemon.log" 2>&1 &
 daemon_pid=$!
 
 # Loading d0 and the warm-up inference take a few seconds (longer under ASan).

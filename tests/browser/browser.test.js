@@ -381,6 +381,23 @@ async function main() {
       return want + ': ' + rows.length + ' rows';
     });
 
+    await test('choosing another model re-requests with model= and shows that model', async () => {
+      const other = models.find((m) => !m.default);
+      assert(other, 'the daemon has only one model: nothing to switch to');
+      await detectVia(page, () => page.selectOption('#model', other.name));
+      const info = await page.$eval('#model-info', (dl) => dl.textContent);
+      assert(info.includes(other.name) && info.includes(other.architecture) && info.includes(String(other.num_classes)),
+             'model info does not describe ' + other.name + ': ' + info);
+      const api = await apiDetectJson(base, imageBytes, { threshold: '0.79', model: other.name, max_detections: '100' });
+      assert(api.model === other.name, 'the API answered with model ' + api.model);
+      compareRows(await pageRows(page), api);
+      const timings = await page.$eval('#timings', (e) => e.textContent);
+      assert(timings.includes(other.name), 'the timings do not name the model ' + other.name);
+      const def = models.find((m) => m.default);
+      await detectVia(page, () => page.selectOption('#model', def.name));
+      return other.name + ' (' + other.architecture + ', ' + other.num_classes + ' classes): ' + api.detections.length + ' detections';
+    });
+
     await test('dropping the image on the drop zone detects it', async () => {
       await page.evaluate(() => { document.getElementById('threshold').value = '0.5'; document.getElementById('threshold-range').value = '0.5'; });
       await detectVia(page, () => dropFile(page, imageBytes, 'dropped.jpg'));
