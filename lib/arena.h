@@ -12,7 +12,7 @@
 #define ARENA_ALIGN 64
 
 typedef struct {
-    char *base; /* NULL in measure mode */
+    float *base; /* NULL in measure mode; ARENA_ALIGN-aligned */
     size_t cap, used, peak;
     int measure;
     int overflow; /* set if a real allocation did not fit (a sizing bug) */
@@ -27,7 +27,7 @@ static inline float *arena_floats(arena *a, size_t n) {
     }
     a->used += bytes;
     if (a->used > a->peak) a->peak = a->used;
-    return a->measure ? NULL : (float *)(a->base + at);
+    return a->measure ? NULL : a->base + at / sizeof(float); /* at is a multiple of ARENA_ALIGN */
 }
 
 static inline size_t arena_mark(const arena *a) { return a->used; }

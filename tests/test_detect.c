@@ -68,7 +68,7 @@ static void compare(const effdet_result *r, json_object *ref, const char *what) 
     double worst_score = 0, worst_box = 0;
     for (int i = 0; i < n; i++) {
         const effdet_detection *d = &r->dets[i];
-        double ds, db, ref_score = num(json_object_array_get_idx(ref, i), "score");
+        double ds = 0, db = 0, ref_score = num(json_object_array_get_idx(ref, i), "score");
         int j = -1;
         for (int c = i - 3; c <= i + 3 && j < 0; c++) {
             if (c < 0 || c >= n || used[c]) continue;

@@ -70,7 +70,11 @@ static void st_image_write(const st_image *s, const char *path) {
         size_t e = (size_t)json_object_get_int64(json_object_array_get_idx(offs, 1));
         int f16 = strcmp(json_object_get_string(dt), "F16") == 0;
         size_t n = (e - b) / 4, bytes = f16 ? n * 2 : e - b;
-        while (used + bytes > cap) data = realloc(data, cap *= 2);
+        while (used + bytes > cap) {
+            uint8_t *grown = realloc(data, cap *= 2);
+            ck_assert_ptr_nonnull(grown);
+            data = grown;
+        }
         if (f16) {
             for (size_t i = 0; i < n; i++) {
                 float f;
