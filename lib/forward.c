@@ -67,7 +67,10 @@ static tensor run_stem(effdet_context *ctx) {
     return out;
 }
 
-/* MBConv: [expand 1x1 + swish] -> depthwise + swish -> SE -> project 1x1 -> [+ x]. */
+/* MBConv: [expand 1x1 + swish] -> depthwise + swish -> SE -> project 1x1 -> [+ x].
+ * SE never makes its own pass over the depthwise output: the depthwise conv returns
+ * per-row channel sums for the means, and the gate scales the projection weights
+ * (mid x out multiplies) instead of the h x w x mid activation, whichever is less. */
 static tensor run_block(effdet_context *ctx, const block_layers *bl, const tensor *x) {
     const block_spec *b = &bl->spec;
     tensor e = *x;
@@ -75,12 +78,32 @@ static tensor run_block(effdet_context *ctx, const block_layers *bl, const tenso
         e = new_tensor(ctx, x->h, x->w, b->mid_ch);
         pointwise(ctx, x, &bl->expand, ACT_SWISH, &e);
     }
-    tensor d = depthwise(ctx, &e, &bl->dw, ACT_SWISH);
-    float *se_scratch = arena_floats(&ctx->ar, (size_t)b->mid_ch + b->se_ch);
+    const dw_layer *dw = &bl->dw;
+    int oh, ow, pt, pl;
+    arch_pad(ctx->m->arch.padding, e.h, dw->k, dw->stride, &oh, &pt);
+    arch_pad(ctx->m->arch.padding, e.w, dw->k, dw->stride, &ow, &pl);
+    tensor d = new_tensor(ctx, oh, ow, e.c);
+    float *row_sums = arena_floats(&ctx->ar, (size_t)oh * e.c);
+    OP(ctx, EFFDET_OP_DWCONV,
+       op_dwconv_sum(ctx->tp, &e, dw->w, dw->b, dw->k, dw->stride, pt, pl, ACT_SWISH, &d, row_sums));
+
     const se_layer *se = &bl->se;
-    OP(ctx, EFFDET_OP_SE, op_se(ctx->tp, &d, se->w1, se->b1, se->rd, se->w2, se->b2, se_scratch));
+    float *gate = arena_floats(&ctx->ar, (size_t)d.c);
+    float *se_scratch = arena_floats(&ctx->ar, (size_t)se->rd);
+    pw_layer project = bl->project;
+    int fold = (size_t)project.cout <= (size_t)d.h * d.w;
+    float *folded = fold ? arena_floats(&ctx->ar, (size_t)project.cin * project.cout) : NULL;
+    OP(ctx, EFFDET_OP_SE, {
+        op_se_gates(row_sums, d.h, d.h * d.w, d.c, se->w1, se->b1, se->rd, se->w2, se->b2, se_scratch, gate);
+        if (fold)
+            op_scale_rows(ctx->tp, project.w, gate, project.cin, project.cout, folded);
+        else
+            op_scale_channels(ctx->tp, &d, gate);
+    });
+    if (fold) project.w = folded;
+
     tensor y = new_tensor(ctx, d.h, d.w, b->out_ch);
-    pointwise(ctx, &d, &bl->project, ACT_NONE, &y);
+    pointwise(ctx, &d, &project, ACT_NONE, &y);
     if (b->skip) OP(ctx, EFFDET_OP_OTHER, op_add(ctx->tp, y.data, x->data, tensor_numel(&y)));
     return y;
 }

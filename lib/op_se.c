@@ -74,13 +74,56 @@ static void se_gates(const float *mean, int c, const float *restrict w1, const f
     activate_span(gate, (size_t)c, ACT_SIGMOID);
 }
 
+void op_scale_channels(threadpool *tp, tensor *x, const float *s) {
+    se_job job = {x, NULL, s};
+    int c = x->c;
+    int grain = 16384 / (c > 0 ? c : 1) + 1;
+    threadpool_run(tp, x->h * x->w, grain, scale_pixels, &job);
+}
+
 void op_se(threadpool *tp, tensor *x, const float *w1, const float *b1, int rd, const float *w2,
            const float *b2, float *scratch) {
     int c = x->c;
-    int npix = x->h * x->w;
     se_job job = {x, scratch, scratch};
     threadpool_run(tp, c, SE_CHANNEL_BLOCK, mean_channels, &job);
     se_gates(scratch, c, w1, b1, rd, w2, b2, scratch + c, scratch);
-    int grain = 16384 / (c > 0 ? c : 1) + 1;
-    threadpool_run(tp, npix, grain, scale_pixels, &job);
+    op_scale_channels(tp, x, scratch);
+}
+
+/* ---- SE fused into its neighbours: the means come from op_dwconv_sum's row sums,
+ * the gate multiplies the projection weights (or, when that is more work, the pixels). */
+
+void op_se_gates(const float *row_sums, int rows, int npix, int c, const float *w1, const float *b1, int rd,
+                 const float *w2, const float *b2, float *scratch, float *gate) {
+    /* Rows added in double, in order: the ~65536-pixel means of the first stages stay
+     * accurate to float precision, and the order never depends on the thread count. */
+    for (int j = 0; j < c; j++) {
+        double acc = 0;
+        for (int y = 0; y < rows; y++) acc += row_sums[(size_t)y * c + j];
+        gate[j] = (float)(acc / npix);
+    }
+    se_gates(gate, c, w1, b1, rd, w2, b2, scratch, gate);
+}
+
+typedef struct {
+    const float *src, *s;
+    int cols;
+    float *dst;
+} scale_rows_job;
+
+static void scale_rows_range(void *p, int begin, int end) {
+    const scale_rows_job *job = p;
+    for (int r = begin; r < end; r++) {
+        const float *restrict src = job->src + (size_t)r * job->cols;
+        float *restrict dst = job->dst + (size_t)r * job->cols;
+        const float g = job->s[r];
+        for (int j = 0; j < job->cols; j++) dst[j] = src[j] * g;
+    }
+}
+
+void op_scale_rows(threadpool *tp, const float *src, const float *s, int rows, int cols, float *dst) {
+    scale_rows_job job = {src, s, cols, dst};
+    /* ~64K floats per chunk: below that a fork/join costs more than the multiplies. */
+    int grain = 65536 / (cols > 0 ? cols : 1) + 1;
+    threadpool_run(tp, rows, grain, scale_rows_range, &job);
 }

@@ -21,7 +21,9 @@ typedef struct {
     int h, w, c;
 } tensor;
 
-static inline size_t tensor_numel(const tensor *t) { return (size_t)t->h * t->w * t->c; }
+static inline size_t tensor_numel(const tensor *t) {
+    return (size_t)t->h * t->w * t->c;
+}
 
 typedef enum { ACT_NONE = 0, ACT_SWISH, ACT_SIGMOID } act_kind;
 
@@ -44,13 +46,26 @@ void op_dwconv_sum(threadpool *tp, const tensor *in, const float *w, const float
 
 /* Pointwise 1x1 conv as GEMM: out[rows x cout] = in[rows x cin] . w[cin x cout] + bias,
  * then act. rows = h * w. OpenBLAS sgemm, rows split across threads. */
-void op_pwconv(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias, int cout,
-               act_kind act, float *out);
+void op_pwconv(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias,
+               int cout, act_kind act, float *out);
 
 /* Squeeze-and-excitation, in place on x (h x w x c): s = sigmoid(W2 . swish(W1 . mean(x) + b1) + b2),
  * x *= s per channel. w1: [c][rd], w2: [rd][c]. scratch: at least c + rd floats. */
 void op_se(threadpool *tp, tensor *x, const float *w1, const float *b1, int rd, const float *w2,
            const float *b2, float *scratch);
+
+/* The SE gates from op_dwconv_sum's row sums (rows x c, npix pixels in all):
+ * gate = sigmoid(W2 . swish(W1 . mean + b1) + b2), c floats. scratch: rd floats. The
+ * caller then applies the gate to the projection weights with op_scale_rows (W'[i][:] =
+ * gate[i] * W[i][:], since (x * gate) . W = x . (gate * W)), or to x when x is smaller. */
+void op_se_gates(const float *row_sums, int rows, int npix, int c, const float *w1, const float *b1, int rd,
+                 const float *w2, const float *b2, float *scratch, float *gate);
+
+/* dst[r][j] = src[r][j] * s[r] for a rows x cols matrix; dst does not overlap src. */
+void op_scale_rows(threadpool *tp, const float *src, const float *s, int rows, int cols, float *dst);
+
+/* In place: x(y, x, ch) *= s[ch]. */
+void op_scale_channels(threadpool *tp, tensor *x, const float *s);
 
 /* Max pool 3x3 stride 2; padding (pad_top/pad_left before, whatever the window needs
  * after) counts as -infinity, i.e. never wins. out->h, out->w set by the caller. */
@@ -63,7 +78,8 @@ void op_upsample_nearest(threadpool *tp, const tensor *in, tensor *out);
  *   weights != NULL (fast normalized fusion): out = sum_i x_i * w_i / (sum_j w_j + 1e-4), with
  *                    w_i = max(0, weights[i]) — effdet multiplies each term, then divides.
  *   weights == NULL (sum fusion, D6/D7):     out = sum_i x_i. */
-void op_fuse(threadpool *tp, const tensor *const *inputs, int n, const float *weights, act_kind act, tensor *out);
+void op_fuse(threadpool *tp, const tensor *const *inputs, int n, const float *weights, act_kind act,
+             tensor *out);
 
 /* Element-wise: x = act(x). */
 void op_activate(threadpool *tp, float *x, size_t n, act_kind act);

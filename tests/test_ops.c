@@ -458,6 +458,102 @@ START_TEST(test_se) {
 }
 END_TEST
 
+/* The fused SE of run_block: depthwise with row sums -> gates -> gate folded into the
+ * projection weights (or applied to the pixels), against depthwise -> mean -> FCs ->
+ * x * gate -> projection in double. */
+static void ref_se_gate(const double *x, int npix, int c, const float *w1, const float *b1, int rd,
+                        const float *w2, const float *b2, double *gate) {
+    double *mean = alloc_doubles((size_t)c), *hidden = alloc_doubles((size_t)rd);
+    for (size_t i = 0; i < (size_t)npix * c; i++) mean[i % c] += x[i];
+    for (int ch = 0; ch < c; ch++) mean[ch] /= npix;
+    for (int r = 0; r < rd; r++) {
+        double acc = b1[r];
+        for (int ch = 0; ch < c; ch++) acc += mean[ch] * w1[(size_t)ch * rd + r];
+        hidden[r] = ref_act(acc, ACT_SWISH);
+    }
+    for (int ch = 0; ch < c; ch++) {
+        double acc = b2[ch];
+        for (int r = 0; r < rd; r++) acc += hidden[r] * w2[(size_t)r * c + ch];
+        gate[ch] = ref_act(acc, ACT_SIGMOID);
+    }
+    free(mean);
+    free(hidden);
+}
+
+START_TEST(test_se_fused) {
+    pools p = make_pools();
+    /* h, w, c, rd, cout, k, stride */
+    const int shapes[][7] = {{9, 7, 17, 4, 5, 3, 1},  {16, 16, 32, 8, 16, 3, 2}, {12, 20, 48, 12, 24, 5, 2},
+                             {5, 5, 96, 4, 40, 5, 1}, {1, 1, 3, 1, 7, 3, 1},     {33, 21, 24, 6, 12, 3, 1}};
+    for (int si = 0; si < 6; si++) {
+        int h = shapes[si][0], w = shapes[si][1], c = shapes[si][2], rd = shapes[si][3], cout = shapes[si][4];
+        int k = shapes[si][5], st = shapes[si][6];
+        int pt, pl, oh = tf_same(h, k, st, &pt), ow = tf_same(w, k, st, &pl), npix = oh * ow;
+        float *in = random_floats((size_t)h * w * c, -2.0f, 2.0f);
+        float *dw = random_floats((size_t)k * k * c, -0.5f, 0.5f),
+              *db = random_floats((size_t)c, -0.5f, 0.5f);
+        float *w1 = random_floats((size_t)c * rd, -0.5f, 0.5f), *b1 = random_floats((size_t)rd, -0.5f, 0.5f);
+        float *w2 = random_floats((size_t)rd * c, -0.5f, 0.5f), *b2 = random_floats((size_t)c, -0.5f, 0.5f);
+        float *pw = random_floats((size_t)c * cout, -0.5f, 0.5f),
+              *pb = random_floats((size_t)cout, -0.5f, 0.5f);
+        double *d = alloc_doubles((size_t)npix * c), *gate = alloc_doubles((size_t)c);
+        double *ref = alloc_doubles((size_t)npix * cout);
+        ref_dwconv(in, h, w, c, dw, db, k, st, pt, pl, ACT_SWISH, oh, ow, d);
+        ref_se_gate(d, npix, c, w1, b1, rd, w2, b2, gate);
+        for (int px = 0; px < npix; px++)
+            for (int co = 0; co < cout; co++) {
+                double acc = pb[co];
+                for (int ch = 0; ch < c; ch++)
+                    acc += d[(size_t)px * c + ch] * gate[ch] * pw[(size_t)ch * cout + co];
+                ref[(size_t)px * cout + co] = acc;
+            }
+        for (int t = 0; t < 3; t++)
+            for (int fold = 0; fold < 2; fold++) {
+                float *dout = alloc_floats((size_t)npix * c), *sums = alloc_floats((size_t)oh * c);
+                float *g = alloc_floats((size_t)c), *scratch = alloc_floats((size_t)rd);
+                float *folded = alloc_floats((size_t)c * cout), *got = alloc_floats((size_t)npix * cout);
+                tensor ti = {in, h, w, c}, to = {dout, oh, ow, c};
+                op_dwconv_sum(p.pools[t], &ti, dw, db, k, st, pt, pl, ACT_SWISH, &to, sums);
+                op_se_gates(sums, oh, npix, c, w1, b1, rd, w2, b2, scratch, g);
+                for (int ch = 0; ch < c; ch++)
+                    ck_assert_msg(fabs(g[ch] - gate[ch]) <= 1e-5, "op_se_gates: gate %d = %g, want %g", ch,
+                                  g[ch], gate[ch]);
+                const float *wuse = pw;
+                if (fold) {
+                    op_scale_rows(p.pools[t], pw, g, c, cout, folded);
+                    for (int ch = 0; ch < c; ch++)
+                        for (int co = 0; co < cout; co++)
+                            ck_assert(folded[(size_t)ch * cout + co] == pw[(size_t)ch * cout + co] * g[ch]);
+                    wuse = folded;
+                } else {
+                    op_scale_channels(p.pools[t], &to, g);
+                }
+                op_pwconv(p.pools[t], dout, npix, c, wuse, pb, cout, ACT_NONE, got);
+                assert_close(got, ref, (size_t)npix * cout, fold ? "SE folded into weights" : "SE on pixels");
+                free(dout);
+                free(sums);
+                free(g);
+                free(scratch);
+                free(folded);
+                free(got);
+            }
+        free(in);
+        free(dw);
+        free(db);
+        free(w1);
+        free(b1);
+        free(w2);
+        free(b2);
+        free(pw);
+        free(pb);
+        free(d);
+        free(gate);
+        free(ref);
+    }
+    free_pools(&p);
+}
+END_TEST
+
 /* ---- BiFPN resampling and fusion ---- */
 
 START_TEST(test_maxpool) {
@@ -590,6 +686,7 @@ static Suite *ops_suite(void) {
     tcase_add_test(tc, test_dwconv);
     tcase_add_test(tc, test_pwconv);
     tcase_add_test(tc, test_se);
+    tcase_add_test(tc, test_se_fused);
     tcase_add_test(tc, test_maxpool);
     tcase_add_test(tc, test_upsample);
     tcase_add_test(tc, test_fuse);
