@@ -59,65 +59,81 @@ if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
 fi
 
 tmp=$(mktemp -d)
-daemon_pid=
+daemon_pids=()
 cleanup() {
-    if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-        kill -TERM "$daemon_pid" 2>/dev/null
-        wait "$daemon_pid" 2>/dev/null
-    fi
+    for pid in "${daemon_pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+        fi
+    done
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 
-# Two models, so that the page's model menu has a choice: d0 (the default) and the tiny
-# 4-class fixture model. One worker with one thread: the machine is shared, and the test
-# is about the page.
+# start_daemon NAME ARGS...: starts effdetd on an ephemeral loopback port with its log in
+# $tmp/NAME.log, waits until it listens (loading d0 and the warm-up inference take a few
+# seconds, longer under ASan) and prints the port. One worker with one thread: the
+# machine is shared, and the test is about the page.
+start_daemon() {
+    local name=$1
+    shift
+    "$BUILD/effdetd" --listen 127.0.0.1:0 --port-file "$tmp/$name.port" --workers 1 \
+        --threads-per-worker 1 "$@" >"$tmp/$name.log" 2>&1 &
+    local pid=$!
+    daemon_pids+=("$pid")
+    for _ in $(seq 1 600); do
+        if [ -s "$tmp/$name.port" ]; then
+            echo "effdetd ($name) on 127.0.0.1:$(cat "$tmp/$name.port") (pid $pid, $BUILD/effdetd)" >&2
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "--- effdetd ($name) log ---" >&2
+    cat "$tmp/$name.log" >&2
+    fail "effdetd ($name) did not start listening"
+}
+
+# The main daemon has two models, so that the page's model menu has a choice: d0 (the
+# default) and the tiny 4-class fixture model. A second one wants an API key.
 mkdir "$tmp/models"
 ln -s "$(realpath "$MODEL")" "$tmp/models/d0.safetensors"
 ln -s "$(realpath "$TINY")" "$tmp/models/tiny.safetensors"
-"$BUILD/effdetd" --listen 127.0.0.1:0 --port-file "$tmp/port" --models-dir "$tmp/models" \
-    --default-model d0 --workers 1 --threads-per-worker 1 >"$tmp/daemon.log" 2>&1 &
-daemon_pid=$!
-
-# Loading d0 and the warm-up inference take a few seconds (longer under ASan).
-port=
-for _ in $(seq 1 600); do
-    if [ -s "$tmp/port" ]; then port=$(cat "$tmp/port"); break; fi
-    kill -0 "$daemon_pid" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$port" ]; then
-    echo "--- effdetd log ---" >&2
-    cat "$tmp/daemon.log" >&2
-    fail "effdetd did not start listening"
-fi
-echo "effdetd on 127.0.0.1:$port (pid $daemon_pid, $BUILD/effdetd)"
+start_daemon main --models-dir "$tmp/models" --default-model d0
+key=browser-test-key-$RANDOM$RANDOM
+start_daemon keyed --model "$TINY" --api-key "$key"
 
 out_dir=$BUILD/browser
 shot_args=()
 if [ "${EFFDET_UPDATE_SCREENSHOT:-}" = 1 ]; then shot_args=(--screenshot docs/screenshot.png); fi
-CHROMIUM=$CHROMIUM node tests/browser/browser.test.js --url "http://127.0.0.1:$port" --image "$IMAGE" \
-    --out-dir "$out_dir" "${shot_args[@]}"
+CHROMIUM=$CHROMIUM node tests/browser/browser.test.js --url "http://127.0.0.1:$(cat "$tmp/main.port")" \
+    --keyed-url "http://127.0.0.1:$(cat "$tmp/keyed.port")" --api-key "$key" \
+    --image "$IMAGE" --out-dir "$out_dir" "${shot_args[@]}"
 rc=$?
 echo "screenshot: $out_dir/screenshot.png"
 
-# The daemon must have survived, and must stop cleanly: under ASan/UBSan a memory error or
+# Each daemon must have survived, and must stop cleanly: under ASan/UBSan a memory error or
 # leak on any path the page took makes its exit status non-zero.
-if ! kill -0 "$daemon_pid" 2>/dev/null; then
-    echo "*** effdetd died during the test ***" >&2
-    rc=1
-else
-    kill -TERM "$daemon_pid"
-    wait "$daemon_pid"
-    daemon_rc=$?
-    daemon_pid=
-    if [ "$daemon_rc" -ne 0 ]; then
-        echo "*** effdetd exited with status $daemon_rc after SIGTERM ***" >&2
+for i in "${!daemon_pids[@]}"; do
+    pid=${daemon_pids[$i]}
+    name=$([ "$i" -eq 0 ] && echo main || echo keyed)
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "*** effdetd ($name) died during the test ***" >&2
         rc=1
+    else
+        kill -TERM "$pid"
+        wait "$pid"
+        daemon_rc=$?
+        if [ "$daemon_rc" -ne 0 ]; then
+            echo "*** effdetd ($name) exited with status $daemon_rc after SIGTERM ***" >&2
+            rc=1
+        fi
     fi
-fi
-if [ "$rc" -ne 0 ]; then
-    echo "--- effdetd log (last 40 lines) ---" >&2
-    tail -n 40 "$tmp/daemon.log" >&2
-fi
+    if [ "$rc" -ne 0 ]; then
+        echo "--- effdetd ($name) log (last 30 lines) ---" >&2
+        tail -n 30 "$tmp/$name.log" >&2
+    fi
+done
+daemon_pids=() # stopped and reaped: nothing left for cleanup to signal
 exit "$rc"

@@ -5,6 +5,7 @@
  *
  *   node tests/browser/browser.test.js --url http://127.0.0.1:PORT --image coco_000000000257.jpg
  *        --out-dir build/browser [--screenshot docs/screenshot.png]
+ *        [--keyed-url http://127.0.0.1:PORT2 --api-key KEY]   (a daemon configured with api_key)
  *
  * Every expectation is checked against the daemon's own JSON API for the same request (the
  * page must show what the API says) or against the image itself (boxes drawn where the API
@@ -23,10 +24,13 @@ const STEP_TIMEOUT_MS = 60000; /* d0 under ASan takes seconds per request */
 function parseArgs(argv) {
   const a = {};
   for (let i = 2; i < argv.length; i += 2) {
-    if (!argv[i].startsWith('--') || i + 1 >= argv.length) throw new Error('usage: --url U --image F --out-dir D [--screenshot F]');
+    if (!argv[i].startsWith('--') || i + 1 >= argv.length) {
+      throw new Error('usage: --url U --image F --out-dir D [--screenshot F] [--keyed-url U --api-key K]');
+    }
     a[argv[i].slice(2)] = argv[i + 1];
   }
   for (const k of ['url', 'image', 'out-dir']) if (!a[k]) throw new Error('missing --' + k);
+  if (!a['keyed-url'] !== !a['api-key']) throw new Error('--keyed-url and --api-key go together');
   return a;
 }
 
@@ -42,8 +46,8 @@ async function apiDetect(base, bytes, params, headers) {
   return resp;
 }
 
-async function apiDetectJson(base, bytes, params) {
-  const resp = await apiDetect(base, bytes, params);
+async function apiDetectJson(base, bytes, params, headers) {
+  const resp = await apiDetect(base, bytes, params, headers);
   const body = await resp.json();
   assert(resp.ok, 'API /detect answered ' + resp.status + ': ' + JSON.stringify(body));
   return body;
@@ -266,7 +270,7 @@ async function main() {
                        !e.getAttribute('aria-label') && !(e.tagName === 'BUTTON' && e.textContent.trim()))
         .map((e) => e.id || e.outerHTML.slice(0, 60)));
       assert(unlabelled.length === 0, 'controls without a label: ' + unlabelled.join(', '));
-      const order = ['file', 'model', 'threshold-range', 'threshold', 'classes', 'max-detections', 'detect-button'];
+      const order = ['file', 'model', 'threshold-range', 'threshold', 'classes', 'max-detections', 'api-key', 'detect-button'];
       await page.evaluate(() => { document.activeElement && document.activeElement.blur(); window.focus(); });
       const seen = [];
       for (let i = 0; i < order.length; i++) {
@@ -482,9 +486,42 @@ async function main() {
       return detail;
     });
 
+    if (args['keyed-url']) {
+      await test('with api_key configured the page reports the 401 and works once the key is entered', async () => {
+        const keyed = args['keyed-url'].replace(/\/$/, '');
+        const kpage = await context.newPage();
+        kpage.on('pageerror', (e) => pageErrors.push(e.message));
+        kpage.on('request', (r) => requested.push(r.url()));
+        try {
+          await kpage.goto(keyed + '/');
+          await waitForResult(kpage, 'ready');
+          const alert = await kpage.$eval('[role=alert]', (e) => e.textContent);
+          assert(/401/.test(alert) && /API key/.test(alert), 'without a key the alert says "' + alert + '"');
+          assert(await kpage.$$eval('#model option', (os) => os.length) === 0, 'models listed without the key');
+          await kpage.fill('#api-key', args['api-key']);
+          await kpage.keyboard.press('Tab'); /* change: lists the models with the key */
+          await kpage.waitForFunction(() => document.querySelectorAll('#model option').length > 0);
+          assert(await kpage.$eval('[role=alert]', (e) => e.textContent) === '', 'the error stays after the key was entered');
+          const resp = await detectVia(kpage, () => kpage.setInputFiles('#file', args.image));
+          const auth = await resp.request().headerValue('authorization');
+          assert(auth === 'Bearer ' + args['api-key'], 'the /detect request carried Authorization: ' + auth);
+          const model = await kpage.$eval('#model', (s) => s.value);
+          const bearer = { Authorization: 'Bearer ' + args['api-key'] };
+          const api = await apiDetectJson(keyed, imageBytes, { threshold: '0.5', model, max_detections: '100' }, bearer);
+          compareRows(await pageRows(kpage), api);
+          const refused = await apiDetect(keyed, imageBytes, { threshold: '0.5' });
+          assert(refused.status === 401, 'the keyed daemon answered ' + refused.status + ' without the key');
+          await refused.arrayBuffer();
+          return api.detections.length + ' detections with the key';
+        } finally {
+          await kpage.close();
+        }
+      });
+    }
+
     await test('the page made no request outside the daemon and raised no script error', async () => {
-      const origin = new URL(base).origin;
-      const foreign = requested.filter((u) => !u.startsWith(origin + '/') && !u.startsWith('data:') && !u.startsWith('blob:'));
+      const origins = [base].concat(args['keyed-url'] ? [args['keyed-url']] : []).map((u) => new URL(u).origin + '/');
+      const foreign = requested.filter((u) => !origins.some((o) => u.startsWith(o)) && !u.startsWith('data:') && !u.startsWith('blob:'));
       assert(foreign.length === 0, 'requests elsewhere: ' + foreign.join(', '));
       assert(pageErrors.length === 0, 'script errors: ' + pageErrors.join('; '));
     });
