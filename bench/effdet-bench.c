@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jpeglib.h>
+
 #include "effdet.h"
 
 typedef struct {
@@ -88,18 +90,56 @@ static int bench_forward(const effdet_model *m, const options *o, int threads) {
     return 0;
 }
 
-/* Nearest-neighbour upscale of a decoded image to w x h (a stand-in for a camera frame:
- * what matters for the benchmark is the JPEG's size, not its content). */
+/* Encode like a camera does: baseline, 4:2:0 chroma, quality 85 (the library's own
+ * encoder keeps 4:4:4 so drawn boxes stay crisp, which would make frames unrealistically
+ * large). */
+static uint8_t *encode_camera_jpeg(const effdet_image *img, size_t *len) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr jerr;
+    unsigned char *out = NULL;
+    unsigned long out_len = 0;
+    c.err = jpeg_std_error(&jerr);
+    jpeg_create_compress(&c);
+    jpeg_mem_dest(&c, &out, &out_len);
+    c.image_width = (JDIMENSION)img->width;
+    c.image_height = (JDIMENSION)img->height;
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c); /* 2x2 chroma subsampling */
+    jpeg_set_quality(&c, 85, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = img->rgb + (size_t)c.next_scanline * img->width * 3;
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    *len = out_len;
+    return out;
+}
+
+/* Bilinear upscale of a decoded photo to w x h: a stand-in for a camera frame of that
+ * size (smooth content, like a real scene at higher resolution). */
 static uint8_t *make_frame(const effdet_image *src, int w, int h, size_t *len) {
     effdet_image big = {malloc((size_t)w * h * 3), w, h};
     if (!big.rgb) return NULL;
-    for (int y = 0; y < h; y++)
+    for (int y = 0; y < h; y++) {
+        double fy = (y + 0.5) * src->height / h - 0.5;
+        int y0 = fy < 0 ? 0 : (int)fy, y1 = y0 + 1 < src->height ? y0 + 1 : y0;
+        double wy = fy < 0 ? 0 : fy - y0;
         for (int x = 0; x < w; x++) {
-            int sy = (int)((long long)y * src->height / h), sx = (int)((long long)x * src->width / w);
-            memcpy(big.rgb + ((size_t)y * w + x) * 3, src->rgb + ((size_t)sy * src->width + sx) * 3, 3);
+            double fx = (x + 0.5) * src->width / w - 0.5;
+            int x0 = fx < 0 ? 0 : (int)fx, x1 = x0 + 1 < src->width ? x0 + 1 : x0;
+            double wx = fx < 0 ? 0 : fx - x0;
+            for (int c = 0; c < 3; c++) {
+                const uint8_t *p = src->rgb;
+                double top = p[((size_t)y0 * src->width + x0) * 3 + c] * (1 - wx) + p[((size_t)y0 * src->width + x1) * 3 + c] * wx;
+                double bot = p[((size_t)y1 * src->width + x0) * 3 + c] * (1 - wx) + p[((size_t)y1 * src->width + x1) * 3 + c] * wx;
+                big.rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)(top * (1 - wy) + bot * wy + 0.5);
+            }
         }
-    uint8_t *out = NULL;
-    effdet_image_encode_jpeg(&big, 90, &out, len, NULL);
+    }
+    uint8_t *out = encode_camera_jpeg(&big, len);
     free(big.rgb);
     return out;
 }
