@@ -55,7 +55,7 @@ command -v node >/dev/null || fail "node not found: $HINT"
 if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
     command -v npm >/dev/null || fail "npm not found: $HINT"
     echo "installing playwright-core into tests/browser/node_modules (npm)"
-    (cd tests/browser && npm install --no-audit --no-fund --loglevel=error) || fail "npm install failed"
+    (cd tests/browser && npm install --no-audit --no-fund --loglevel=error) || fail "npm install failed (it needs the npm registry once; EFFDET_SKIP_BROWSER=1 skips this test)"
 fi
 
 tmp=$(mktemp -d)
