@@ -135,7 +135,7 @@ static void ref_conv2d(const float *in, int h, int w, int cin, const float *wt, 
     for (int y = 0; y < oh; y++)
         for (int x = 0; x < ow; x++)
             for (int co = 0; co < cout; co++) {
-                double acc = bias[co];
+                double acc = bias ? bias[co] : 0.0;
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++)
                         for (int ci = 0; ci < cin; ci++)
@@ -242,40 +242,6 @@ START_TEST(test_op_activate_and_add) {
 }
 END_TEST
 
-/* ---- convolutions ---- */
-
-START_TEST(test_conv2d) {
-    pools p = make_pools();
-    const int couts[] = {8, 17, 32, 40};
-    for (int gi = 0; gi < NUM_CONV_GEOMETRIES; gi++) {
-        const geometry *g = &conv_geometries[gi];
-        int oh, ow, pt, pl, cin = 3, cout = couts[gi % 4];
-        output_geometry(g, &oh, &ow, &pt, &pl);
-        act_kind act = gi % 2 ? ACT_SWISH : ACT_NONE;
-        float *in = random_floats((size_t)g->h * g->w * cin, -2.0f, 2.0f);
-        float *wt = random_floats((size_t)g->k * g->k * cin * cout, -0.5f, 0.5f);
-        float *bias = random_floats((size_t)cout, -0.5f, 0.5f);
-        size_t n = (size_t)oh * ow * cout;
-        double *ref = alloc_doubles(n);
-        ref_conv2d(in, g->h, g->w, cin, wt, bias, g->k, g->s, pt, pl, act, oh, ow, cout, ref);
-        float *got[3];
-        for (int t = 0; t < 3; t++) {
-            got[t] = alloc_floats(n);
-            tensor ti = {in, g->h, g->w, cin}, to = {got[t], oh, ow, cout};
-            op_conv2d(p.pools[t], &ti, wt, bias, g->k, g->s, pt, pl, act, &to);
-            assert_close(got[t], ref, n, "op_conv2d");
-            if (t) assert_identical(got[0], got[t], n, "op_conv2d");
-        }
-        for (int t = 0; t < 3; t++) free(got[t]);
-        free(in);
-        free(wt);
-        free(bias);
-        free(ref);
-    }
-    free_pools(&p);
-}
-END_TEST
-
 /* The shared conv geometries plus rows wide enough for every register block of the
  * interior path (8, 4, 2, 1 pixels) at both strides, and a k7 that has no block path. */
 static const geometry dw_extra_geometries[] = {
@@ -288,6 +254,43 @@ static const geometry dw_extra_geometries[] = {
 static const geometry *dw_geometry(int i) {
     return i < NUM_CONV_GEOMETRIES ? &conv_geometries[i] : &dw_extra_geometries[i - NUM_CONV_GEOMETRIES];
 }
+
+/* ---- convolutions ---- */
+
+START_TEST(test_conv2d) {
+    pools p = make_pools();
+    /* Output widths for every path: 2 vectors, 1 vector, the scalar remainder. */
+    const int couts[] = {8, 17, 32, 40, 48, 64};
+    const int ncouts = (int)(sizeof couts / sizeof couts[0]);
+    for (int gi = 0; gi < NUM_DW_GEOMETRIES; gi++)
+        for (int ci = 0; ci < ncouts; ci++) {
+            const geometry *g = dw_geometry(gi);
+            int oh, ow, pt, pl, cin = (gi + ci) % 5 == 4 ? 1 : 3, cout = couts[ci];
+            output_geometry(g, &oh, &ow, &pt, &pl);
+            act_kind act = (gi + ci) % 2 ? ACT_SWISH : ACT_NONE;
+            float *in = random_floats((size_t)g->h * g->w * cin, -2.0f, 2.0f);
+            float *wt = random_floats((size_t)g->k * g->k * cin * cout, -0.5f, 0.5f);
+            float *bias = (gi + ci) % 7 == 3 ? NULL : random_floats((size_t)cout, -0.5f, 0.5f);
+            size_t n = (size_t)oh * ow * cout;
+            double *ref = alloc_doubles(n);
+            ref_conv2d(in, g->h, g->w, cin, wt, bias, g->k, g->s, pt, pl, act, oh, ow, cout, ref);
+            float *got[3];
+            for (int t = 0; t < 3; t++) {
+                got[t] = alloc_floats(n);
+                tensor ti = {in, g->h, g->w, cin}, to = {got[t], oh, ow, cout};
+                op_conv2d(p.pools[t], &ti, wt, bias, g->k, g->s, pt, pl, act, &to);
+                assert_close(got[t], ref, n, "op_conv2d");
+                if (t) assert_identical(got[0], got[t], n, "op_conv2d");
+            }
+            for (int t = 0; t < 3; t++) free(got[t]);
+            free(in);
+            free(wt);
+            free(bias);
+            free(ref);
+        }
+    free_pools(&p);
+}
+END_TEST
 
 /* Row sums of op_dwconv_sum against the reference output summed per row in double. */
 static void assert_row_sums(const float *sums, const double *ref, int oh, int ow, int c, const char *what) {
