@@ -204,7 +204,7 @@ int config_set(effdetd_config *c, const char *name, const char *value, const cha
             errf(err, errlen, "%s: %s: %g is outside [%g, %g]", where, name, x, o->min, o->max);
             return -1;
         }
-        *(double *)field = x;
+        memcpy(field, &x, sizeof x); /* field is a double: offsetof from the table */
         return 0;
     }
     }
@@ -372,7 +372,12 @@ void config_write(const effdetd_config *c, FILE *f) {
         case CFG_BOOL: fprintf(f, "%s %s\n", o->name, *(const int *)field ? "yes" : "no"); break;
         case CFG_INT: fprintf(f, "%s %d\n", o->name, *(const int *)field); break;
         case CFG_LONG: fprintf(f, "%s %lld\n", o->name, *(const long long *)field); break;
-        case CFG_DOUBLE: fprintf(f, "%s %g\n", o->name, *(const double *)field); break;
+        case CFG_DOUBLE: {
+            double d;
+            memcpy(&d, field, sizeof d);
+            fprintf(f, "%s %g\n", o->name, d);
+            break;
+        }
         }
     }
 }

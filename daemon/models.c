@@ -184,7 +184,7 @@ int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg,
     *out = NULL;
     if (list_sources(cfg, &src, &nsrc, err, errlen)) return -1;
     model_set *s = calloc(1, sizeof *s);
-    if (!s || !(s->models = calloc((size_t)(nsrc ? nsrc : 1), sizeof *s->models))) {
+    if (!s || !(s->models = calloc((size_t)(nsrc ? nsrc : 1), sizeof(model_entry *)))) {
         free(s);
         free(src);
         snprintf(err, errlen, "out of memory");

@@ -119,10 +119,11 @@ const char *params_get(const param_list *p, const char *key, int *count) {
 }
 
 int parse_real(const char *name, const char *v, double lo, double hi, double *out, char *err, size_t errlen) {
-    char *end;
+    char *end = NULL;
     errno = 0;
-    double x = (*v && !isspace((unsigned char)*v)) ? strtod(v, &end) : NAN;
-    if (isnan(x) || errno || *end || !isfinite(x)) {
+    double x = NAN;
+    if (*v && !isspace((unsigned char)*v)) x = strtod(v, &end);
+    if (!end || isnan(x) || errno || *end || !isfinite(x)) {
         errf(err, errlen, "%s: '%.64s' is not a number", name, v);
         return -1;
     }

@@ -627,7 +627,7 @@ static void route(struct evhttp_request *req, void *arg) {
         ri.ep = EP_VISION_DETECTION, handle_detection(s, req, &ri, JOB_COMPAT, NULL);
     else if (strcmp(path, "/v1/vision/custom/list") == 0)
         ri.ep = EP_CUSTOM_LIST, handle_custom_list(s, req, &ri);
-    else if (strncmp(path, custom, sizeof custom - 1) == 0 && path[sizeof custom - 1]) {
+    else if (strncmp(path, custom, sizeof custom - 1) == 0 && strlen(path) > sizeof custom - 1) {
         ri.ep = EP_VISION_CUSTOM;
         char *name = evhttp_uridecode(path + sizeof custom - 1, 0, NULL);
         if (!name || strchr(name, '/'))
@@ -703,9 +703,9 @@ static void start_reload(server *s) {
 
 /* Options that need a restart: the listening sockets, threads and queue exist already. */
 static void apply_reloaded_config(server *s, const effdetd_config *c) {
-    if (strcmp(c->listen, s->cfg.listen) || c->workers != s->cfg.workers ||
+    if (strcmp(c->listen, s->cfg.listen) != 0 || c->workers != s->cfg.workers ||
         c->threads_per_worker != s->cfg.threads_per_worker || c->queue_size != s->cfg.queue_size ||
-        strcmp(c->port_file, s->cfg.port_file))
+        strcmp(c->port_file, s->cfg.port_file) != 0)
         log_warn(&s->log, "reload: listen, port_file, workers, threads_per_worker and queue_size changes "
                           "take effect at the next restart");
     effdetd_config keep = s->cfg;
@@ -831,6 +831,7 @@ static int write_port_file(const char *path, int port, char *err, size_t errlen)
 
 static int bound_port(struct evhttp_bound_socket *b) {
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
     socklen_t len = sizeof ss;
     if (getsockname(evhttp_bound_socket_get_fd(b), (struct sockaddr *)&ss, &len) != 0) return -1;
     if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);

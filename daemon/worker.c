@@ -197,7 +197,7 @@ static char *detections_header(job *j, const effdet_detection *d, int n) {
 
 static void run_job(worker *w, job *j) {
     effdet_error e = {{0}};
-    effdet_status st;
+    effdet_status st = EFFDET_ERR_INTERNAL;
     effdet_image img = {0};
     effdet_detection *dets = NULL;
     j->t_start_ms = now_ms();
