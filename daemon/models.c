@@ -97,6 +97,7 @@ static model_entry *load_one(const effdetd_config *cfg, const char *name, const 
     model_entry *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     atomic_init(&m->refs, 1);
+    atomic_init(&m->retired, 0);
     snprintf(m->name, sizeof m->name, "%s", name);
     snprintf(m->path, sizeof m->path, "%s", path);
     m->dev = st.st_dev, m->ino = st.st_ino, m->size = st.st_size, m->mtime = st.st_mtim;

@@ -14,7 +14,8 @@
 
 typedef struct model_entry {
     atomic_int refs;
-    unsigned long long id; /* unique per load: worker contexts are keyed by it */
+    atomic_int retired;    /* set when a reload drops it: workers free their contexts */
+    unsigned long long id; /* unique per load */
     char name[128];
     char path[1024];
     effdet_model *model;

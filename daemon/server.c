@@ -676,8 +676,10 @@ static void *reload_main(void *arg) {
         config_validate(&s->reload_cfg, err, sizeof err) == 0) {
         model_set *old = current_set(s);
         if (model_set_build(&s->reload_cfg, old, &s->log, &s->next_model_id, &s->reload_set, err,
-                            sizeof err) == 0)
+                            sizeof err) == 0) {
+            workers_prepare(s, s->reload_set, old, s->reload_cfg.warmup);
             s->reload_ok = 1;
+        }
         model_set_unref(old);
     }
     snprintf(s->reload_err, sizeof s->reload_err, "%s", err);
@@ -733,6 +735,11 @@ static void reload_done_cb(evutil_socket_t fd, short what, void *arg) {
         model_set *old = s->set;
         s->set = s->reload_set;
         pthread_mutex_unlock(&s->mu);
+        for (int i = 0; old && i < old->count; i++) {
+            int kept = 0;
+            for (int k = 0; k < s->set->count; k++) kept |= s->set->models[k] == old->models[i];
+            if (!kept) atomic_store(&old->models[i]->retired, 1);
+        }
         s->reload_set = NULL;
         model_set_unref(old); /* jobs still running hold their own reference */
         if (!first) s->met.reloads_ok++;

@@ -65,15 +65,19 @@ typedef struct job {
     struct job *next; /* done list */
 } job;
 
+typedef struct {
+    model_entry *model; /* referenced */
+    effdet_context *ctx;
+} ctx_entry;
+
 typedef struct worker {
     server *srv;
     int index;
     pthread_t thread;
-    struct {
-        model_entry *model; /* referenced */
-        effdet_context *ctx;
-    } * ctx;
+    ctx_entry *ctx; /* this worker's contexts, one per model it serves */
     int nctx, ctx_cap;
+    ctx_entry *inbox; /* warmed-up contexts the loader prepared (guarded by srv->mu) */
+    int ninbox;
 } worker;
 
 struct server {
@@ -131,6 +135,9 @@ int workers_start(server *s, char *err, size_t errlen);
 void workers_join(server *s);
 /* Loop side: pass a finished job back (called by workers). */
 void job_done(server *s, job *j);
+/* Loader side: create and warm up, in parallel, one context per worker for each model of
+ * `set` that `old` lacks, and leave them in the workers' inboxes. */
+void workers_prepare(server *s, model_set *set, model_set *old, int warmup);
 void job_free(job *j);
 /* JSON error bodies shared by the loop and the workers. */
 void json_error_body(sbuf *b, job_kind kind, int status, const char *code, const char *message);

@@ -56,21 +56,49 @@ static void job_fail_engine(job *j, effdet_status st, const effdet_error *e) {
         job_fail(j, 500, "internal", msg);
 }
 
-/* This worker's context for model m, created on first use: contexts are sized for
- * their model at creation, so one per (worker, model). */
+static int ctx_reserve(worker *w, int extra) {
+    if (w->nctx + extra <= w->ctx_cap) return 0;
+    int cap = w->ctx_cap ? w->ctx_cap : 4;
+    while (cap < w->nctx + extra) cap *= 2;
+    ctx_entry *n = realloc(w->ctx, (size_t)cap * sizeof *w->ctx);
+    if (!n) return -1;
+    w->ctx = n;
+    w->ctx_cap = cap;
+    return 0;
+}
+
+/* Take the contexts the loader warmed up for this worker. */
+static void adopt_inbox(worker *w) {
+    server *s = w->srv;
+    pthread_mutex_lock(&s->mu);
+    ctx_entry *in = w->inbox;
+    int n = w->ninbox;
+    w->inbox = NULL;
+    w->ninbox = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (n && ctx_reserve(w, n) == 0) {
+        memcpy(w->ctx + w->nctx, in, (size_t)n * sizeof *in);
+        w->nctx += n;
+    } else {
+        for (int i = 0; i < n; i++) {
+            effdet_context_free(in[i].ctx);
+            model_entry_unref(in[i].model);
+        }
+    }
+    free(in);
+}
+
+/* This worker's context for model m: normally warmed up by the loader (workers_prepare),
+ * else created here on first use. Contexts are sized for their model at creation, so
+ * one per (worker, model). */
 static effdet_context *context_for(worker *w, model_entry *m, effdet_error *e, effdet_status *st) {
+    adopt_inbox(w);
     for (int i = 0; i < w->nctx; i++)
         if (w->ctx[i].model == m) return w->ctx[i].ctx;
-    if (w->nctx == w->ctx_cap) {
-        int cap = w->ctx_cap ? w->ctx_cap * 2 : 4;
-        void *n = realloc(w->ctx, (size_t)cap * sizeof *w->ctx);
-        if (!n) {
-            *st = EFFDET_ERR_NOMEM;
-            snprintf(e->msg, sizeof e->msg, "out of memory");
-            return NULL;
-        }
-        w->ctx = n;
-        w->ctx_cap = cap;
+    if (ctx_reserve(w, 1)) {
+        *st = EFFDET_ERR_NOMEM;
+        snprintf(e->msg, sizeof e->msg, "out of memory");
+        return NULL;
     }
     effdet_context *ctx = NULL;
     *st = effdet_context_create(m->model, w->srv->threads, &ctx, e);
@@ -81,16 +109,11 @@ static effdet_context *context_for(worker *w, model_entry *m, effdet_error *e, e
     return ctx;
 }
 
-/* Free contexts of models the current set no longer holds (after a reload). */
+/* Free contexts of models a reload dropped. (Not "models outside the current set": the
+ * loader warms up contexts of the next set before the loop swaps it in.) */
 static void prune_contexts(worker *w) {
-    server *s = w->srv;
-    pthread_mutex_lock(&s->mu);
-    model_set *cur = s->set ? model_set_ref(s->set) : NULL;
-    pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < w->nctx;) {
-        int live = 0;
-        for (int k = 0; cur && k < cur->count; k++) live |= cur->models[k] == w->ctx[i].model;
-        if (live) {
+        if (!atomic_load(&w->ctx[i].model->retired)) {
             i++;
             continue;
         }
@@ -98,7 +121,6 @@ static void prune_contexts(worker *w) {
         model_entry_unref(w->ctx[i].model);
         w->ctx[i] = w->ctx[--w->nctx];
     }
-    model_set_unref(cur);
 }
 
 static const char *label_of(const model_entry *m, int class_id, char *buf, size_t cap) {
@@ -305,6 +327,81 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+typedef struct {
+    server *srv;
+    worker *w;
+    model_set *set, *old;
+    int warmup;
+} prepare_arg;
+
+static int set_has(const model_set *s, const model_entry *m) {
+    for (int i = 0; s && i < s->count; i++)
+        if (s->models[i] == m) return 1;
+    return 0;
+}
+
+/* One detection on a mid-grey image: the first inference of a fresh context pays for
+ * faulting in its arena; without this the first request on each worker is several
+ * times slower than the rest (and Frigate's 0.1 s client timeout fires). */
+static void *prepare_main(void *arg) {
+    prepare_arg *a = arg;
+    ctx_entry *made = calloc((size_t)a->set->count, sizeof *made);
+    int n = 0;
+    for (int i = 0; made && i < a->set->count; i++) {
+        model_entry *m = a->set->models[i];
+        effdet_context *ctx = NULL;
+        if (set_has(a->old, m) || effdet_context_create(m->model, a->srv->threads, &ctx, NULL) != EFFDET_OK)
+            continue;
+        if (a->warmup) {
+            effdet_image img = {NULL, m->info->input_w, m->info->input_h};
+            size_t bytes = (size_t)img.width * (size_t)img.height * 3;
+            if ((img.rgb = malloc(bytes)) != NULL) {
+                memset(img.rgb, 128, bytes);
+                effdet_detect_opts o;
+                effdet_detect_opts_default(&o);
+                effdet_result r;
+                effdet_detect_image(ctx, &img, &o, &r, NULL);
+                free(img.rgb);
+            }
+        }
+        made[n].model = model_entry_ref(m);
+        made[n].ctx = ctx;
+        n++;
+    }
+    pthread_mutex_lock(&a->srv->mu);
+    ctx_entry *in = n ? realloc(a->w->inbox, (size_t)(a->w->ninbox + n) * sizeof *in) : NULL;
+    if (in) {
+        memcpy(in + a->w->ninbox, made, (size_t)n * sizeof *made);
+        a->w->inbox = in;
+        a->w->ninbox += n;
+        n = 0;
+    }
+    pthread_mutex_unlock(&a->srv->mu);
+    for (int i = 0; i < n; i++) { /* could not hand them over: the worker creates its own */
+        effdet_context_free(made[i].ctx);
+        model_entry_unref(made[i].model);
+    }
+    free(made);
+    return NULL;
+}
+
+void workers_prepare(server *s, model_set *set, model_set *old, int warmup) {
+    prepare_arg *args = calloc((size_t)s->nworkers, sizeof *args);
+    pthread_t *t = calloc((size_t)s->nworkers, sizeof *t);
+    int *started = calloc((size_t)s->nworkers, sizeof *started);
+    if (!args || !t || !started) goto done; /* workers create contexts on first use */
+    for (int i = 0; i < s->nworkers; i++) {
+        args[i] = (prepare_arg){s, &s->workers[i], set, old, warmup};
+        started[i] = pthread_create(&t[i], NULL, prepare_main, &args[i]) == 0;
+    }
+    for (int i = 0; i < s->nworkers; i++)
+        if (started[i]) pthread_join(t[i], NULL);
+done:
+    free(args);
+    free(t);
+    free(started);
+}
+
 int workers_start(server *s, char *err, size_t errlen) {
     s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
     if (!s->workers) {
@@ -329,6 +426,14 @@ int workers_start(server *s, char *err, size_t errlen) {
 void workers_join(server *s) {
     queue_close(&s->queue);
     for (int i = 0; s->workers && i < s->nworkers; i++) pthread_join(s->workers[i].thread, NULL);
+    for (int i = 0; s->workers && i < s->nworkers; i++) {
+        worker *w = &s->workers[i];
+        for (int k = 0; k < w->ninbox; k++) {
+            effdet_context_free(w->inbox[k].ctx);
+            model_entry_unref(w->inbox[k].model);
+        }
+        free(w->inbox);
+    }
     free(s->workers);
     s->workers = NULL;
 }

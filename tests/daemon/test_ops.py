@@ -263,6 +263,22 @@ class Load(unittest.TestCase):
             self.assertEqual(prom_value(text, "effdetd_client_disconnects_total"), gone)
             self.assertEqual(d.request("GET", "/healthz")[0], 200)
 
+    def test_first_request_is_warm(self):
+        """Workers get warmed-up contexts before READY: the first request on a worker
+        costs about what the next ones do (a cold context took 3x longer with d0)."""
+        if not have_shared():
+            self.skipTest("shared fixtures absent")
+        image = read(os.path.join(SHARED, "d0", "input.jpg"))
+        with Daemon(model=D0_MODEL, workers=1) as d:
+            c = d.connect()
+            times = []
+            for _ in range(4):
+                t0 = time.perf_counter()
+                self.assertEqual(d.request("POST", "/detect", image, JPEG, conn=c)[0], 200)
+                times.append(time.perf_counter() - t0)
+            rest = sorted(times[1:])[1]
+            self.assertLess(times[0], 2 * rest + 0.03, times)
+
     @unittest.skipIf(SANITIZED, "RSS under ASan measures the allocator's quarantine, not leaks")
     def test_rss_stable_over_2000_requests(self):
         with Daemon(workers=2) as d:
