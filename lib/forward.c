@@ -16,9 +16,13 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Kernels run unless the pass only measures, or an allocation did not fit (a sizing
+ * bug: forward_run() then reports it instead of writing through NULL). */
+static int computing(const effdet_context *ctx) { return !ctx->measure && !ctx->ar.overflow; }
+
 #define OP(ctx, kind, call)                                                                                  \
     do {                                                                                                     \
-        if ((ctx)->measure) break;                                                                           \
+        if (!computing(ctx)) break;                                                                           \
         double t0_ = (ctx)->profiling ? now_ms() : 0;                                                        \
         call;                                                                                                \
         if ((ctx)->profiling) (ctx)->timing.op_ms[kind] += now_ms() - t0_;                                   \
@@ -118,10 +122,10 @@ static void run_backbone(effdet_context *ctx) {
          * expansion can reuse everything above it. */
         arena_release(&ctx->ar, x_mark);
         tensor nx = new_tensor(ctx, y.h, y.w, y.c);
-        if (!ctx->measure) memmove(nx.data, y.data, tensor_numel(&y) * sizeof(float));
+        if (computing(ctx)) memmove(nx.data, y.data, tensor_numel(&y) * sizeof(float));
         x = nx;
         for (int f = 0; f < 3; f++)
-            if (a->feature_block[f] == i && !ctx->measure)
+            if (a->feature_block[f] == i && computing(ctx))
                 memcpy(ctx->feat[f].data, x.data, tensor_numel(&x) * sizeof(float));
     }
     arena_release(&ctx->ar, x_mark);
