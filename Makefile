@@ -82,8 +82,10 @@ tests: $(TEST_BIN) $(BINS)
 check: tests
 	@BUILD=$(BUILD) tests/run-tests.sh
 
+# ctuuninitvar: every effdet_error* is an output parameter (written, never read first);
+# cppcheck's cross-file check flags callers that pass an uninitialised one.
 lint:
-	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance --suppress=ctuuninitvar \
 	  --std=c11 --inline-suppr -Ilib/include -Ilib lib tools bench daemon tests
 	clang-tidy --quiet $(LIB_SRC) tools/*.c bench/*.c $(DAEMON_SRC) -- -std=c11 -D_GNU_SOURCE \
 	  -Ilib/include -Ilib $(PKG_CFLAGS) $(EVENT_CFLAGS) $(CHECK_CFLAGS)

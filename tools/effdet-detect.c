@@ -234,7 +234,7 @@ static int build_class_mask(const effdet_model *m, const char *list, uint8_t *ma
     return ok;
 }
 
-static uint8_t *read_file(const char *path, size_t *len) {
+static void *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     uint8_t *buf = NULL;
@@ -401,7 +401,7 @@ static json_object *reference_rows(const effdet_result *r) {
 static int run_raw(effdet_context *ctx, const effdet_model *m, const options *o) {
     const effdet_info *info = effdet_model_info(m);
     size_t len = 0, want = (size_t)info->input_h * info->input_w * 3 * sizeof(float);
-    float *input = (float *)read_file(o->raw_input, &len);
+    float *input = read_file(o->raw_input, &len);
     effdet_error err;
     if (!input) {
         fprintf(stderr, "effdet-detect: %s: %s\n", o->raw_input, strerror(errno ? errno : EIO));
