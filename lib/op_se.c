@@ -96,11 +96,18 @@ void op_se(threadpool *tp, tensor *x, const float *w1, const float *b1, int rd, 
 void op_se_gates(const float *row_sums, int rows, int npix, int c, const float *w1, const float *b1, int rd,
                  const float *w2, const float *b2, float *scratch, float *gate) {
     /* Rows added in double, in order: the ~65536-pixel means of the first stages stay
-     * accurate to float precision, and the order never depends on the thread count. */
-    for (int j = 0; j < c; j++) {
-        double acc = 0;
-        for (int y = 0; y < rows; y++) acc += row_sums[(size_t)y * c + j];
-        gate[j] = (float)(acc / npix);
+     * accurate to float precision, and the order never depends on the thread count.
+     * Row-major over a block of channels rather than one channel down all rows: the
+     * rows were written by every thread, and a strided walk fetched each line from the
+     * other core one miss at a time. */
+    for (int j0 = 0; j0 < c; j0 += SE_CHANNEL_BLOCK) {
+        int len = c - j0 < SE_CHANNEL_BLOCK ? c - j0 : SE_CHANNEL_BLOCK;
+        double acc[SE_CHANNEL_BLOCK] = {0};
+        for (int y = 0; y < rows; y++) {
+            const float *restrict r = row_sums + (size_t)y * c + j0;
+            for (int j = 0; j < len; j++) acc[j] += r[j];
+        }
+        for (int j = 0; j < len; j++) gate[j0 + j] = (float)(acc[j] / npix);
     }
     se_gates(gate, c, w1, b1, rd, w2, b2, scratch, gate);
 }
