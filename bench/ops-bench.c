@@ -27,14 +27,17 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* 64-byte aligned like the context arena: with malloc's 16-byte alignment every
+ * 64-byte vector load of a 16-channel-multiple tensor straddles two cache lines, which
+ * made dwconv measure up to 1.5x slower here than in the forward pass. */
 static float *buffer(size_t n) {
-    float *x = malloc(n * sizeof *x);
+    float *x = aligned_alloc(64, (n * sizeof *x + 63) / 64 * 64);
     if (!x) exit(1);
     for (size_t i = 0; i < n; i++) x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
     return x;
 }
 
-typedef enum { K_DW, K_PW, K_SE, K_ACT, K_CONV, K_POOL, K_UP, K_FUSE } kind;
+typedef enum { K_DW, K_DWSUM, K_PW, K_SE, K_SEFOLD, K_ACT, K_CONV, K_POOL, K_UP, K_FUSE } kind;
 
 typedef struct {
     kind k;
@@ -52,6 +55,8 @@ static const bench_case cases[] = {
     {K_DW, "dwconv 32x32x672 k5s1", 32, 32, 672, 5, 1},
     {K_DW, "dwconv 16x16x1152 k5s1", 16, 16, 1152, 5, 1},
     {K_DW, "dwconv 64x64x64 k3s1 (fpn/head)", 64, 64, 64, 3, 1},
+    {K_DWSUM, "dwconv_sum 256x256x32 k3s1", 256, 256, 32, 3, 1},
+    {K_DWSUM, "dwconv_sum 16x16x1152 k5s1", 16, 16, 1152, 5, 1},
     {K_PW, "pwconv 65536x16->96 swish", 256, 256, 16, 96, 0},
     {K_PW, "pwconv 16384x96->24", 128, 128, 96, 24, 0},
     {K_PW, "pwconv 16384x24->144 swish", 128, 128, 24, 144, 0},
@@ -62,6 +67,9 @@ static const bench_case cases[] = {
     {K_PW, "pwconv 4096x64->810 (class)", 64, 64, 64, 810, 0},
     {K_SE, "se 128x128x96", 128, 128, 96, 4, 0},
     {K_SE, "se 32x32x480", 32, 32, 480, 20, 0},
+    /* The SE of run_block: gates from row sums + folding into the projection (c x cout). */
+    {K_SEFOLD, "se gates+fold 128x128x96 ->24", 128, 128, 96, 24, 4},
+    {K_SEFOLD, "se gates+fold 16x16x1152 ->320", 16, 16, 1152, 320, 48},
     {K_ACT, "swish 256x256x96", 256, 256, 96, 0, 0},
     {K_POOL, "maxpool 64x64x64", 64, 64, 64, 0, 0},
     {K_UP, "upsample 32x32x64->64x64", 32, 32, 64, 0, 0},
@@ -79,6 +87,24 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
         op_dwconv(tp, &in, w, w + 10000, bc->k_or_cout, bc->stride, pad, pad, ACT_SWISH, &out);
         *elems = (double)oh * ow * bc->c;
         *flops = *elems * 2 * bc->k_or_cout * bc->k_or_cout;
+        break;
+    }
+    case K_DWSUM: {
+        int oh = (bc->h + bc->stride - 1) / bc->stride, ow = (bc->w + bc->stride - 1) / bc->stride;
+        tensor out = {b, oh, ow, bc->c};
+        int pad = bc->stride == 1 ? (bc->k_or_cout - 1) / 2 : (bc->k_or_cout == 3 ? 0 : 1);
+        op_dwconv_sum(tp, &in, w, w + 10000, bc->k_or_cout, bc->stride, pad, pad, ACT_SWISH, &out, c);
+        *elems = (double)oh * ow * bc->c;
+        *flops = *elems * 2 * bc->k_or_cout * bc->k_or_cout;
+        break;
+    }
+    case K_SEFOLD: {
+        /* rows of sums = h; gate in scratch, hidden after it; folded weights into c. */
+        op_se_gates(a, bc->h, bc->h * bc->w, bc->c, w, w + 100000, bc->stride, w + 200000, w + 300000,
+                    scratch + bc->c, scratch);
+        op_scale_rows(tp, w + 400000, scratch, bc->c, bc->k_or_cout, c);
+        *elems = (double)bc->c * bc->k_or_cout;
+        *flops = *elems;
         break;
     }
     case K_PW: {
