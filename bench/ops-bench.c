@@ -37,7 +37,7 @@ static float *buffer(size_t n) {
     return x;
 }
 
-typedef enum { K_DW, K_DWSUM, K_PW, K_SE, K_SEFOLD, K_ACT, K_CONV, K_POOL, K_UP, K_FUSE } kind;
+typedef enum { K_DW, K_DWSUM, K_PW, K_SEFOLD, K_ACT, K_CONV, K_POOL, K_UP, K_FUSE } kind;
 
 typedef struct {
     kind k;
@@ -65,11 +65,6 @@ static const bench_case cases[] = {
     {K_PW, "pwconv 256x1152->192", 16, 16, 1152, 192, 0},
     {K_PW, "pwconv 4096x64->64 swish", 64, 64, 64, 64, 0},
     {K_PW, "pwconv 4096x64->810 (class)", 64, 64, 64, 810, 0},
-    /* op_se scales its input in place: each repetition shrinks it by the gate until it
-     * is subnormal, so later repetitions (the 2-thread column) measure subnormal
-     * arithmetic. Restored from `c` before each run; the copy is included. */
-    {K_SE, "se 128x128x96 (+copy)", 128, 128, 96, 4, 0},
-    {K_SE, "se 32x32x480 (+copy)", 32, 32, 480, 20, 0},
     /* The SE of run_block: gates from row sums + folding into the projection (c x cout). */
     {K_SEFOLD, "se gates+fold 128x128x96 ->24", 128, 128, 96, 24, 4},
     {K_SEFOLD, "se gates+fold 16x16x1152 ->320", 16, 16, 1152, 320, 48},
@@ -125,12 +120,6 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
         *flops = *elems * 2 * 27;
         break;
     }
-    case K_SE:
-        memcpy(a, c, tensor_numel(&in) * sizeof *a);
-        op_se(tp, &in, w, w + 100000, bc->k_or_cout, w + 200000, w + 300000, scratch);
-        *elems = (double)tensor_numel(&in);
-        *flops = *elems * 2;
-        break;
     case K_ACT:
         memcpy(b, a, tensor_numel(&in) * sizeof *a);
         op_activate(tp, b, tensor_numel(&in), ACT_SWISH);

@@ -1,9 +1,9 @@
 /*
- * Squeeze-and-excitation, in place: s = sigmoid(W2 . swish(W1 . mean(x) + b1) + b2),
- * x *= s per channel. The mean is split across threads by channel range, so each
- * channel is summed in the same order whatever the thread count (bit-identical
- * results) and no per-thread partial buffers are needed. The two FCs are a few
- * thousand multiply-adds: the calling thread does them alone.
+ * Squeeze-and-excitation, in pieces the forward pass fuses into its neighbours:
+ * s = sigmoid(W2 . swish(W1 . mean(x) + b1) + b2), then x *= s per channel. The means
+ * come from op_dwconv_sum's per-row sums (no extra pass over x); the gate multiplies
+ * the projection weights, or x when that is less work. The two FCs are a few thousand
+ * multiply-adds: the calling thread does them alone.
  */
 #include "mathfun.h"
 #include "ops.h"
@@ -13,36 +13,8 @@
 
 typedef struct {
     tensor *x;
-    float *mean;        /* c floats: the channel means, then the gates */
-    const float *scale; /* == mean once the gates are computed */
+    const float *scale; /* c gates */
 } se_job;
-
-/* Per image row, a float sum over <= w pixels; rows accumulate in double, which keeps
- * the 65536-pixel means of the 256x256 stage accurate to float precision. */
-static void mean_channel_block(const tensor *x, int c0, int len, float *restrict mean) {
-    double acc[SE_CHANNEL_BLOCK] = {0};
-    float row_acc[SE_CHANNEL_BLOCK];
-    int c = x->c;
-    for (int y = 0; y < x->h; y++) {
-        for (int j = 0; j < len; j++) row_acc[j] = 0.0f;
-        const float *row = x->data + (size_t)y * x->w * c + c0;
-        for (int px = 0; px < x->w; px++) {
-            const float *restrict src = row + (size_t)px * c;
-            for (int j = 0; j < len; j++) row_acc[j] += src[j];
-        }
-        for (int j = 0; j < len; j++) acc[j] += row_acc[j];
-    }
-    double npix = (double)x->h * x->w;
-    for (int j = 0; j < len; j++) mean[c0 + j] = (float)(acc[j] / npix);
-}
-
-static void mean_channels(void *p, int begin, int end) {
-    const se_job *job = p;
-    for (int c0 = begin; c0 < end; c0 += SE_CHANNEL_BLOCK) {
-        int len = end - c0 < SE_CHANNEL_BLOCK ? end - c0 : SE_CHANNEL_BLOCK;
-        mean_channel_block(job->x, c0, len, job->mean);
-    }
-}
 
 static void scale_pixels(void *p, int begin, int end) {
     const se_job *job = p;
@@ -75,19 +47,10 @@ static void se_gates(const float *mean, int c, const float *restrict w1, const f
 }
 
 void op_scale_channels(threadpool *tp, tensor *x, const float *s) {
-    se_job job = {x, NULL, s};
+    se_job job = {x, s};
     int c = x->c;
     int grain = 16384 / (c > 0 ? c : 1) + 1;
     threadpool_run(tp, x->h * x->w, grain, scale_pixels, &job);
-}
-
-void op_se(threadpool *tp, tensor *x, const float *w1, const float *b1, int rd, const float *w2,
-           const float *b2, float *scratch) {
-    int c = x->c;
-    se_job job = {x, scratch, scratch};
-    threadpool_run(tp, c, SE_CHANNEL_BLOCK, mean_channels, &job);
-    se_gates(scratch, c, w1, b1, rd, w2, b2, scratch + c, scratch);
-    op_scale_channels(tp, x, scratch);
 }
 
 /* ---- SE fused into its neighbours: the means come from op_dwconv_sum's row sums,

@@ -49,11 +49,6 @@ void op_dwconv_sum(threadpool *tp, const tensor *in, const float *w, const float
 void op_pwconv(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias,
                int cout, act_kind act, float *out);
 
-/* Squeeze-and-excitation, in place on x (h x w x c): s = sigmoid(W2 . swish(W1 . mean(x) + b1) + b2),
- * x *= s per channel. w1: [c][rd], w2: [rd][c]. scratch: at least c + rd floats. */
-void op_se(threadpool *tp, tensor *x, const float *w1, const float *b1, int rd, const float *w2,
-           const float *b2, float *scratch);
-
 /* The SE gates from op_dwconv_sum's row sums (rows x c, npix pixels in all):
  * gate = sigmoid(W2 . swish(W1 . mean + b1) + b2), c floats. scratch: rd floats. The
  * caller then applies the gate to the projection weights with op_scale_rows (W'[i][:] =

@@ -442,57 +442,6 @@ END_TEST
 
 /* ---- squeeze-and-excitation ---- */
 
-START_TEST(test_se) {
-    pools p = make_pools();
-    const int shapes[][4] = {{7, 5, 17, 4},    {1, 1, 3, 1},    {13, 17, 96, 4},
-                             {16, 16, 144, 6}, {4, 4, 300, 12}, {64, 48, 24, 2}};
-    for (int si = 0; si < 6; si++) {
-        int h = shapes[si][0], w = shapes[si][1], c = shapes[si][2], rd = shapes[si][3];
-        size_t n = (size_t)h * w * c;
-        float *x = random_floats(n, -3.0f, 3.0f);
-        float *w1 = random_floats((size_t)c * rd, -0.5f, 0.5f);
-        float *b1 = random_floats((size_t)rd, -0.5f, 0.5f);
-        float *w2 = random_floats((size_t)rd * c, -0.5f, 0.5f);
-        float *b2 = random_floats((size_t)c, -0.5f, 0.5f);
-        double *mean = alloc_doubles((size_t)c), *hidden = alloc_doubles((size_t)rd), *ref = alloc_doubles(n);
-        for (size_t i = 0; i < n; i++) mean[i % c] += x[i];
-        for (int ch = 0; ch < c; ch++) mean[ch] /= (double)h * w;
-        for (int r = 0; r < rd; r++) {
-            double acc = b1[r];
-            for (int ch = 0; ch < c; ch++) acc += mean[ch] * w1[(size_t)ch * rd + r];
-            hidden[r] = ref_act(acc, ACT_SWISH);
-        }
-        for (int ch = 0; ch < c; ch++) {
-            double acc = b2[ch];
-            for (int r = 0; r < rd; r++) acc += hidden[r] * w2[(size_t)r * c + ch];
-            double gate = ref_act(acc, ACT_SIGMOID);
-            for (int px = 0; px < h * w; px++) ref[(size_t)px * c + ch] = x[(size_t)px * c + ch] * gate;
-        }
-        float *got[3];
-        float *scratch = alloc_floats((size_t)c + rd);
-        for (int t = 0; t < 3; t++) {
-            got[t] = alloc_floats(n);
-            memcpy(got[t], x, n * sizeof *x);
-            tensor tx = {got[t], h, w, c};
-            op_se(p.pools[t], &tx, w1, b1, rd, w2, b2, scratch);
-            assert_close(got[t], ref, n, "op_se");
-            if (t) assert_identical(got[0], got[t], n, "op_se");
-        }
-        for (int t = 0; t < 3; t++) free(got[t]);
-        free(scratch);
-        free(x);
-        free(w1);
-        free(b1);
-        free(w2);
-        free(b2);
-        free(mean);
-        free(hidden);
-        free(ref);
-    }
-    free_pools(&p);
-}
-END_TEST
-
 /* The fused SE of run_block: depthwise with row sums -> gates -> gate folded into the
  * projection weights (or applied to the pixels), against depthwise -> mean -> FCs ->
  * x * gate -> projection in double. */
@@ -723,7 +672,6 @@ static Suite *ops_suite(void) {
     tcase_add_test(tc, test_conv2d);
     tcase_add_test(tc, test_dwconv);
     tcase_add_test(tc, test_pwconv);
-    tcase_add_test(tc, test_se);
     tcase_add_test(tc, test_se_fused);
     tcase_add_test(tc, test_maxpool);
     tcase_add_test(tc, test_upsample);
