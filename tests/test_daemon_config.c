@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "../daemon/config.h"
+#include "testutil.h"
 
 static int parse(effdetd_config *c, const char *text, char *err, size_t errlen) {
     config_defaults(c);
@@ -164,9 +165,5 @@ int main(void) {
     tcase_add_test(tc, listen_forms);
     tcase_add_test(tc, validate_and_round_trip);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run_suite(s);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../daemon/multipart.h"
+#include "testutil.h"
 
 static int split(const char *body, size_t len, const char *boundary, mp_part *parts, int max, int *n,
                  char *err) {
@@ -137,9 +138,5 @@ int main(void) {
     tcase_add_test(tc, malformed_bodies);
     tcase_add_test(tc, huge_part_headers);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run_suite(s);
 }

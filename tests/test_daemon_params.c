@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../daemon/params.h"
+#include "testutil.h"
 
 static int parse_query(param_list *p, const char *q, char *err, size_t errlen) {
     params_init(p);
@@ -129,9 +130,5 @@ int main(void) {
     tcase_add_test(tc, compat_values);
     tcase_add_test(tc, class_mask);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run_suite(s);
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "../daemon/queue.h"
+#include "testutil.h"
 
 static int item[64];
 
@@ -99,9 +100,5 @@ int main(void) {
     tcase_add_test(tc, close_drains_then_ends);
     tcase_add_test(tc, concurrent_exactly_once);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run_suite(s);
 }

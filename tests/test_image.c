@@ -842,9 +842,5 @@ static Suite *image_suite(void) {
 }
 
 int main(void) {
-    SRunner *sr = srunner_create(image_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run_suite(image_suite());
 }

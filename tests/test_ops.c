@@ -683,9 +683,5 @@ static Suite *ops_suite(void) {
 int main(void) {
     /* The kernels parallelise across our own pool; OpenBLAS must not add its own. */
     openblas_set_num_threads(1);
-    SRunner *sr = srunner_create(ops_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(ops_suite());
 }

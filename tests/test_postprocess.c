@@ -780,9 +780,5 @@ static Suite *postprocess_suite(void) {
 }
 
 int main(void) {
-    SRunner *sr = srunner_create(postprocess_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run_suite(postprocess_suite());
 }

@@ -70,3 +70,11 @@ void tu_fill_random(float *x, size_t n, float lo, float hi, uint32_t *state) {
         x[i] = lo + (hi - lo) * (float)((*state >> 8) / 16777216.0);
     }
 }
+
+int tu_run_suite(Suite *s) {
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

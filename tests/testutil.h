@@ -23,6 +23,11 @@ double tu_rel_err(const float *a, const float *b, size_t n);
 void tu_nchw_to_nhwc(const float *src, int c, int h, int w, float *dst);
 void tu_nhwc_to_nchw(const float *src, int h, int w, int c, float *dst);
 
+/* Run a suite (CK_NORMAL output: its summary line is what CI reads); the process exit
+ * status: 0 when every test passed. */
+struct Suite;
+int tu_run_suite(struct Suite *s);
+
 /* Deterministic pseudo-random floats in [lo, hi). */
 void tu_fill_random(float *x, size_t n, float lo, float hi, uint32_t *state);
 
