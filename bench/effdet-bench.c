@@ -121,7 +121,7 @@ static uint8_t *encode_camera_jpeg(const effdet_image *img, size_t *len) {
 /* Bilinear upscale of a decoded photo to w x h: a stand-in for a camera frame of that
  * size (smooth content, like a real scene at higher resolution). */
 static uint8_t *make_frame(const effdet_image *src, int w, int h, size_t *len) {
-    effdet_image big = {malloc((size_t)w * h * 3), w, h};
+    effdet_image big = {.rgb = malloc((size_t)w * h * 3), .width = w, .height = h};
     if (!big.rgb) return NULL;
     for (int y = 0; y < h; y++) {
         double fy = (y + 0.5) * src->height / h - 0.5;

@@ -54,7 +54,7 @@ model_entry *model_set_find(const model_set *s, const char *name) {
  * run end to end and faults in every page of the mmapped file before the first request. */
 static effdet_status warm_up(const model_entry *m, int threads, effdet_error *err) {
     effdet_context *ctx = NULL;
-    effdet_image img = {NULL, m->info->input_w, m->info->input_h};
+    effdet_image img = {.rgb = NULL, .width = m->info->input_w, .height = m->info->input_h};
     effdet_status st = effdet_context_create(m->model, threads, &ctx, err);
     if (st != EFFDET_OK) return st;
     img.rgb = malloc((size_t)img.width * (size_t)img.height * 3);

@@ -353,7 +353,7 @@ static void *prepare_main(void *arg) {
         if (set_has(a->old, m) || effdet_context_create(m->model, a->srv->threads, &ctx, NULL) != EFFDET_OK)
             continue;
         if (a->warmup) {
-            effdet_image img = {NULL, m->info->input_w, m->info->input_h};
+            effdet_image img = {.rgb = NULL, .width = m->info->input_w, .height = m->info->input_h};
             size_t bytes = (size_t)img.width * (size_t)img.height * 3;
             if ((img.rgb = malloc(bytes)) != NULL) {
                 memset(img.rgb, 128, bytes);

@@ -101,22 +101,20 @@ effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_
     d.target_h = ctx->m->arch.image_h;
     memset(out, 0, sizeof *out);
     double t0 = now_ms();
-    int orig_w, orig_h;
-    effdet_status st = effdet_image_probe_jpeg(jpeg, len, &orig_w, &orig_h, err);
-    if (st) return st;
     effdet_image img;
-    if ((st = effdet_image_decode_jpeg(jpeg, len, &d, &img, err))) return st;
+    effdet_status st = effdet_image_decode_jpeg(jpeg, len, &d, &img, err);
+    if (st) return st;
     double decode_ms = now_ms() - t0;
     st = effdet_detect_image(ctx, &img, o, out, err);
-    if (st == EFFDET_OK && (img.width != orig_w || img.height != orig_h)) {
+    if (st == EFFDET_OK && img.source_width > 0 && (img.width != img.source_width || img.height != img.source_height)) {
         /* DCT-scaled decode: map boxes from the decoded size back to the file's size. */
-        float sx = (float)orig_w / img.width, sy = (float)orig_h / img.height;
+        float sx = (float)img.source_width / img.width, sy = (float)img.source_height / img.height;
         for (int i = 0; i < out->count; i++) {
             out->dets[i].x1 *= sx, out->dets[i].x2 *= sx;
             out->dets[i].y1 *= sy, out->dets[i].y2 *= sy;
         }
-        out->image_w = orig_w;
-        out->image_h = orig_h;
+        out->image_w = img.source_width;
+        out->image_h = img.source_height;
     }
     out->decode_ms = decode_ms;
     effdet_image_free(&img);

@@ -201,6 +201,8 @@ static effdet_status decode_pixels(jpeg_decoder *d, long long max_pixels, const 
     out->rgb = d->pixels;
     out->width = ow;
     out->height = oh;
+    out->source_width = (int)d->cinfo.image_width;
+    out->source_height = (int)d->cinfo.image_height;
     d->pixels = NULL;
     return EFFDET_OK;
 }
@@ -209,7 +211,7 @@ effdet_status effdet_image_decode_jpeg(const uint8_t *data, size_t len, const ef
                                        effdet_image *out, effdet_error *err) {
     if (!out) return set_error(err, EFFDET_ERR_ARG, "effdet_image_decode_jpeg: out is NULL");
     out->rgb = NULL;
-    out->width = out->height = 0;
+    out->width = out->height = out->source_width = out->source_height = 0;
     long long max_pixels = opts && opts->max_pixels ? opts->max_pixels : DEFAULT_MAX_PIXELS;
     if (max_pixels < 0)
         return set_error(err, EFFDET_ERR_ARG, "effdet_decode_opts.max_pixels is negative (%lld)", max_pixels);

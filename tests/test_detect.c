@@ -216,6 +216,42 @@ START_TEST(test_options_filter) {
 }
 END_TEST
 
+/* With DCT scaling the decoder hands over a smaller image; boxes must come back in the
+ * file's pixels: exactly the boxes of that smaller image, scaled by file / decoded size. */
+START_TEST(test_dct_scaled_boxes_in_file_pixels) {
+    fixture f;
+    open_fixture(&f, tu_fixture("weights.safetensors"), "tests/fixtures");
+    size_t len;
+    uint8_t *jpeg = tu_read_file(tu_fixture("input.jpg"), &len);
+    effdet_decode_opts d = {.allow_dct_scaling = 1, .target_w = 128, .target_h = 128};
+    effdet_image small;
+    effdet_error err;
+    ck_assert_int_eq(effdet_image_decode_jpeg(jpeg, len, &d, &small, &err), EFFDET_OK);
+    ck_assert_int_eq(small.source_width, 640);
+    ck_assert_int_lt(small.width, 640); /* the test needs a scaled decode */
+    effdet_result r;
+    ck_assert_int_eq(effdet_detect_image(f.ctx, &small, NULL, &r, &err), EFFDET_OK);
+    int n = r.count;
+    effdet_detection *expect = malloc(sizeof *expect * (size_t)n);
+    memcpy(expect, r.dets, sizeof *expect * (size_t)n);
+    ck_assert_int_eq(effdet_detect_jpeg(f.ctx, jpeg, len, &d, NULL, &r, &err), EFFDET_OK);
+    ck_assert_int_eq(r.image_w, 640);
+    ck_assert_int_eq(r.image_h, 480);
+    ck_assert_int_eq(r.count, n);
+    float sx = 640.0f / small.width, sy = 480.0f / small.height;
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(r.dets[i].class_id, expect[i].class_id);
+        ck_assert(r.dets[i].score == expect[i].score);
+        ck_assert(fabsf(r.dets[i].x1 - expect[i].x1 * sx) < 1e-3f && fabsf(r.dets[i].x2 - expect[i].x2 * sx) < 1e-3f);
+        ck_assert(fabsf(r.dets[i].y1 - expect[i].y1 * sy) < 1e-3f && fabsf(r.dets[i].y2 - expect[i].y2 * sy) < 1e-3f);
+    }
+    free(expect);
+    effdet_image_free(&small);
+    free(jpeg);
+    close_fixture(&f);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("detect");
     TCase *tc = tcase_create("detect");
@@ -225,6 +261,7 @@ int main(void) {
     tcase_add_test(tc, test_d0_tensor);
     tcase_add_test(tc, test_d0_jpeg);
     tcase_add_test(tc, test_options_filter);
+    tcase_add_test(tc, test_dct_scaled_boxes_in_file_pixels);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

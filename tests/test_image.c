@@ -184,7 +184,7 @@ static void check_letterbox_from_pillow_decode(const char *dir, int T) {
     ck_assert_int_eq(effdet_image_probe_jpeg(jpg, n, &w, &h, &err), EFFDET_OK);
     free(jpg);
     join(p, sizeof p, dir, "decoded_rgb.u8");
-    effdet_image img = {read_or_fail(p, &n), w, h};
+    effdet_image img = {.rgb = read_or_fail(p, &n), .width = w, .height = h};
     ck_assert_uint_eq(n, (size_t)w * h * 3);
     check_letterbox(&img, T, dir, "from decoded_rgb.u8");
     free(img.rgb);
@@ -307,7 +307,7 @@ START_TEST(test_letterbox_matches_reference_resize) {
     uint32_t seed = 12345;
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         int w = sizes[s][0], h = sizes[s][1];
-        effdet_image img = {malloc((size_t)w * h * 3), w, h};
+        effdet_image img = {.rgb = malloc((size_t)w * h * 3), .width = w, .height = h};
         for (size_t i = 0; i < (size_t)w * h * 3; i++) {
             seed = seed * 1664525u + 1013904223u;
             img.rgb[i] = (uint8_t)(seed >> 24);
@@ -354,7 +354,7 @@ END_TEST
 
 START_TEST(test_letterbox_rejects_degenerate) {
     uint8_t px[3 * 2000] = {0};
-    effdet_image img = {px, 2000, 1};
+    effdet_image img = {.rgb = px, .width = 2000, .height = 1};
     uint8_t canvas[64 * 64 * 3];
     letterbox_info li;
     effdet_error err = {{0}};
@@ -366,7 +366,7 @@ END_TEST
 
 START_TEST(test_letterbox_speed_1080p) {
     const int w = 1920, h = 1080, T = 512;
-    effdet_image img = {malloc((size_t)w * h * 3), w, h};
+    effdet_image img = {.rgb = malloc((size_t)w * h * 3), .width = w, .height = h};
     for (size_t i = 0; i < (size_t)w * h * 3; i++) img.rgb[i] = (uint8_t)(i * 7 + i / 5000);
     uint8_t *canvas = malloc((size_t)T * T * 3);
     letterbox_info li;
@@ -391,7 +391,7 @@ END_TEST
 
 static void expect_decode_error(const uint8_t *data, size_t len, effdet_status want, const char *needle,
                                 const char *what) {
-    effdet_image img = {(uint8_t *)1, 7, 7};
+    effdet_image img = {.rgb = (uint8_t *)1, .width = 7, .height = 7};
     effdet_error err = {{0}};
     effdet_status st = effdet_image_decode_jpeg(data, len, NULL, &img, &err);
     ck_assert_msg(st == want, "%s: status %s, expected %s (%s)", what, effdet_status_name(st),
@@ -667,7 +667,7 @@ END_TEST
 static const uint8_t GREY = 128;
 
 static effdet_image grey_image(int w, int h) {
-    effdet_image img = {malloc((size_t)w * h * 3), w, h};
+    effdet_image img = {.rgb = malloc((size_t)w * h * 3), .width = w, .height = h};
     memset(img.rgb, GREY, (size_t)w * h * 3);
     return img;
 }
@@ -790,7 +790,7 @@ START_TEST(test_draw_encode_decode) {
     ck_assert_ptr_nonnull(strstr(err.msg, "quality 0"));
     ck_assert_int_eq(effdet_image_encode_jpeg(&img, 101, &jpg, &n, &err), EFFDET_ERR_ARG);
     ck_assert_int_eq(effdet_image_encode_jpeg(NULL, 90, &jpg, &n, &err), EFFDET_ERR_ARG);
-    effdet_image empty = {NULL, 0, 0};
+    effdet_image empty = {.rgb = NULL, .width = 0, .height = 0};
     ck_assert_int_eq(effdet_image_encode_jpeg(&empty, 90, &jpg, &n, &err), EFFDET_ERR_ARG);
     ck_assert_int_eq(effdet_image_encode_jpeg(&img, 1, &jpg, &n, &err), EFFDET_OK);
     free(jpg);

@@ -145,6 +145,8 @@ struct effdet_detection;
 typedef struct {
     uint8_t *rgb;
     int width, height;
+    int source_width, source_height; /* the JPEG's own size: differs from width/height when
+                                        the decoder used DCT scaling; 0 = same */
 } effdet_image;
 
 typedef struct {
