@@ -4,17 +4,11 @@
  * image size; everything else lives in buffers the context allocated at creation.
  */
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "context.h"
 #include "preprocess.h"
 #include "status.h"
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 void effdet_detect_opts_default(effdet_detect_opts *o) {
     memset(o, 0, sizeof *o);

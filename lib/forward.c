@@ -5,16 +5,10 @@
  * measure mode (sizing the arena at load time) and times it when profiling is on.
  */
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "context.h"
 #include "status.h"
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* Kernels run unless the pass only measures, or an allocation did not fit (a sizing
  * bug: forward_run() then reports it instead of writing through NULL). */

@@ -259,15 +259,14 @@ static int write_file(const char *path, const void *data, size_t len) {
     return (fclose(f) == 0 && n == len) ? 0 : -1;
 }
 
-static int draw_to_file(effdet_context *ctx, const effdet_model *m, const uint8_t *jpeg, size_t len,
-                        const effdet_result *r, const char *path) {
+static int draw_to_file(const effdet_model *m, const uint8_t *jpeg, size_t len, const effdet_result *r,
+                        const char *path) {
     effdet_error err;
     effdet_image img;
     effdet_decode_opts d = {0};
     uint8_t *out = NULL;
     size_t out_len = 0;
     int rc = -1;
-    (void)ctx;
     if (effdet_image_decode_jpeg(jpeg, len, &d, &img, &err)) {
         fprintf(stderr, "effdet-detect: %s\n", err.msg);
         return -1;
@@ -312,7 +311,7 @@ static int detect_one(effdet_context *ctx, const effdet_model *m, const options 
     print_json(j, o->pretty);
     json_object_put(j);
     int rc = 0;
-    if (o->draw_path) rc = draw_to_file(ctx, m, jpeg, len, &r, o->draw_path);
+    if (o->draw_path) rc = draw_to_file(m, jpeg, len, &r, o->draw_path);
     free(jpeg);
     return rc;
 }
@@ -361,8 +360,7 @@ static int dump_all_tensors(effdet_context *ctx, const char *dir) {
     return rc;
 }
 
-static int dump_topk(effdet_context *ctx, const effdet_model *m, const char *dir) {
-    (void)m;
+static int dump_topk(effdet_context *ctx, const char *dir) {
     int k = 5000;
     float *logit = malloc(sizeof(float) * k);
     int32_t *anchor = malloc(sizeof(int32_t) * k), *cls = malloc(sizeof(int32_t) * k);
@@ -434,7 +432,7 @@ static int run_raw(effdet_context *ctx, const effdet_model *m, const options *o)
             return 1;
         }
         rc |= dump_all_tensors(ctx, o->dump_dir);
-        rc |= dump_topk(ctx, m, o->dump_dir);
+        rc |= dump_topk(ctx, o->dump_dir);
         char path[4096];
         snprintf(path, sizeof path, "%s/detections.json", o->dump_dir);
         const char *s = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY);
