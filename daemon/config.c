@@ -48,6 +48,9 @@ static const cfg_option options[] = {
      "On SIGTERM/SIGINT, how long to wait for queued and running jobs before exiting."},
     {"timeout_s", CFG_INT, OPT(timeout_s), 1, 3600, "30", NULL,
      "Connection inactivity timeout (read and write): closes idle keep-alive and slow clients."},
+    {"max_connections", CFG_INT, OPT(max_connections), 0, 1000000, "512", NULL,
+     "Most client connections at once. At the limit effdetd stops accepting and new clients "
+     "wait in the kernel's listen backlog until a connection closes. 0 = no limit."},
     {"max_body_bytes", CFG_LONG, OPT(max_body_bytes), 1024, 1073741824, "16777216", NULL,
      "Largest request body; larger ones get 413."},
     {"max_header_bytes", CFG_LONG, OPT(max_header_bytes), 1024, 1048576, "16384", NULL,

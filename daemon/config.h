@@ -22,6 +22,7 @@ typedef struct {
     int deadline_ms;
     int drain_timeout_ms;
     int timeout_s; /* connection read/write inactivity timeout */
+    int max_connections; /* 0 = no cap */
     long long max_body_bytes;
     long long max_header_bytes;
     long long max_pixels;

@@ -721,6 +721,7 @@ static void apply_reloaded_config(server *s, const effdetd_config *c) {
     evhttp_set_max_body_size(s->http, s->cfg.max_body_bytes);
     evhttp_set_max_headers_size(s->http, s->cfg.max_header_bytes);
     evhttp_set_timeout(s->http, s->cfg.timeout_s);
+    s->conns.max = s->cfg.max_connections;
 }
 
 static void reload_done_cb(evutil_socket_t fd, short what, void *arg) {
@@ -797,6 +798,7 @@ static void begin_drain(server *s, int signo) {
     log_info(&s->log, "%s: stopping: no new connections, finishing %d job(s)", strsignal(signo),
              s->outstanding);
     sd_notify_send("STOPPING=1\nSTATUS=draining");
+    connlimit_stop(&s->conns);
     for (int i = 0; i < s->nbound; i++) evhttp_del_accept_socket(s->http, s->bound[i]);
     s->nbound = 0;
     struct timeval tv = {s->cfg.drain_timeout_ms / 1000, (s->cfg.drain_timeout_ms % 1000) * 1000};
@@ -894,6 +896,11 @@ int server_start(server *s, char *err, size_t errlen) {
     evhttp_set_max_headers_size(s->http, s->cfg.max_header_bytes);
     evhttp_set_timeout(s->http, s->cfg.timeout_s);
     evhttp_set_gencb(s->http, route, s);
+    if (connlimit_init(&s->conns, s->base, s->cfg.max_connections)) {
+        snprintf(err, errlen, "libevent: out of memory");
+        return -1;
+    }
+    evhttp_set_bevcb(s->http, connlimit_bevcb, &s->conns);
 
     int adopted = adopt_systemd_sockets(s, err, errlen);
     if (adopted < 0) return -1;
@@ -912,6 +919,8 @@ int server_start(server *s, char *err, size_t errlen) {
         s->bound[s->nbound++] = b;
     }
     s->port = bound_port(s->bound[0]);
+    for (int i = 0; i < s->nbound; i++)
+        connlimit_add_listener(&s->conns, evhttp_bound_socket_get_listener(s->bound[i]), bound_port(s->bound[i]));
     if (s->cfg.port_file[0] && write_port_file(s->cfg.port_file, s->port, err, errlen)) return -1;
 
     s->done_ev = event_new(s->base, -1, 0, done_cb, s);
@@ -988,6 +997,7 @@ void server_free(server *s) {
     if (s->reload_ev) event_free(s->reload_ev);
     if (s->drain_ev) event_free(s->drain_ev);
     if (s->exit_ev) event_free(s->exit_ev);
+    connlimit_free(&s->conns);
     if (s->http) evhttp_free(s->http);
     if (s->base) event_base_free(s->base);
     queue_destroy(&s->queue);

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "connlimit.h"
 #include "config.h"
 #include "effdet.h"
 #include "log.h"
@@ -91,6 +92,7 @@ struct server {
     struct evhttp *http;
     struct evhttp_bound_socket *bound[8];
     int nbound;
+    connlimit conns; /* max_connections, kept at the listeners */
     int port;
 
     job_queue queue;

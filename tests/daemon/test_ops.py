@@ -301,6 +301,29 @@ class Load(unittest.TestCase):
             self.assertLess(after - before, 8 * 1024, "RSS grew from %d to %d KiB" % (before, after))
 
 
+class ConnectionLimit(unittest.TestCase):
+    def test_excess_clients_wait_in_the_backlog(self):
+        """max_connections 3: three idle clients hold every slot; a fourth is connected by
+        the kernel but not served until two of them leave; then it is, and so are others."""
+        with Daemon("--max-connections", "3", "--timeout-s", "30") as d:
+            idle = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(3)]
+            time.sleep(0.3 * SLOW)  # the loop accepts them
+            extra = socket.create_connection(("127.0.0.1", d.port))
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            extra.settimeout(1.0 * SLOW)
+            with self.assertRaises(socket.timeout):
+                extra.recv(100)
+            idle[0].close()
+            idle[1].close()
+            extra.settimeout(5 * SLOW)
+            self.assertTrue(extra.recv(100).startswith(b"HTTP/1.1 200"))
+            extra.close()
+            idle[2].close()
+            for _ in range(5):  # below the limit again: served at once
+                self.assertEqual(d.request("GET", "/healthz", timeout=5 * SLOW)[0], 200)
+            self.assertEqual(d.proc.poll(), None)
+
+
 class Startup(unittest.TestCase):
     def test_socket_activation(self):
         lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
