@@ -133,7 +133,12 @@ static void apply_named(effdet_arch *a, int i) {
 
 effdet_status arch_from_name(effdet_arch *a, const char *name, int num_classes, effdet_error *err) {
     int i = find_named(name);
-    if (i < 0) return set_error(err, EFFDET_ERR_ARG, "unknown model '%s' (known: tf_efficientdet_d0..d7, efficientdet_d0, efficientdet_d1)", name);
+    if (i < 0) {
+        char known[512] = "";
+        for (int k = 0; KNOWN_NAMES[k]; k++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", k ? ", " : "", KNOWN_NAMES[k]);
+        return set_error(err, EFFDET_ERR_ARG, "unknown model '%s' (known: %s)", name, known);
+    }
     set_defaults(a);
     apply_named(a, i);
     if (num_classes > 0) a->num_classes = num_classes;

@@ -140,6 +140,19 @@ START_TEST(test_bad_metadata) {
 }
 END_TEST
 
+/* effdet_known_models() and the table of named architectures list the same models. */
+START_TEST(test_known_models_all_describe) {
+    int n = 0;
+    for (const char *const *name = effdet_known_models(); *name; name++, n++) {
+        effdet_info info;
+        effdet_error err;
+        ck_assert_msg(effdet_describe(*name, 0, &info, &err) == EFFDET_OK, "%s: %s", *name, err.msg);
+        ck_assert_str_eq(info.name, *name);
+    }
+    ck_assert_int_eq(n, 10);
+}
+END_TEST
+
 START_TEST(test_unknown_name) {
     effdet_info info;
     effdet_error err;
@@ -157,6 +170,7 @@ int main(void) {
     tcase_add_test(tc, test_round_channels);
     tcase_add_test(tc, test_tiny_metadata);
     tcase_add_test(tc, test_bad_metadata);
+    tcase_add_test(tc, test_known_models_all_describe);
     tcase_add_test(tc, test_unknown_name);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

@@ -49,13 +49,17 @@ static void usage(FILE *f) {
             "      --fast-decode       let libjpeg downscale large images while decoding (not\n"
             "                          bit-exact with the reference pipeline)\n"
             "  -d, --draw OUT.jpg      write the (single) image with boxes and labels drawn\n"
-            "      --describe NAME     print an architecture as JSON (no weights needed)\n"
+            "      --describe NAME     print an architecture as JSON (no weights needed); NAME is\n"
+            "                          one of the names listed at the end\n"
             "      --num-classes N     class count for --describe (default 90)\n"
             "      --raw-input X.f32   run the network on an NCHW float32 input tensor\n"
             "      --dump DIR          with --raw-input: write every output tensor, top-k, detections\n"
             "      --image-size WxH    with --raw-input: original image size, for image-frame boxes\n"
             "      --pretty            indent the JSON output\n"
-            "  -h, --help              this text\n");
+            "  -h, --help              this text\n"
+            "\nknown architectures:");
+    for (const char *const *n = effdet_known_models(); *n; n++) fprintf(f, " %s", *n);
+    fputc('\n', f);
 }
 
 static int parse_int(const char *s, const char *flag, int lo, int hi, int *out) {

@@ -193,8 +193,6 @@ typedef struct {
 
 void effdet_detect_opts_default(effdet_detect_opts *o);
 
-#define EFFDET_MAX_DETECTIONS 5000
-
 typedef struct {
     effdet_detection *dets; /* points into the context; valid until its next call */
     int count;
