@@ -37,7 +37,6 @@ void context_alloc_persistent(effdet_context *ctx) {
 }
 
 /* Size of the arena: run the forward pass in measure mode (no memory, no kernels). */
-size_t model_measure_arena(const effdet_model *m);
 size_t model_measure_arena(const effdet_model *m) {
     effdet_context ctx;
     memset(&ctx, 0, sizeof ctx);

@@ -321,9 +321,6 @@ static effdet_status load_layers(loader *ld) {
     return load_head(ld, a, "box_net", a->num_anchors * 4, &m->box_head);
 }
 
-effdet_status model_load_labels(effdet_model *m, const char *config_json, const char *path,
-                                effdet_error *err);
-size_t model_measure_arena(const effdet_model *m);
 
 effdet_status effdet_model_load(const char *path, effdet_model **out, effdet_error *err) {
     st_file f;

@@ -82,4 +82,10 @@ struct effdet_model {
     int num_allocs, cap_allocs;
 };
 
+/* Fill m->labels from the metadata config (model_labels.c). */
+effdet_status model_load_labels(effdet_model *m, const char *config_json, const char *path, effdet_error *err);
+
+/* Arena bytes one context needs: a forward pass in measure mode (context.c). */
+size_t model_measure_arena(const effdet_model *m);
+
 #endif

@@ -8,7 +8,6 @@
 #include "model.h"
 #include "status.h"
 
-effdet_status model_load_labels(effdet_model *m, const char *config_json, const char *path, effdet_error *err);
 
 effdet_status model_load_labels(effdet_model *m, const char *config_json, const char *path, effdet_error *err) {
     int n = m->arch.num_classes;
