@@ -130,11 +130,6 @@ static const char *label_of(const model_entry *m, int class_id, char *buf, size_
     return buf;
 }
 
-static int by_score_desc(const void *a, const void *b) {
-    float x = ((const effdet_detection *)a)->score, y = ((const effdet_detection *)b)->score;
-    return (x < y) - (x > y);
-}
-
 static double clampd(double v, double lo, double hi) {
     return v < lo ? lo : v > hi ? hi : v;
 }
@@ -221,7 +216,6 @@ static void run_job(worker *w, job *j) {
     effdet_error e = {{0}};
     effdet_status st = EFFDET_ERR_INTERNAL;
     effdet_image img = {0};
-    effdet_detection *dets = NULL;
     j->t_start_ms = now_ms();
     if (atomic_load(&j->cancelled)) return; /* the loop discards it */
     if (j->t_start_ms > j->deadline_ms) {
@@ -234,7 +228,9 @@ static void run_job(worker *w, job *j) {
         return;
     }
     const effdet_info *info = j->model->info;
-    effdet_decode_opts dopt = {j->max_pixels, j->allow_dct, info->input_w, info->input_h};
+    /* An annotated image is drawn at the file's size, so render jobs decode unscaled. */
+    int render = j->kind == JOB_DETECT && j->dp.render == RENDER_JPEG;
+    effdet_decode_opts dopt = {j->max_pixels, j->allow_dct && !render, info->input_w, info->input_h};
     double t0 = now_ms();
     st = effdet_image_decode_jpeg(j->image, j->image_len, &dopt, &img, &e);
     j->decode_ms = now_ms() - t0;
@@ -261,17 +257,12 @@ static void run_job(worker *w, job *j) {
     }
     j->infer_ms = r.preprocess_ms + r.forward_ms;
     j->post_ms = r.postprocess_ms;
+    /* r.dets are sorted by score, highest first, and stay valid until ctx's next call. */
+    const effdet_detection *dets = r.dets;
     int n = r.count;
-    dets = malloc((size_t)(n ? n : 1) * sizeof *dets);
-    if (!dets) {
-        job_fail(j, 503, "out_of_memory", "out of memory");
-        goto done;
-    }
-    memcpy(dets, r.dets, (size_t)n * sizeof *dets);
-    qsort(dets, (size_t)n, sizeof *dets, by_score_desc);
     j->detections = n;
     j->t_end_ms = now_ms();
-    if (j->kind == JOB_DETECT && j->dp.render == RENDER_JPEG) {
+    if (render) {
         effdet_image_draw_detections(&img, j->model->model, dets, n);
         uint8_t *jpg = NULL;
         size_t len = 0;
@@ -303,7 +294,6 @@ static void run_job(worker *w, job *j) {
     j->content_type = "application/json";
     j->status = 200;
 done:
-    free(dets);
     effdet_image_free(&img);
 }
 

@@ -68,6 +68,22 @@ effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, 
     return EFFDET_OK;
 }
 
+/* With DCT scaling the decoder hands over a smaller image than the file's: boxes are
+ * found in the decoded image and mapped back to the file's pixels here, so every caller
+ * of the pipeline gets file pixels. */
+static void map_to_source(const effdet_image *img, effdet_result *out) {
+    if (img->source_width <= 0 || img->source_height <= 0 ||
+        (img->source_width == img->width && img->source_height == img->height))
+        return;
+    float sx = (float)img->source_width / img->width, sy = (float)img->source_height / img->height;
+    for (int i = 0; i < out->count; i++) {
+        out->dets[i].x1 *= sx, out->dets[i].x2 *= sx;
+        out->dets[i].y1 *= sy, out->dets[i].y2 *= sy;
+    }
+    out->image_w = img->source_width;
+    out->image_h = img->source_height;
+}
+
 effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, const effdet_detect_opts *o,
                                   effdet_result *out, effdet_error *err) {
     const effdet_arch *a = &ctx->m->arch;
@@ -82,6 +98,7 @@ effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, 
     if ((st = forward_run(ctx, err))) return st;
     double t2 = now_ms();
     if ((st = effdet_postprocess(ctx, img->width, img->height, o, out, err))) return st;
+    map_to_source(img, out);
     out->preprocess_ms = t1 - t0;
     out->forward_ms = t2 - t1;
     return EFFDET_OK;
@@ -100,16 +117,6 @@ effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_
     if (st) return st;
     double decode_ms = now_ms() - t0;
     st = effdet_detect_image(ctx, &img, o, out, err);
-    if (st == EFFDET_OK && img.source_width > 0 && (img.width != img.source_width || img.height != img.source_height)) {
-        /* DCT-scaled decode: map boxes from the decoded size back to the file's size. */
-        float sx = (float)img.source_width / img.width, sy = (float)img.source_height / img.height;
-        for (int i = 0; i < out->count; i++) {
-            out->dets[i].x1 *= sx, out->dets[i].x2 *= sx;
-            out->dets[i].y1 *= sy, out->dets[i].y2 *= sy;
-        }
-        out->image_w = img.source_width;
-        out->image_h = img.source_height;
-    }
     out->decode_ms = decode_ms;
     effdet_image_free(&img);
     return st;

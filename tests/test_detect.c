@@ -218,6 +218,19 @@ END_TEST
 
 /* With DCT scaling the decoder hands over a smaller image; boxes must come back in the
  * file's pixels: exactly the boxes of that smaller image, scaled by file / decoded size. */
+static void check_scaled(const effdet_result *r, const effdet_detection *expect, int n, float sx, float sy) {
+    ck_assert_int_eq(r->image_w, 640);
+    ck_assert_int_eq(r->image_h, 480);
+    ck_assert_int_eq(r->count, n);
+    for (int i = 0; i < n; i++) {
+        const effdet_detection *d = &r->dets[i], *e = &expect[i];
+        ck_assert_int_eq(d->class_id, e->class_id);
+        ck_assert(d->score == e->score);
+        ck_assert(fabsf(d->x1 - e->x1 * sx) < 1e-3f && fabsf(d->x2 - e->x2 * sx) < 1e-3f);
+        ck_assert(fabsf(d->y1 - e->y1 * sy) < 1e-3f && fabsf(d->y2 - e->y2 * sy) < 1e-3f);
+    }
+}
+
 START_TEST(test_dct_scaled_boxes_in_file_pixels) {
     fixture f;
     open_fixture(&f, tu_fixture("weights.safetensors"), "tests/fixtures");
@@ -229,22 +242,20 @@ START_TEST(test_dct_scaled_boxes_in_file_pixels) {
     ck_assert_int_eq(effdet_image_decode_jpeg(jpeg, len, &d, &small, &err), EFFDET_OK);
     ck_assert_int_eq(small.source_width, 640);
     ck_assert_int_lt(small.width, 640); /* the test needs a scaled decode */
+    /* The same pixels as a plain image (no source size): boxes in its own pixels. */
+    effdet_image plain = {.rgb = small.rgb, .width = small.width, .height = small.height};
     effdet_result r;
-    ck_assert_int_eq(effdet_detect_image(f.ctx, &small, NULL, &r, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_detect_image(f.ctx, &plain, NULL, &r, &err), EFFDET_OK);
+    ck_assert_int_eq(r.image_w, small.width);
     int n = r.count;
     effdet_detection *expect = malloc(sizeof *expect * (size_t)n);
     memcpy(expect, r.dets, sizeof *expect * (size_t)n);
-    ck_assert_int_eq(effdet_detect_jpeg(f.ctx, jpeg, len, &d, NULL, &r, &err), EFFDET_OK);
-    ck_assert_int_eq(r.image_w, 640);
-    ck_assert_int_eq(r.image_h, 480);
-    ck_assert_int_eq(r.count, n);
     float sx = 640.0f / small.width, sy = 480.0f / small.height;
-    for (int i = 0; i < n; i++) {
-        ck_assert_int_eq(r.dets[i].class_id, expect[i].class_id);
-        ck_assert(r.dets[i].score == expect[i].score);
-        ck_assert(fabsf(r.dets[i].x1 - expect[i].x1 * sx) < 1e-3f && fabsf(r.dets[i].x2 - expect[i].x2 * sx) < 1e-3f);
-        ck_assert(fabsf(r.dets[i].y1 - expect[i].y1 * sy) < 1e-3f && fabsf(r.dets[i].y2 - expect[i].y2 * sy) < 1e-3f);
-    }
+    ck_assert_int_eq(effdet_detect_jpeg(f.ctx, jpeg, len, &d, NULL, &r, &err), EFFDET_OK);
+    check_scaled(&r, expect, n, sx, sy);
+    /* The decoded image itself (what the daemon passes) maps the same way. */
+    ck_assert_int_eq(effdet_detect_image(f.ctx, &small, NULL, &r, &err), EFFDET_OK);
+    check_scaled(&r, expect, n, sx, sy);
     free(expect);
     effdet_image_free(&small);
     free(jpeg);

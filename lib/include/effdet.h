@@ -194,14 +194,17 @@ typedef struct {
 void effdet_detect_opts_default(effdet_detect_opts *o);
 
 typedef struct {
-    effdet_detection *dets; /* points into the context; valid until its next call */
+    effdet_detection *dets; /* sorted by score, highest first; points into the context,
+                               valid until its next call */
     int count;
     int image_w, image_h;   /* original image size */
     double decode_ms, preprocess_ms, forward_ms, postprocess_ms;
 } effdet_result;
 
 /* Full pipeline on an already decoded image: letterbox, forward, post-process; boxes in
- * original-image pixels, clipped to the image before NMS (as the reference does). */
+ * original-image pixels, clipped to the image before NMS (as the reference does). For an
+ * image decoded with DCT scaling (source_width/height set and larger), boxes and
+ * image_w/h are in the source file's pixels. */
 effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, const effdet_detect_opts *o,
                                   effdet_result *out, effdet_error *err);
 

@@ -259,19 +259,31 @@ def parallel(n, fn):
     return results
 
 
-def jpeg_with_size(data, width, height):
-    """Patch the SOF frame size of a baseline JPEG (header-only lie, for max_pixels)."""
-    b = bytearray(data)
+def _sof_offset(b):
+    """Offset of the SOF0/1/2 marker segment of a JPEG."""
     i = 2
-    while i < len(b):
+    while i + 3 < len(b):
         marker = b[i + 1]
         seglen = (b[i + 2] << 8) | b[i + 3]
         if marker in (0xC0, 0xC1, 0xC2):
-            b[i + 5:i + 7] = height.to_bytes(2, "big")
-            b[i + 7:i + 9] = width.to_bytes(2, "big")
-            return bytes(b)
+            return i
         i += 2 + seglen
     raise ValueError("no SOF marker")
+
+
+def jpeg_with_size(data, width, height):
+    """Patch the SOF frame size of a baseline JPEG (header-only lie, for max_pixels)."""
+    b = bytearray(data)
+    i = _sof_offset(b)
+    b[i + 5:i + 7] = height.to_bytes(2, "big")
+    b[i + 7:i + 9] = width.to_bytes(2, "big")
+    return bytes(b)
+
+
+def jpeg_size(data):
+    """(width, height) from a JPEG's SOF segment."""
+    i = _sof_offset(data)
+    return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
 
 
 def prom_value(text, name, labels=None):

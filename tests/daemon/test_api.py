@@ -6,7 +6,7 @@ import socket
 import time
 import unittest
 
-from harness import (TINY_IMAGE, TINY_MODEL, SLOW, Daemon, check, jpeg_with_size, multipart, prom_value,
+from harness import (TINY_IMAGE, TINY_MODEL, SLOW, Daemon, check, jpeg_size, jpeg_with_size, multipart, prom_value,
                      read, validate, response_schema)
 
 IMAGE = read(TINY_IMAGE)
@@ -70,6 +70,22 @@ class Api(unittest.TestCase):
         self.assertLessEqual(len(scores), 100)
         t = doc["timings_ms"]
         self.assertGreaterEqual(t["total"], t["inference"])
+
+    def test_dct_scaled_decode_reports_file_pixels(self):
+        """With allow_dct_scaling the tiny model (128 px) decodes the 640x480 image at a
+        fraction of its size; sizes and boxes must still be the file's pixels (boxes in
+        decoded pixels would all end left of 320), and render=jpeg is drawn full size."""
+        with Daemon("--allow-dct-scaling", "yes") as d:
+            status, h, body = d.request("POST", "/detect?threshold=0&max_detections=100", IMAGE,
+                                        {"Content-Type": "image/jpeg"})
+            doc = check("/detect", "POST", status, h, body)
+            self.assertEqual((doc["image"]["width"], doc["image"]["height"]), (640, 480))
+            x2 = [det["box"]["x2"] for det in doc["detections"]]
+            self.assertGreater(max(x2), 330)
+            self.assertLessEqual(max(x2), 640)
+            status, h, body = d.request("POST", "/detect?render=jpeg", IMAGE, {"Content-Type": "image/jpeg"})
+            self.assertEqual(status, 200)
+            self.assertEqual(jpeg_size(body), (640, 480))
 
     def test_detect_octet_stream_and_multipart(self):
         a = json.loads(self.post("/detect?threshold=0.2", IMAGE, "application/octet-stream")[2])
