@@ -385,6 +385,21 @@ static void read_u16_tensor(const char *dtype, const uint16_t *bits, int n, floa
     st_close(&f);
 }
 
+/* Widen n 16-bit patterns of dtype through the reader; each must equal want[i] exactly,
+ * sign of zero included (NaN only needs to stay NaN). */
+static void check_widening(const char *dtype, const uint16_t *bits, const float *want, int n) {
+    float got[16];
+    read_u16_tensor(dtype, bits, n, got);
+    for (int i = 0; i < n; i++) {
+        if (isnan(want[i])) {
+            ck_assert_msg(isnan(got[i]), "%s 0x%04x -> %g, want NaN", dtype, bits[i], (double)got[i]);
+        } else {
+            ck_assert_msg(got[i] == want[i] && signbit(got[i]) == signbit(want[i]), "%s 0x%04x -> %a, want %a",
+                          dtype, bits[i], (double)got[i], (double)want[i]);
+        }
+    }
+}
+
 START_TEST(test_f16_widening) {
     make_tmp_dir();
     /* Bit patterns and their values from the IEEE 754 binary16 definition. */
@@ -404,17 +419,7 @@ START_TEST(test_f16_widening) {
                           -INFINITY,
                           NAN,
                           (1.0f + 0x234 / 1024.0f) * 0x1p-11f}; /* 0x1234: exp 4 -> 2^(4-15) */
-    int n = (int)(sizeof bits / sizeof bits[0]);
-    float got[16];
-    read_u16_tensor("F16", bits, n, got);
-    for (int i = 0; i < n; i++) {
-        if (isnan(want[i])) {
-            ck_assert_msg(isnan(got[i]), "0x%04x -> %g, want NaN", bits[i], (double)got[i]);
-        } else {
-            ck_assert_msg(got[i] == want[i] && signbit(got[i]) == signbit(want[i]), "0x%04x -> %a, want %a",
-                          bits[i], (double)got[i], (double)want[i]);
-        }
-    }
+    check_widening("F16", bits, want, (int)(sizeof bits / sizeof bits[0]));
     remove_tmp_dir();
 }
 END_TEST
@@ -424,17 +429,7 @@ START_TEST(test_bf16_widening) {
     const uint16_t bits[] = {0x3f80, 0xc040, 0x3eab, 0x0001, 0x8001, 0x7f80, 0xff80, 0x7fc0, 0x8000, 0x4049};
     const float want[] = {1.0f,     -3.0f,     0.333984375f, 0x1p-133f, -0x1p-133f,
                           INFINITY, -INFINITY, NAN,          -0.0f,     3.140625f};
-    int n = (int)(sizeof bits / sizeof bits[0]);
-    float got[16];
-    read_u16_tensor("BF16", bits, n, got);
-    for (int i = 0; i < n; i++) {
-        if (isnan(want[i])) {
-            ck_assert_msg(isnan(got[i]), "0x%04x -> %g, want NaN", bits[i], (double)got[i]);
-        } else {
-            ck_assert_msg(got[i] == want[i] && signbit(got[i]) == signbit(want[i]), "0x%04x -> %a, want %a",
-                          bits[i], (double)got[i], (double)want[i]);
-        }
-    }
+    check_widening("BF16", bits, want, (int)(sizeof bits / sizeof bits[0]));
     remove_tmp_dir();
 }
 END_TEST
