@@ -40,7 +40,7 @@ TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TESTUTIL_OBJ := $(BUILD)/tests/testutil.o
 
-BINS := $(BUILD)/effdet-detect $(BUILD)/effdet-bench
+BINS := $(BUILD)/effdet-detect $(BUILD)/effdet-bench $(BUILD)/effdet-eval
 ifneq ($(DAEMON_SRC),)
   BINS += $(BUILD)/effdetd
 endif
@@ -60,6 +60,9 @@ $(BUILD)/effdet-detect: $(BUILD)/tools/effdet-detect.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/effdet-bench: $(BUILD)/bench/effdet-bench.o $(LIB_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/effdet-eval: $(BUILD)/tools/effdet-eval.o $(BUILD)/tools/coco_eval.o $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/effdetd: $(DAEMON_OBJ) $(LIB_A)
