@@ -92,7 +92,7 @@ uninstall:
 FUZZ_CC    ?= clang
 FUZZ_FLAGS ?= -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_TIME  ?= 60
-FUZZ_BINS  := build/fuzz/fuzz_multipart build/fuzz/fuzz_params
+FUZZ_BINS  := build/fuzz/fuzz_multipart build/fuzz/fuzz_params build/fuzz/fuzz_coco_annotations
 
 build/fuzz/fuzz_multipart: fuzz/fuzz_multipart.c daemon/multipart.c daemon/multipart.h
 	@mkdir -p $(dir $@)
@@ -105,7 +105,7 @@ build/fuzz/fuzz_params: fuzz/fuzz_params.c daemon/params.c daemon/params.h
 fuzz-build: $(FUZZ_BINS)
 
 fuzz: fuzz-build
-	@for t in multipart params; do \
+	@for t in multipart params coco_annotations; do \
 	  mkdir -p build/fuzz/corpus-$$t; \
 	  echo "== fuzz_$$t for $(FUZZ_TIME) s"; \
 	  build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_TIME) -max_len=65536 build/fuzz/corpus-$$t fuzz/corpus/$$t || exit 1; \

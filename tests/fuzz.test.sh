@@ -13,7 +13,7 @@ if ! command -v clang >/dev/null || ! clang -fsanitize=fuzzer "$probe/p.c" -o "$
   exit 0
 fi
 make --no-print-directory -s fuzz-build
-for t in multipart params; do
+for t in multipart params coco_annotations; do
   work="$probe/corpus-$t"
   mkdir -p "$work"
   echo "== fuzz_$t for ${secs} s"
