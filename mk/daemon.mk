@@ -10,13 +10,16 @@ $(BUILD)/tests/test_daemon_queue: $(BUILD)/daemon/queue.o
 # Checks the Debian build dependencies (installs them with apt as root or via sudo,
 # otherwise prints the apt command and stops), builds, fetches the default model when
 # MODEL is not given and models/tf_efficientdet_d0.safetensors is absent, and runs
-# effdetd in the foreground on 127.0.0.1:8080.
+# effdetd in the foreground on 127.0.0.1:8080. When that fetch fails (no network), it
+# serves the trained demo model shipped in the repository instead (models/shapes.safetensors:
+# circles, squares and triangles; the page offers sample images for it) and says so.
 #   make run
 #   make run MODEL=../shared/reference/d0/weights.safetensors
 #   make run RUN_LISTEN=0.0.0.0:8080 RUN_ARGS="--workers 2 --api-key secret"
 BUILD_DEPS := build-essential pkg-config python3 libopenblas-dev libjson-c-dev libjpeg62-turbo-dev libevent-dev
 RUN_LISTEN ?= 127.0.0.1:8080
 RUN_ARGS   ?=
+DEMO_MODEL := models/shapes.safetensors
 # mk/model.mk gives MODEL a default *name* (`make model`); `make run` takes a *path*
 # from the command line or the environment only.
 ifneq ($(filter command line environment,$(origin MODEL)),)
@@ -45,11 +48,19 @@ deps:
 
 run: deps
 	@$(MAKE) --no-print-directory $(BUILD)/effdetd
-	@if [ "$(RUN_FETCH)" = yes ] && [ ! -f "$(RUN_MODEL)" ]; then \
-	  echo "make run: $(RUN_MODEL) is absent: make model"; $(MAKE) --no-print-directory model || exit 1; fi
-	@test -f "$(RUN_MODEL)" || { echo "make run: model $(RUN_MODEL) not found"; exit 1; }
-	@echo "effdetd on http://$(RUN_LISTEN)/ with $(RUN_MODEL) (Ctrl-C stops it)"
-	exec $(BUILD)/effdetd --model "$(RUN_MODEL)" --listen $(RUN_LISTEN) $(RUN_ARGS)
+	@model="$(RUN_MODEL)"; \
+	if [ "$(RUN_FETCH)" = yes ] && [ ! -f "$$model" ]; then \
+	  echo "make run: $$model is absent: make model"; \
+	  if ! $(MAKE) --no-print-directory model; then \
+	    echo "make run: could not fetch the COCO model (no network?): serving the DEMO model $(DEMO_MODEL) instead."; \
+	    echo "make run: it finds only circles, squares and triangles (the page offers sample images);"; \
+	    echo "make run: run 'make model' where the network is, then 'make run' again, for COCO D0 (80 kinds of objects)."; \
+	    model="$(DEMO_MODEL)"; \
+	  fi; \
+	fi; \
+	test -f "$$model" || { echo "make run: model $$model not found"; exit 1; }; \
+	echo "effdetd on http://$(RUN_LISTEN)/ with $$model (Ctrl-C stops it)"; \
+	exec $(BUILD)/effdetd --model "$$model" --listen $(RUN_LISTEN) $(RUN_ARGS)
 
 # -------------------------------------------------------------- make install
 BINDIR     ?= $(PREFIX)/bin

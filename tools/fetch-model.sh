@@ -50,9 +50,9 @@ verify_hash() {
 download() {
     local url=$1 dest=$2
     if command -v curl >/dev/null; then
-        curl -fL --retry 3 -o "$dest" "$url"
+        curl -fL --connect-timeout 20 --retry 3 -o "$dest" "$url"
     elif command -v wget >/dev/null; then
-        wget -O "$dest" "$url"
+        wget --timeout=20 --tries=3 -O "$dest" "$url"
     else
         die "neither curl nor wget is installed"
     fi
