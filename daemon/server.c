@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "multipart.h"
+#include "samples.h"
 #include "sbuf.h"
 #include "sdnotify.h"
 #include "server.h"
@@ -615,6 +616,22 @@ static void handle_index(server *s, struct evhttp_request *req, req_info *ri) {
     send_reply(s, req, ri, 200, "text/html; charset=utf-8", (const char *)page, len);
 }
 
+/* GET /samples (their names) and /samples/NAME (a JPEG): the demo model's sample images. */
+static void handle_samples(server *s, struct evhttp_request *req, req_info *ri, const char *name) {
+    if (!method_ok(s, req, ri, JOB_DETECT, 0)) return;
+    web_sample w;
+    sbuf b;
+    if (!*name) {
+        sb_init(&b);
+        web_samples_json(&b);
+        send_sbuf(s, req, ri, 200, "application/json", &b);
+    } else if (web_sample_find(name, &w) == 0) {
+        send_reply(s, req, ri, 200, "image/jpeg", (const char *)w.data, w.len);
+    } else {
+        send_error(s, req, ri, JOB_DETECT, 404, "not_found", "no such sample image (GET /samples lists them)");
+    }
+}
+
 static void route(struct evhttp_request *req, void *arg) {
     server *s = arg;
     req_info ri = {EP_OTHER, now_ms(), NULL, 0};
@@ -647,6 +664,8 @@ static void route(struct evhttp_request *req, void *arg) {
         ri.ep = EP_MODELS, handle_models(s, req, &ri);
     else if (strcmp(path, "/") == 0 || strcmp(path, "/index.html") == 0)
         ri.ep = EP_INDEX, handle_index(s, req, &ri);
+    else if (strcmp(path, "/samples") == 0 || strncmp(path, "/samples/", 9) == 0)
+        ri.ep = EP_INDEX, handle_samples(s, req, &ri, path[8] ? path + 9 : "");
     else {
         job_kind kind = strncmp(path, "/v1/", 4) == 0 ? JOB_COMPAT : JOB_DETECT;
         send_error(s, req, &ri, kind, 404, "not_found", "no such endpoint");

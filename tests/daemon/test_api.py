@@ -57,6 +57,22 @@ class Api(unittest.TestCase):
         self.assertTrue(h["content-type"].startswith("text/html"))
         self.assertEqual(body, read(os.path.join(os.path.dirname(__file__), "..", "..", "web", "index.html")))
 
+    def test_samples(self):
+        """The demo model's sample images, embedded in the daemon, byte for byte."""
+        status, h, body = self.d.request("GET", "/samples")
+        doc = check("/samples", "GET", status, h, body)
+        samples = os.path.join(os.path.dirname(__file__), "..", "..", "models", "samples")
+        self.assertEqual(sorted(doc["samples"]), sorted(os.listdir(samples)))
+        for name in doc["samples"]:
+            status, h, body = self.d.request("GET", "/samples/" + name)
+            check("/samples/{name}", "GET", status, h, body)
+            self.assertEqual(h["content-type"], "image/jpeg")
+            self.assertEqual(body, read(os.path.join(samples, name)))
+        for bad in ("/samples/nope.jpg", "/samples/../index.html", "/samples/shapes_0019.jpg.x"):
+            status, h, body = self.d.request("GET", bad)
+            self.assertEqual(status, 404, bad)
+            check("/samples/{name}", "GET", status, h, body)
+
     def test_raw_detect(self):
         status, h, body = self.post("/detect?threshold=0.05", IMAGE)
         self.assertEqual(status, 200, body)
