@@ -103,12 +103,18 @@ ln -s "$(realpath "$TINY")" "$tmp/models/tiny.safetensors"
 start_daemon main --models-dir "$tmp/models" --default-model d0
 key=browser-test-key-$RANDOM$RANDOM
 start_daemon keyed --model "$TINY" --api-key "$key"
+# The shipped demo model, as `make run` serves it offline: banner and one-click samples.
+DEMO=models/shapes.safetensors
+[ -f "$DEMO" ] || fail "demo model $DEMO missing"
+start_daemon demo --model "$DEMO"
+daemon_names=(main keyed demo)
 
 out_dir=$BUILD/browser
 shot_args=()
 if [ "${EFFDET_UPDATE_SCREENSHOT:-}" = 1 ]; then shot_args=(--screenshot docs/screenshot.png); fi
 CHROMIUM=$CHROMIUM node tests/browser/browser.test.js --url "http://127.0.0.1:$(cat "$tmp/main.port")" \
     --keyed-url "http://127.0.0.1:$(cat "$tmp/keyed.port")" --api-key "$key" \
+    --demo-url "http://127.0.0.1:$(cat "$tmp/demo.port")" \
     --image "$IMAGE" --out-dir "$out_dir" "${shot_args[@]}"
 rc=$?
 echo "screenshot: $out_dir/screenshot.png"
@@ -117,7 +123,7 @@ echo "screenshot: $out_dir/screenshot.png"
 # leak on any path the page took makes its exit status non-zero.
 for i in "${!daemon_pids[@]}"; do
     pid=${daemon_pids[$i]}
-    name=$([ "$i" -eq 0 ] && echo main || echo keyed)
+    name=${daemon_names[$i]}
     if ! kill -0 "$pid" 2>/dev/null; then
         echo "*** effdetd ($name) died during the test ***" >&2
         rc=1

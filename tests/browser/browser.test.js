@@ -6,6 +6,7 @@
  *   node tests/browser/browser.test.js --url http://127.0.0.1:PORT --image coco_000000000257.jpg
  *        --out-dir build/browser [--screenshot docs/screenshot.png]
  *        [--keyed-url http://127.0.0.1:PORT2 --api-key KEY]   (a daemon configured with api_key)
+ *        [--demo-url http://127.0.0.1:PORT3]   (a daemon serving the shipped demo model)
  *
  * Every expectation is checked against the daemon's own JSON API for the same request (the
  * page must show what the API says) or against the image itself (boxes drawn where the API
@@ -486,6 +487,44 @@ async function main() {
       return detail;
     });
 
+    await test('no demo banner or samples with a COCO-style model', async () => {
+      assert(await page.$eval('#demo-banner', (e) => e.hidden), 'the demo banner shows for ' + await page.$eval('#model', (s) => s.value));
+      assert(await page.$eval('#samples-field', (e) => e.hidden), 'the sample images show for a non-demo model');
+    });
+
+    if (args['demo-url']) {
+      await test('the demo model: a banner says what it finds, and a sample image is one click', async () => {
+        const demo = args['demo-url'].replace(/\/$/, '');
+        const dpage = await context.newPage();
+        dpage.on('pageerror', (e) => pageErrors.push(e.message));
+        dpage.on('request', (r) => requested.push(r.url()));
+        try {
+          await dpage.goto(demo + '/');
+          await waitForResult(dpage, 'ready');
+          const list = await (await fetch(demo + '/samples')).json();
+          assert(list.samples.length >= 3, 'GET /samples lists ' + list.samples.length);
+          await dpage.waitForFunction((n) => document.querySelectorAll('#samples button').length === n, list.samples.length);
+          assert(!(await dpage.$eval('#demo-banner', (e) => e.hidden)), 'no demo banner');
+          const banner = await dpage.$eval('#demo-banner', (e) => e.textContent.replace(/\s+/g, ' '));
+          assert(/circles, squares and triangles/.test(banner) && /make model/.test(banner), 'the banner says "' + banner + '"');
+          assert(await dpage.isVisible('#demo-banner'), 'the banner is not visible');
+          const name = list.samples[0];
+          await detectVia(dpage, () => dpage.click('#samples button[data-sample="' + name + '"]'));
+          const bytes = Buffer.from(await (await fetch(demo + '/samples/' + encodeURIComponent(name))).arrayBuffer());
+          const model = await dpage.$eval('#model', (s) => s.value);
+          const api = await apiDetectJson(demo, bytes, { threshold: '0.5', model, max_detections: '100' });
+          assert(api.detections.length > 0, 'the demo model found nothing in its own sample ' + name);
+          for (const d of api.detections) assert(['circle', 'square', 'triangle'].includes(d.label), 'label ' + d.label);
+          compareRows(await pageRows(dpage), api);
+          const summary = await dpage.$eval('#summary', (e) => e.textContent);
+          await dpage.screenshot({ path: path.join(args['out-dir'], 'demo.png') });
+          return name + ': ' + summary;
+        } finally {
+          await dpage.close();
+        }
+      });
+    }
+
     if (args['keyed-url']) {
       await test('with api_key configured the page reports the 401 and works once the key is entered', async () => {
         const keyed = args['keyed-url'].replace(/\/$/, '');
@@ -520,7 +559,8 @@ async function main() {
     }
 
     await test('the page made no request outside the daemon and raised no script error', async () => {
-      const origins = [base].concat(args['keyed-url'] ? [args['keyed-url']] : []).map((u) => new URL(u).origin + '/');
+      const origins = [base].concat(args['keyed-url'] ? [args['keyed-url']] : [], args['demo-url'] ? [args['demo-url']] : [])
+        .map((u) => new URL(u).origin + '/');
       const foreign = requested.filter((u) => !origins.some((o) => u.startsWith(o)) && !u.startsWith('data:') && !u.startsWith('blob:'));
       assert(foreign.length === 0, 'requests elsewhere: ' + foreign.join(', '));
       assert(pageErrors.length === 0, 'script errors: ' + pageErrors.join('; '));
