@@ -69,9 +69,11 @@ DATADIR    ?= $(PREFIX)/share/effdetd
 MANDIR     ?= $(PREFIX)/share/man
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 
-install: $(BUILD)/effdetd $(BUILD)/effdet-detect
+install: $(BUILD)/effdetd $(BUILD)/effdet-detect $(BUILD)/effdet-eval
 	install -Dm755 $(BUILD)/effdetd $(DESTDIR)$(BINDIR)/effdetd
 	install -Dm755 $(BUILD)/effdet-detect $(DESTDIR)$(BINDIR)/effdet-detect
+	install -Dm755 $(BUILD)/effdet-eval $(DESTDIR)$(BINDIR)/effdet-eval
+	install -Dm644 man/effdet-eval.1 $(DESTDIR)$(MANDIR)/man1/effdet-eval.1
 	@# An existing configuration is the administrator's: never overwrite it.
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/effdetd/effdetd.conf ]; then \
 	  echo "keeping $(DESTDIR)$(SYSCONFDIR)/effdetd/effdetd.conf"; \
@@ -90,7 +92,8 @@ install: $(BUILD)/effdetd $(BUILD)/effdet-detect
 	if [ -f man/effdet-detect.1 ]; then install -Dm644 man/effdet-detect.1 $(DESTDIR)$(MANDIR)/man1/effdet-detect.1; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/effdetd $(DESTDIR)$(BINDIR)/effdet-detect \
+	rm -f $(DESTDIR)$(BINDIR)/effdetd $(DESTDIR)$(BINDIR)/effdet-detect $(DESTDIR)$(BINDIR)/effdet-eval \
+	  $(DESTDIR)$(MANDIR)/man1/effdet-eval.1 \
 	  $(DESTDIR)$(DATADIR)/coco-labels.txt $(DESTDIR)$(UNITDIR)/effdetd.service \
 	  $(DESTDIR)$(UNITDIR)/effdetd.socket $(DESTDIR)$(MANDIR)/man8/effdetd.8 \
 	  $(DESTDIR)$(MANDIR)/man5/effdetd.conf.5 $(DESTDIR)$(MANDIR)/man1/effdet-detect.1

@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 dest=$(mktemp -d)
 trap 'rm -rf "$dest"' EXIT
-make --no-print-directory -s install BUILD="$BUILD" -o "$BUILD/effdetd" -o "$BUILD/effdet-detect" DESTDIR="$dest" PREFIX=/usr >/dev/null
-for f in usr/bin/effdetd usr/bin/effdet-detect etc/effdetd/effdetd.conf usr/share/effdetd/coco-labels.txt \
+make --no-print-directory -s install BUILD="$BUILD" -o "$BUILD/effdetd" -o "$BUILD/effdet-detect" -o "$BUILD/effdet-eval" DESTDIR="$dest" PREFIX=/usr >/dev/null
+for f in usr/bin/effdetd usr/bin/effdet-detect usr/bin/effdet-eval usr/share/man/man1/effdet-eval.1 etc/effdetd/effdetd.conf usr/share/effdetd/coco-labels.txt \
   usr/lib/systemd/system/effdetd.service usr/lib/systemd/system/effdetd.socket \
   usr/share/man/man8/effdetd.8 usr/share/man/man5/effdetd.conf.5; do
   [ -f "$dest/$f" ] || { echo "missing $f"; exit 1; }
@@ -20,7 +20,7 @@ cp tests/fixtures/weights.safetensors "$models/"
 "$dest/usr/bin/effdetd" --config "$dest/etc/effdetd/effdetd.conf" --models-dir "$models" --check-config >/dev/null
 rm -rf "$models"
 echo "modified" >>"$dest/etc/effdetd/effdetd.conf"
-make --no-print-directory -s install BUILD="$BUILD" -o "$BUILD/effdetd" -o "$BUILD/effdet-detect" DESTDIR="$dest" PREFIX=/usr >/dev/null
+make --no-print-directory -s install BUILD="$BUILD" -o "$BUILD/effdetd" -o "$BUILD/effdet-detect" -o "$BUILD/effdet-eval" DESTDIR="$dest" PREFIX=/usr >/dev/null
 tail -1 "$dest/etc/effdetd/effdetd.conf" | grep -q modified # an existing config is kept
 make --no-print-directory -s uninstall DESTDIR="$dest" PREFIX=/usr >/dev/null
 left=$(cd "$dest" && find . -type f | sort)
