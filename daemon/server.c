@@ -621,7 +621,7 @@ static void handle_samples(server *s, struct evhttp_request *req, req_info *ri, 
     if (!method_ok(s, req, ri, JOB_DETECT, 0)) return;
     web_sample w;
     sbuf b;
-    if (!*name) {
+    if (strlen(name) == 0) {
         sb_init(&b);
         web_samples_json(&b);
         send_sbuf(s, req, ri, 200, "application/json", &b);
@@ -664,8 +664,10 @@ static void route(struct evhttp_request *req, void *arg) {
         ri.ep = EP_MODELS, handle_models(s, req, &ri);
     else if (strcmp(path, "/") == 0 || strcmp(path, "/index.html") == 0)
         ri.ep = EP_INDEX, handle_index(s, req, &ri);
-    else if (strcmp(path, "/samples") == 0 || strncmp(path, "/samples/", 9) == 0)
-        ri.ep = EP_INDEX, handle_samples(s, req, &ri, path[8] ? path + 9 : "");
+    else if (strcmp(path, "/samples") == 0)
+        ri.ep = EP_INDEX, handle_samples(s, req, &ri, "");
+    else if (strncmp(path, "/samples/", 9) == 0)
+        ri.ep = EP_INDEX, handle_samples(s, req, &ri, path + 9);
     else {
         job_kind kind = strncmp(path, "/v1/", 4) == 0 ? JOB_COMPAT : JOB_DETECT;
         send_error(s, req, &ri, kind, 404, "not_found", "no such endpoint");

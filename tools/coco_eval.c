@@ -535,25 +535,26 @@ static int alloc_scratch(eval_state *s, int G, int D) {
 static int evaluate_cells(eval_state *s) {
     size_t gi = 0, di = 0;
     int cap_g = -1, cap_d = -1;
-    const coco_gt **gts = malloc(sizeof *gts * (s->ng ? s->ng : 1));
-    const coco_det **dts = malloc(sizeof *dts * 100);
+    const coco_gt **gts = malloc(sizeof(const coco_gt *) * (s->ng ? s->ng : 1));
+    const coco_det **dts = malloc(sizeof(const coco_det *) * 100);
     s->cells = malloc(sizeof *s->cells * (s->ng + s->nd + 1));
     s->score = malloc(sizeof *s->score * (s->nd ? s->nd : 1));
     s->flags = malloc(sizeof *s->flags * (s->nd ? s->nd : 1));
     if (!gts || !dts || !s->cells || !s->score || !s->flags) goto nomem;
     while (gi < s->ng || di < s->nd) {
-        /* the next cell in (category, image) order */
-        const cell_ref *g0 = gi < s->ng ? &s->gref[gi] : NULL, *d0 = di < s->nd ? &s->dref[di] : NULL;
-        const cell_ref *key = !d0 || (g0 && (g0->krank < d0->krank ||
-                                             (g0->krank == d0->krank && g0->irank <= d0->irank)))
-                                  ? g0
-                                  : d0;
-        int krank = key->krank, irank = key->irank, G = 0, D = 0, Dall = 0;
+        /* the next cell in (category, image) order: the smaller of the two heads */
+        int from_g = di >= s->nd;
+        if (gi < s->ng && !from_g) {
+            const cell_ref *g0 = &s->gref[gi], *d0 = &s->dref[di];
+            from_g = g0->krank < d0->krank || (g0->krank == d0->krank && g0->irank <= d0->irank);
+        }
+        const cell_ref key = from_g ? s->gref[gi] : s->dref[di];
+        int krank = key.krank, irank = key.irank, G = 0, D = 0;
         while (gi < s->ng && s->gref[gi].krank == krank && s->gref[gi].irank == irank)
             gts[G++] = &s->d->gts[s->gref[gi++].pos];
         while (di < s->nd && s->dref[di].krank == krank && s->dref[di].irank == irank) {
-            if (D < 100) dts[D++] = &s->dets[s->dref[di].pos];
-            di++, Dall++;
+            if (D < 100) dts[D++] = &s->dets[s->dref[di].pos]; /* maxDets[-1]: the rest never count */
+            di++;
         }
         if (G > cap_g || D > cap_d) {
             cap_g = G > cap_g ? G : cap_g;
@@ -751,11 +752,11 @@ int coco_evaluate(const coco_dataset *d, const coco_det *dets, size_t count, coc
     eval_state s = {.d = d, .dets = dets, .nd = count};
     s.img_rank = malloc(sizeof(int) * (size_t)(d->num_images ? d->num_images : 1));
     s.cat_rank = malloc(sizeof(int) * (size_t)(K ? K : 1));
-    s.gref = malloc(sizeof *s.gref * (size_t)(d->num_gts ? d->num_gts : 1));
-    s.dref = malloc(sizeof *s.dref * (count ? count : 1));
+    s.gref = calloc((size_t)(d->num_gts ? d->num_gts : 1), sizeof *s.gref);
+    s.dref = calloc(count ? count : 1, sizeof *s.dref);
     out->num_categories = K;
-    out->precision = malloc(sizeof(double) * (np ? np : 1));
-    out->recall = malloc(sizeof(double) * (nr ? nr : 1));
+    out->precision = malloc(sizeof(double) * (np + 1));
+    out->recall = malloc(sizeof(double) * (nr + 1));
     out->category_ap = malloc(sizeof(double) * (size_t)(K ? K : 1));
     out->category_gts = calloc((size_t)(K ? K : 1), sizeof(int));
     int rc = -1;

@@ -406,7 +406,9 @@ static int evaluate_and_print(const options *o, const coco_dataset *d, const coc
         return 1;
     }
     json_object *j = metrics_json(d, &mt);
-    json_object_object_foreach(extra, key, val) json_object_object_add(j, key, json_object_get(val));
+    struct json_object_iterator it = json_object_iter_begin(extra), end = json_object_iter_end(extra);
+    for (; !json_object_iter_equal(&it, &end); json_object_iter_next(&it))
+        json_object_object_add(j, json_object_iter_peek_name(&it), json_object_get(json_object_iter_peek_value(&it)));
     json_object_put(extra);
     json_object_object_add(j, "images", json_object_new_int(d->num_images));
     json_object_object_add(j, "detections", json_object_new_int64((int64_t)n));
