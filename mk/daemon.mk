@@ -9,7 +9,7 @@ $(BUILD)/tests/test_daemon_queue: $(BUILD)/daemon/queue.o
 # ------------------------------------------------------------------ make run
 # Checks the Debian build dependencies (installs them with apt as root or via sudo,
 # otherwise prints the apt command and stops), builds, fetches the default model when
-# MODEL is not given and models/tf_efficientdet_d0.safetensors is absent, and runs
+# MODEL is not given and $(MODELS_DIR)/tf_efficientdet_d0.safetensors is absent, and runs
 # effdetd in the foreground on 127.0.0.1:8080. When that fetch fails (no network), it
 # serves the trained demo model shipped in the repository instead (models/shapes.safetensors:
 # circles, squares and triangles; the page offers sample images for it) and says so.
@@ -26,7 +26,8 @@ ifneq ($(filter command line environment,$(origin MODEL)),)
   RUN_MODEL := $(MODEL)
   RUN_FETCH := no
 else
-  RUN_MODEL := models/tf_efficientdet_d0.safetensors
+  # recursive: MODELS_DIR comes from mk/model.mk, read after this file
+  RUN_MODEL = $(MODELS_DIR)/tf_efficientdet_d0.safetensors
   RUN_FETCH := yes
 endif
 
