@@ -34,14 +34,17 @@ for _ in $(seq 1 900); do
 done
 [ -s "$tmp/port" ] || fail "effdetd did not start listening"
 url="http://127.0.0.1:$(cat "$tmp/port")"
-for _ in $(seq 1 900); do # listening comes before the model is loaded and warmed up
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ] && break
-    sleep 0.2
-done
-models=$(curl -s "$url/v1/models")
-python3 - "$models" <<'PY' || fail "GET /v1/models: $models"
-import json, sys
-d = json.loads(sys.argv[1])
+# Listening comes before the model is loaded and warmed up: wait for /readyz, then ask.
+python3 - "$url" <<'PY' || fail "effdetd did not serve the demo model"
+import json, sys, time, urllib.request
+url = sys.argv[1]
+for _ in range(900):
+    try:
+        if urllib.request.urlopen(url + "/readyz", timeout=5).status == 200:
+            break
+    except OSError:
+        time.sleep(0.2)
+d = json.load(urllib.request.urlopen(url + "/v1/models", timeout=5))
 assert d["default"] == "shapes", d
 (m,) = d["models"]
 assert m["classes"] == ["circle", "square", "triangle"], m
