@@ -7,6 +7,9 @@
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
+# make run rebuilds $BUILD/effdetd when it is out of date: with the same flags it was built
+# with (run-tests.sh passes BUILD only; build/san is the Makefile's SANITIZE build).
+if [ -z "${SANITIZE:-}" ] && [ "$BUILD" = build/san ]; then SANITIZE=address,undefined; fi
 tmp=$(mktemp -d)
 pgid=""
 cleanup() {
@@ -24,7 +27,7 @@ fail() {
 }
 
 # its own process group, so that make, its shell and effdetd stop together
-setsid make --no-print-directory run BUILD="$BUILD" MODELS_DIR="$tmp/models" FETCH_FROM="$tmp/none-00000000.pth" \
+setsid make --no-print-directory run BUILD="$BUILD" SANITIZE="${SANITIZE:-}" MODELS_DIR="$tmp/models" FETCH_FROM="$tmp/none-00000000.pth" \
     RUN_LISTEN=127.0.0.1:0 RUN_ARGS="--port-file $tmp/port --workers 1 --threads-per-worker 1" >"$tmp/run.log" 2>&1 &
 pgid=$!
 for _ in $(seq 1 900); do
