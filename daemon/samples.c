@@ -8,8 +8,8 @@
 
 /* The bytes of one file between two labels, and its size computed by the assembler. */
 #define SAMPLE_INCBIN(sym, path)                                                                             \
-    __asm__(".pushsection .rodata\n.balign 16\n" #sym ":\n.incbin \"" path "\"\n" #sym "_end:\n"            \
-            ".balign 8\n" #sym "_size:\n.quad " #sym "_end - " #sym "\n.popsection\n");                       \
+    __asm__(".pushsection .rodata\n.balign 16\n" #sym ":\n.incbin \"" path "\"\n" #sym "_end:\n"             \
+            ".balign 8\n" #sym "_size:\n.quad " #sym "_end - " #sym "\n.popsection\n");                      \
     extern const unsigned char sym[];                                                                        \
     extern const uint64_t sym##_size
 

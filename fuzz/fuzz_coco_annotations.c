@@ -39,7 +39,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     coco_det *res = NULL;
     size_t n = 0;
-    if (coco_results_parse((const char *)data, size, "fuzz.json", &d, &res, &n, err, sizeof err) == 0) free(res);
+    if (coco_results_parse((const char *)data, size, "fuzz.json", &d, &res, &n, err, sizeof err) == 0)
+        free(res);
     coco_dataset_free(&d);
     return 0;
 }

@@ -62,7 +62,7 @@ START_TEST(test_iou) {
     coco_box g = {0, 0, 10, 10}, shifted = {1, 0, 10, 10}, wide = {0, 0, 20, 10}, apart = {10, 0, 5, 5};
     ck_near(coco_iou(&g, &g, 0), 1.0);
     ck_near(coco_iou(&shifted, &g, 0), 90.0 / 110.0);
-    ck_near(coco_iou(&wide, &g, 0), 0.5); /* 100 / 200 */
+    ck_near(coco_iou(&wide, &g, 0), 0.5);  /* 100 / 200 */
     ck_near(coco_iou(&apart, &g, 0), 0.0); /* touching edges: zero width */
     /* crowd: intersection over the detection's own area: 100 / 200 */
     ck_near(coco_iou(&wide, &g, 1), 0.5);
@@ -78,11 +78,13 @@ START_TEST(test_perfect) {
      * AR1: one detection per image and category: image 1 keeps only A (.9), so 2 of
      * the 3 objects are found at every threshold -> 2/3. AR10 = AR100 = 1. Each area
      * range holds one object, found -> ARs = ARm = ARl = 1. */
-    coco_dataset d = parse_ok("{\"images\":[{\"id\":1},{\"id\":2}]," ONE_CAT ",\"annotations\":["
-                              "{\"id\":1,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100},"
-                              "{\"id\":2,\"image_id\":1,\"category_id\":1,\"bbox\":[20,20,50,40],\"area\":2000},"
-                              "{\"id\":3,\"image_id\":2,\"category_id\":1,\"bbox\":[0,0,100,100],\"area\":10000}]}");
-    coco_det dets[] = {{1, 1, {0, 0, 10, 10}, 0.9}, {1, 1, {20, 20, 50, 40}, 0.8}, {2, 1, {0, 0, 100, 100}, 0.7}};
+    coco_dataset d =
+        parse_ok("{\"images\":[{\"id\":1},{\"id\":2}]," ONE_CAT ",\"annotations\":["
+                 "{\"id\":1,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100},"
+                 "{\"id\":2,\"image_id\":1,\"category_id\":1,\"bbox\":[20,20,50,40],\"area\":2000},"
+                 "{\"id\":3,\"image_id\":2,\"category_id\":1,\"bbox\":[0,0,100,100],\"area\":10000}]}");
+    coco_det dets[] = {
+        {1, 1, {0, 0, 10, 10}, 0.9}, {1, 1, {20, 20, 50, 40}, 0.8}, {2, 1, {0, 0, 100, 100}, 0.7}};
     coco_metrics m = eval_ok(&d, dets, 3);
     for (int s = AP; s <= APL; s++) ck_near(m.stats[s], 1.0);
     ck_near(m.stats[AR1], 2.0 / 3.0);
@@ -94,8 +96,9 @@ START_TEST(test_perfect) {
 }
 END_TEST
 
-static const char *one_box = "{\"images\":[{\"id\":7}]," ONE_CAT ",\"annotations\":["
-                             "{\"id\":1,\"image_id\":7,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100}]}";
+static const char *one_box =
+    "{\"images\":[{\"id\":7}]," ONE_CAT ",\"annotations\":["
+    "{\"id\":1,\"image_id\":7,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100}]}";
 
 START_TEST(test_shifted) {
     /* IoU 0.818: matched at 7 of 10 thresholds (precision 1 there, 0 elsewhere):
@@ -159,10 +162,11 @@ START_TEST(test_crowd) {
      * Had C counted as a regular object, its area-IoU (100/1600) would make the two
      * boxes false positives before the TP: precision 1/3. C is not an object to find:
      * AR100 = 1 with one object. */
-    coco_dataset d = parse_ok("{\"images\":[{\"id\":1}]," ONE_CAT ",\"annotations\":["
-                              "{\"id\":1,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100},"
-                              "{\"id\":2,\"image_id\":1,\"category_id\":1,\"bbox\":[20,0,40,40],\"area\":1600,"
-                              "\"iscrowd\":1}]}");
+    coco_dataset d =
+        parse_ok("{\"images\":[{\"id\":1}]," ONE_CAT ",\"annotations\":["
+                 "{\"id\":1,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100},"
+                 "{\"id\":2,\"image_id\":1,\"category_id\":1,\"bbox\":[20,0,40,40],\"area\":1600,"
+                 "\"iscrowd\":1}]}");
     coco_det dets[] = {{1, 1, {25, 5, 10, 10}, 0.95},
                        {1, 1, {30, 10, 10, 10}, 0.9},
                        {1, 1, {0, 0, 10, 10}, 0.8},
@@ -183,10 +187,11 @@ START_TEST(test_crowd_sorted_last) {
      * first and stops at the ignored C: TP. At .85-.95 R is too far, C takes it: ignored
      * (no TP, no FP -> precision 0). AP = 0.7. In file order C would win at every
      * threshold (IoU 1 beats 0.818) and AP would be 0. */
-    coco_dataset d = parse_ok("{\"images\":[{\"id\":1}]," ONE_CAT ",\"annotations\":["
-                              "{\"id\":5,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,12,12],\"area\":144,"
-                              "\"iscrowd\":1},"
-                              "{\"id\":6,\"image_id\":1,\"category_id\":1,\"bbox\":[1,0,10,10],\"area\":100}]}");
+    coco_dataset d =
+        parse_ok("{\"images\":[{\"id\":1}]," ONE_CAT ",\"annotations\":["
+                 "{\"id\":5,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,12,12],\"area\":144,"
+                 "\"iscrowd\":1},"
+                 "{\"id\":6,\"image_id\":1,\"category_id\":1,\"bbox\":[1,0,10,10],\"area\":100}]}");
     coco_det det = {1, 1, {0, 0, 10, 10}, 0.9};
     coco_metrics m = eval_ok(&d, &det, 1);
     ck_near(m.stats[AP], 0.7);
@@ -199,10 +204,12 @@ START_TEST(test_category_without_ground_truth) {
     /* "thing" has one object, found exactly; "other" has none but two detections (false
      * positives with nothing to find); "unused" has neither. Categories without ground
      * truth are -1 and left out of the means: AP = 1, per-category AP [1, -1, -1]. */
-    coco_dataset d = parse_ok("{\"images\":[{\"id\":1}],\"categories\":[{\"id\":1,\"name\":\"thing\"},"
-                              "{\"id\":2,\"name\":\"other\"},{\"id\":3,\"name\":\"unused\"}],\"annotations\":["
-                              "{\"id\":1,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100}]}");
-    coco_det dets[] = {{1, 2, {0, 0, 10, 10}, 0.99}, {1, 2, {50, 50, 10, 10}, 0.98}, {1, 1, {0, 0, 10, 10}, 0.5}};
+    coco_dataset d =
+        parse_ok("{\"images\":[{\"id\":1}],\"categories\":[{\"id\":1,\"name\":\"thing\"},"
+                 "{\"id\":2,\"name\":\"other\"},{\"id\":3,\"name\":\"unused\"}],\"annotations\":["
+                 "{\"id\":1,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100}]}");
+    coco_det dets[] = {
+        {1, 2, {0, 0, 10, 10}, 0.99}, {1, 2, {50, 50, 10, 10}, 0.98}, {1, 1, {0, 0, 10, 10}, 0.5}};
     coco_metrics m = eval_ok(&d, dets, 3);
     ck_near(m.stats[AP], 1.0);
     ck_near(m.stats[AR100], 1.0);
@@ -253,8 +260,9 @@ START_TEST(test_images_without_annotations) {
     /* Image 1 has the object, found at .5; image 2 has none but a detection at .9 (a
      * false positive); image 3 has nothing at all. FP then TP: rc = [0, 1], pr = [0, .5]
      * -> 0.5 everywhere: AP = 0.5, AR100 = 1. */
-    coco_dataset d = parse_ok("{\"images\":[{\"id\":1},{\"id\":2},{\"id\":3}]," ONE_CAT ",\"annotations\":["
-                              "{\"id\":1,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100}]}");
+    coco_dataset d =
+        parse_ok("{\"images\":[{\"id\":1},{\"id\":2},{\"id\":3}]," ONE_CAT ",\"annotations\":["
+                 "{\"id\":1,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100}]}");
     coco_det dets[] = {{1, 1, {0, 0, 10, 10}, 0.5}, {2, 1, {0, 0, 10, 10}, 0.9}};
     coco_metrics m = eval_ok(&d, dets, 2);
     ck_near(m.stats[AP], 0.5);
@@ -275,8 +283,9 @@ START_TEST(test_ties_follow_image_id_order) {
      * per image, ids sorted, then sorts stably). Images listed as 2, 1; the object is
      * in image 2; both detections score .5; image 1's is a stray. Id order: FP (image
      * 1) then TP -> AP 0.5. File order would give TP first -> 1. */
-    coco_dataset d = parse_ok("{\"images\":[{\"id\":2},{\"id\":1}]," ONE_CAT ",\"annotations\":["
-                              "{\"id\":1,\"image_id\":2,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100}]}");
+    coco_dataset d =
+        parse_ok("{\"images\":[{\"id\":2},{\"id\":1}]," ONE_CAT ",\"annotations\":["
+                 "{\"id\":1,\"image_id\":2,\"category_id\":1,\"bbox\":[0,0,10,10],\"area\":100}]}");
     coco_det dets[] = {{2, 1, {0, 0, 10, 10}, 0.5}, {1, 1, {0, 0, 10, 10}, 0.5}};
     coco_metrics m = eval_ok(&d, dets, 2);
     ck_near(m.stats[AP], 0.5);
@@ -303,8 +312,10 @@ START_TEST(test_recall_points_as_numpy) {
     coco_det dets[21];
     for (int i = 0, obj = 0; i < 21; i++) {
         double score = 1.0 - i / 100.0;
-        if (i == 7) dets[i] = (coco_det){1, 1, {1000, 0, 10, 10}, score};
-        else dets[i] = (coco_det){1, 1, {20.0 * obj++, 0, 10, 10}, score};
+        if (i == 7)
+            dets[i] = (coco_det){1, 1, {1000, 0, 10, 10}, score};
+        else
+            dets[i] = (coco_det){1, 1, {20.0 * obj++, 0, 10, 10}, score};
     }
     coco_metrics m = eval_ok(&d, dets, 21);
     double tail = 20.0 / (21.0 + 2.220446049250313e-16);
@@ -321,9 +332,10 @@ START_TEST(test_area_ranges_of_detections) {
      * unmatched, so it is ignored in the medium range: precision 1, APm = 1. All areas:
      * FP then TP -> AP = 0.5. Boundary: an area of exactly 32^2 = 1024 is both small and
      * medium (the ranges are inclusive). */
-    coco_dataset d = parse_ok("{\"images\":[{\"id\":1}]," ONE_CAT ",\"annotations\":["
-                              "{\"id\":1,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,50,40],\"area\":2000},"
-                              "{\"id\":2,\"image_id\":1,\"category_id\":1,\"bbox\":[300,0,32,32],\"area\":1024}]}");
+    coco_dataset d =
+        parse_ok("{\"images\":[{\"id\":1}]," ONE_CAT ",\"annotations\":["
+                 "{\"id\":1,\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,50,40],\"area\":2000},"
+                 "{\"id\":2,\"image_id\":1,\"category_id\":1,\"bbox\":[300,0,32,32],\"area\":1024}]}");
     coco_det dets[] = {{1, 1, {200, 200, 10, 10}, 0.9}, {1, 1, {0, 0, 50, 40}, 0.8}};
     coco_metrics m = eval_ok(&d, dets, 2);
     /* all: 2 objects, FP, TP: rc = [0, .5], pr = [0, .5] -> .5 at points 0..50, 0 after:
@@ -363,7 +375,8 @@ START_TEST(test_parse_errors) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         coco_dataset d;
         char err[256] = "";
-        ck_assert_int_eq(coco_dataset_parse(bad[i].json, strlen(bad[i].json), "a.json", &d, err, sizeof err), -1);
+        ck_assert_int_eq(coco_dataset_parse(bad[i].json, strlen(bad[i].json), "a.json", &d, err, sizeof err),
+                         -1);
         ck_assert_msg(strstr(err, bad[i].msg) && strncmp(err, "a.json: ", 8) == 0, "case %zu: '%s'", i, err);
     }
     /* area and iscrowd are optional: area defaults to w*h */
@@ -379,10 +392,12 @@ START_TEST(test_parse_errors) {
     ck_assert_uint_eq(n, 1);
     free(dets);
     const char *unknown = "[{\"image_id\":9,\"category_id\":1,\"bbox\":[0,0,1,1],\"score\":0.5}]";
-    ck_assert_int_eq(coco_results_parse(unknown, strlen(unknown), "r.json", &d, &dets, &n, err, sizeof err), -1);
+    ck_assert_int_eq(coco_results_parse(unknown, strlen(unknown), "r.json", &d, &dets, &n, err, sizeof err),
+                     -1);
     ck_assert_ptr_nonnull(strstr(err, "r.json: [0]: image_id"));
     const char *noscore = "[{\"image_id\":1,\"category_id\":1,\"bbox\":[0,0,1,1]}]";
-    ck_assert_int_eq(coco_results_parse(noscore, strlen(noscore), "r.json", &d, &dets, &n, err, sizeof err), -1);
+    ck_assert_int_eq(coco_results_parse(noscore, strlen(noscore), "r.json", &d, &dets, &n, err, sizeof err),
+                     -1);
     ck_assert_ptr_nonnull(strstr(err, "score"));
     coco_dataset_free(&d);
 }

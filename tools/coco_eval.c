@@ -182,14 +182,20 @@ static int find_sorted(const int *order, int n, long long id, long long (*id_of)
         int mid = lo + (hi - lo) / 2;
         long long v = id_of(d, order[mid]);
         if (v == id) return order[mid];
-        if (v < id) lo = mid + 1;
-        else hi = mid - 1;
+        if (v < id)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
     }
     return -1;
 }
 
-static long long image_id_of(const coco_dataset *d, int i) { return d->images[i].id; }
-static long long category_id_of(const coco_dataset *d, int i) { return d->categories[i].id; }
+static long long image_id_of(const coco_dataset *d, int i) {
+    return d->images[i].id;
+}
+static long long category_id_of(const coco_dataset *d, int i) {
+    return d->categories[i].id;
+}
 
 int coco_dataset_find_image(const coco_dataset *d, long long image_id) {
     return find_sorted(d->image_order, d->num_images, image_id, image_id_of, d);
@@ -283,7 +289,8 @@ static int parse_annotations(json_object *arr, const char *where, coco_dataset *
                         where, i);
         g->category_id = (int)cat;
         if (get_bbox(o, &g->bbox))
-            return fail(err, errlen, "%s: annotations[%zu]: bbox: expected [x, y, w, h] (4 numbers)", where, i);
+            return fail(err, errlen, "%s: annotations[%zu]: bbox: expected [x, y, w, h] (4 numbers)", where,
+                        i);
         if (json_object_object_get_ex(o, "area", &v)) {
             if (get_number(v, &g->area))
                 return fail(err, errlen, "%s: annotations[%zu]: area: expected a number", where, i);
@@ -323,7 +330,8 @@ static int index_ids(coco_dataset *d, const char *where, char *err, size_t errle
     free(ids);
     if (dup == -2 || cdup == -2) return fail(err, errlen, "%s: out of memory", where);
     if (cdup >= 0)
-        return fail(err, errlen, "%s: categories[%d]: id %d appears twice", where, cdup, d->categories[cdup].id);
+        return fail(err, errlen, "%s: categories[%d]: id %d appears twice", where, cdup,
+                    d->categories[cdup].id);
     return 0;
 }
 
@@ -336,7 +344,8 @@ static int check_unique_gt_ids(coco_dataset *d, const char *where, char *err, si
     } else {
         for (int i = 0; i < d->num_gts; i++) ids[i] = d->gts[i].id;
         int dup = sort_by_id(ids, d->num_gts, order);
-        if (dup == -2) rc = fail(err, errlen, "%s: out of memory", where);
+        if (dup == -2)
+            rc = fail(err, errlen, "%s: out of memory", where);
         else if (dup >= 0)
             rc = fail(err, errlen, "%s: annotations[%d]: id %lld appears twice", where, dup, d->gts[dup].id);
     }
@@ -362,7 +371,8 @@ int coco_dataset_parse(const char *json, size_t len, const char *where, coco_dat
     else if (!cats)
         fail(err, errlen, "%s: categories: expected an array", where);
     else if (parse_images(images, where, out, err, errlen) == 0 &&
-             parse_categories(cats, where, out, err, errlen) == 0 && index_ids(out, where, err, errlen) == 0 &&
+             parse_categories(cats, where, out, err, errlen) == 0 &&
+             index_ids(out, where, err, errlen) == 0 &&
              parse_annotations(anns, where, out, err, errlen) == 0 &&
              check_unique_gt_ids(out, where, err, errlen) == 0)
         rc = 0;
@@ -398,7 +408,8 @@ int coco_results_parse(const char *json, size_t len, const char *where, const co
             goto done;
         }
         if (get_id(o, "image_id", &r->image_id) || coco_dataset_find_image(d, r->image_id) < 0) {
-            fail(err, errlen, "%s: [%zu]: image_id: expected one of the annotation file's image ids", where, i);
+            fail(err, errlen, "%s: [%zu]: image_id: expected one of the annotation file's image ids", where,
+                 i);
             goto done;
         }
         if (get_id(o, "category_id", &cat) || cat < INT_MIN || cat > INT_MAX) {
@@ -605,15 +616,17 @@ static size_t ridx(int t, int k, int a, int m, int K) {
 }
 
 /* One precision/recall curve (cocoeval.py accumulate, inner loop over thresholds). */
-static void accumulate_curve(const eval_state *s, const acc_ref *refs, size_t n, int npig, int k, int a, int m,
-                             int K, double *rc, double *pr, coco_metrics *out) {
+static void accumulate_curve(const eval_state *s, const acc_ref *refs, size_t n, int npig, int k, int a,
+                             int m, int K, double *rc, double *pr, coco_metrics *out) {
     for (int t = 0; t < COCO_NUM_IOU; t++) {
         double tp = 0, fp = 0;
         for (size_t i = 0; i < n; i++) {
             const det_flags *f = &s->flags[refs[i].e];
             if (!(f->ig[a] >> t & 1)) {
-                if (f->tp[a] >> t & 1) tp += 1;
-                else fp += 1;
+                if (f->tp[a] >> t & 1)
+                    tp += 1;
+                else
+                    fp += 1;
             }
             rc[i] = tp / npig;
             pr[i] = tp / (fp + tp + 2.220446049250313e-16); /* np.spacing(1) */
@@ -728,9 +741,11 @@ static int place(eval_state *s, char *err, size_t errlen) {
         s->gref[s->ng++] = (cell_ref){s->cat_rank[k], s->img_rank[im], 0, (size_t)g};
     }
     for (size_t j = 0; j < s->nd; j++) {
-        int im = coco_dataset_find_image(d, s->dets[j].image_id), k = find_category(d, s->dets[j].category_id);
-        if (im < 0) return fail(err, errlen, "detection %zu: image_id %lld is not in the annotations", j,
-                                s->dets[j].image_id);
+        int im = coco_dataset_find_image(d, s->dets[j].image_id),
+            k = find_category(d, s->dets[j].category_id);
+        if (im < 0)
+            return fail(err, errlen, "detection %zu: image_id %lld is not in the annotations", j,
+                        s->dets[j].image_id);
         s->dref[j] = (cell_ref){k < 0 ? -1 : s->cat_rank[k], s->img_rank[im], s->dets[j].score, j};
     }
     /* detections of categories that are not evaluated sort first and are dropped */

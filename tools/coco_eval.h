@@ -44,7 +44,7 @@ typedef struct {
 
 typedef struct {
     long long id;
-    char *file_name; /* NULL when the file has none */
+    char *file_name;   /* NULL when the file has none */
     int width, height; /* 0 when absent */
 } coco_image;
 

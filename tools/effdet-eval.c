@@ -69,12 +69,18 @@ static int parse_int(const char *s, const char *flag, int lo, int hi, int *out) 
 static int parse_args(int argc, char **argv, options *o) {
     enum { O_MAP = 256, O_EVAL_ONLY, O_PRETTY };
     static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},       {"annotations", required_argument, 0, 'a'},
-        {"images", required_argument, 0, 'i'},      {"detections", required_argument, 0, 'o'},
-        {"threads", required_argument, 0, 'j'},     {"max-detections", required_argument, 0, 'n'},
-        {"threshold", required_argument, 0, 't'},   {"map", required_argument, 0, O_MAP},
-        {"eval-only", required_argument, 0, O_EVAL_ONLY}, {"pretty", no_argument, 0, O_PRETTY},
-        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
+        {"model", required_argument, 0, 'm'},
+        {"annotations", required_argument, 0, 'a'},
+        {"images", required_argument, 0, 'i'},
+        {"detections", required_argument, 0, 'o'},
+        {"threads", required_argument, 0, 'j'},
+        {"max-detections", required_argument, 0, 'n'},
+        {"threshold", required_argument, 0, 't'},
+        {"map", required_argument, 0, O_MAP},
+        {"eval-only", required_argument, 0, O_EVAL_ONLY},
+        {"pretty", no_argument, 0, O_PRETTY},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     effdet_detect_opts_default(&o->det);
@@ -101,9 +107,12 @@ static int parse_args(int argc, char **argv, options *o) {
             }
             break;
         case O_MAP:
-            if (strcmp(optarg, "auto") == 0) o->map = MAP_AUTO;
-            else if (strcmp(optarg, "id") == 0) o->map = MAP_ID;
-            else if (strcmp(optarg, "label") == 0) o->map = MAP_LABEL;
+            if (strcmp(optarg, "auto") == 0)
+                o->map = MAP_AUTO;
+            else if (strcmp(optarg, "id") == 0)
+                o->map = MAP_ID;
+            else if (strcmp(optarg, "label") == 0)
+                o->map = MAP_LABEL;
             else {
                 fprintf(stderr, "effdet-eval: --map: expected auto, id or label, got '%s'\n", optarg);
                 return -1;
@@ -135,7 +144,8 @@ static void *read_file(const char *path, size_t *len) {
     if (!f) return NULL;
     uint8_t *buf = NULL;
     struct stat st;
-    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (buf = malloc(st.st_size ? (size_t)st.st_size : 1))) {
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) &&
+        (buf = malloc(st.st_size ? (size_t)st.st_size : 1))) {
         *len = fread(buf, 1, (size_t)st.st_size, f);
         if (*len != (size_t)st.st_size) {
             free(buf);
@@ -186,13 +196,17 @@ static int build_mapping(const effdet_model *m, const coco_dataset *d, map_kind 
     for (int k = 0; k < d->num_categories; k++) {
         int found = 0;
         for (int c = 0; c < info->num_classes; c++) found |= class_cat[c] == d->categories[k].id;
-        if (found) matched++;
+        if (found)
+            matched++;
         else
-            fprintf(stderr, "effdet-eval: warning: category %d '%s' matches no label of the model: it gets no detections\n",
+            fprintf(stderr,
+                    "effdet-eval: warning: category %d '%s' matches no label of the model: it gets no "
+                    "detections\n",
                     d->categories[k].id, d->categories[k].name);
     }
     if (!matched) {
-        fprintf(stderr, "effdet-eval: no category name of the annotation file is a label of %s (try --map id)\n",
+        fprintf(stderr,
+                "effdet-eval: no category name of the annotation file is a label of %s (try --map id)\n",
                 info->name);
         return -1;
     }
@@ -336,8 +350,8 @@ static int run_images(const options *o, const effdet_model *m, const coco_datase
 
 /* Our detections in COCO terms: bbox = [x1, y1, x2 - x1, y2 - y1] (computed in float, as
  * the reference's evaluator does on its float32 boxes). */
-static coco_det *to_coco(const coco_dataset *d, const image_result *res, const int *class_cat, int num_classes,
-                         size_t *count) {
+static coco_det *to_coco(const coco_dataset *d, const image_result *res, const int *class_cat,
+                         int num_classes, size_t *count) {
     size_t n = 0;
     for (int i = 0; i < d->num_images; i++) n += (size_t)res[i].count;
     coco_det *out = malloc(sizeof *out * (n ? n : 1));
@@ -365,8 +379,10 @@ static int write_results(const char *path, const coco_det *dets, size_t n) {
     fputs("[", f);
     for (size_t i = 0; i < n; i++) {
         const coco_det *r = &dets[i];
-        fprintf(f, "%s\n{\"image_id\":%lld,\"category_id\":%d,\"bbox\":[%.17g,%.17g,%.17g,%.17g],\"score\":%.17g}",
-                i ? "," : "", r->image_id, r->category_id, r->bbox.x, r->bbox.y, r->bbox.w, r->bbox.h, r->score);
+        fprintf(
+            f,
+            "%s\n{\"image_id\":%lld,\"category_id\":%d,\"bbox\":[%.17g,%.17g,%.17g,%.17g],\"score\":%.17g}",
+            i ? "," : "", r->image_id, r->category_id, r->bbox.x, r->bbox.y, r->bbox.w, r->bbox.h, r->score);
     }
     fputs("\n]\n", f);
     if (fclose(f) != 0) {
@@ -408,7 +424,8 @@ static int evaluate_and_print(const options *o, const coco_dataset *d, const coc
     json_object *j = metrics_json(d, &mt);
     struct json_object_iterator it = json_object_iter_begin(extra), end = json_object_iter_end(extra);
     for (; !json_object_iter_equal(&it, &end); json_object_iter_next(&it))
-        json_object_object_add(j, json_object_iter_peek_name(&it), json_object_get(json_object_iter_peek_value(&it)));
+        json_object_object_add(j, json_object_iter_peek_name(&it),
+                               json_object_get(json_object_iter_peek_value(&it)));
     json_object_put(extra);
     json_object_object_add(j, "images", json_object_new_int(d->num_images));
     json_object_object_add(j, "detections", json_object_new_int64((int64_t)n));
@@ -433,8 +450,9 @@ static int load_annotations(const options *o, coco_dataset *d) {
         return -1;
     }
     if (d->zero_id_gts)
-        fprintf(stderr, "effdet-eval: warning: %s: %d annotation(s) with id 0 can never count as found "
-                        "(pycocotools' rule, reproduced here)\n",
+        fprintf(stderr,
+                "effdet-eval: warning: %s: %d annotation(s) with id 0 can never count as found "
+                "(pycocotools' rule, reproduced here)\n",
                 o->annotations, d->zero_id_gts);
     return 0;
 }
