@@ -100,7 +100,7 @@ clean:
 	rm -rf build
 
 help:
-	@echo "make            build libeffdet, effdet-detect, effdet-bench (and effdetd)"
+	@echo "make            build libeffdet, effdet-detect, effdet-bench, effdet-eval (and effdetd)"
 	@echo "make check      build and run every test (SANITIZE=address,undefined for ASan/UBSan)"
 	@echo "make lint       cppcheck + clang-tidy"
 	@echo "make install    PREFIX=$(PREFIX) DESTDIR=$(DESTDIR)"
