@@ -795,12 +795,12 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg) {
 static void begin_drain(server *s, int signo) {
     if (s->draining) return;
     s->draining = 1;
-    log_info(&s->log, "%s: stopping: no new connections, finishing %d job(s)", strsignal(signo),
+    log_info(&s->log, "%s: stopping: new requests get 503, finishing %d job(s)", strsignal(signo),
              s->outstanding);
     sd_notify_send("STOPPING=1\nSTATUS=draining");
-    connlimit_stop(&s->conns);
-    for (int i = 0; i < s->nbound; i++) evhttp_del_accept_socket(s->http, s->bound[i]);
-    s->nbound = 0;
+    /* The listeners stay open until exit: a balancer's health check and a request that is
+     * already in the accept backlog get a clean 503 + Connection: close (and go to another
+     * replica) instead of a reset, and /readyz keeps answering 503. */
     struct timeval tv = {s->cfg.drain_timeout_ms / 1000, (s->cfg.drain_timeout_ms % 1000) * 1000};
     evtimer_add(s->drain_ev, &tv);
     check_drain(s);
