@@ -54,10 +54,26 @@ typedef struct {
 } req_info;
 
 static void access_log(server *s, const char *method, const char *path, int status, size_t bytes, double ms,
-                       const char *model, int detections) {
+                       const char *model, int detections, const char *rid) {
     if (!s->cfg.access_log) return;
-    log_info(&s->log, "%s %s %d %zu %.1fms model=%s detections=%d", method, path, status, bytes, ms,
-             model && *model ? model : "-", detections);
+    log_info(&s->log, "%s %s %d %zu %.1fms model=%s detections=%d rid=%s", method, path, status, bytes, ms,
+             model && *model ? model : "-", detections, rid && *rid ? rid : "-");
+}
+
+/* X-Request-Id (set by nginx's $request_id, or by the client) into out; "" when absent or
+ * not 1..128 characters of [A-Za-z0-9._:/+=@-]: it goes into the log and a reply header,
+ * so nothing that could forge a log line or a header passes. */
+static void request_id(struct evhttp_request *req, char *out, size_t cap) {
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    size_t n = v ? strlen(v) : 0;
+    out[0] = '\0';
+    if (n == 0 || n > 128 || n >= cap) return;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || strchr("._:/+=@-", c)))
+            return;
+    }
+    memcpy(out, v, n + 1);
 }
 
 static const char *method_name(struct evhttp_request *req) {
@@ -88,6 +104,9 @@ static void send_reply(server *s, struct evhttp_request *req, const req_info *ri
     if (type) evhttp_add_header(h, "Content-Type", type);
     if (status == 503) evhttp_add_header(h, "Retry-After", RETRY_AFTER_S);
     if (s->draining) evhttp_add_header(h, "Connection", "close");
+    char rid[129];
+    request_id(req, rid, sizeof rid);
+    if (rid[0]) evhttp_add_header(h, "X-Request-Id", rid);
     struct evbuffer *out = evbuffer_new();
     if (out && body) evbuffer_add(out, body, len);
     char path[128];
@@ -96,7 +115,7 @@ static void send_reply(server *s, struct evhttp_request *req, const req_info *ri
     evhttp_send_reply(req, status, reason_phrase(status), out);
     if (out) evbuffer_free(out);
     metrics_request(&s->met, ri->ep, status);
-    access_log(s, method, path, status, len, now_ms() - ri->t0, ri->model, ri->detections);
+    access_log(s, method, path, status, len, now_ms() - ri->t0, ri->model, ri->detections, rid);
 }
 
 static void send_sbuf(server *s, struct evhttp_request *req, const req_info *ri, int status, const char *type,
@@ -402,10 +421,12 @@ static void complete_job(server *s, job *j) {
             /* Nobody reads this reply: evhttp frees a request already detached from
              * its connection without writing, or writes into the dead socket, fails
              * and frees the connection with the request. */
+            char rid[129];
+            request_id(j->req, rid, sizeof rid);
             evhttp_send_reply(j->req, 499, "Client Closed Request", NULL);
             s->met.client_gone++;
             metrics_request(&s->met, j->endpoint, 499);
-            access_log(s, "POST", j->path, 499, 0, now_ms() - j->t_arrive_ms, ri.model, 0);
+            access_log(s, "POST", j->path, 499, 0, now_ms() - j->t_arrive_ms, ri.model, 0, rid);
         } else {
             if (j->x_detections)
                 evhttp_add_header(evhttp_request_get_output_headers(j->req), "X-Detections", j->x_detections);
