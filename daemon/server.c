@@ -510,7 +510,9 @@ static void handle_models(server *s, struct evhttp_request *req, req_info *ri) {
     model_set *set = current_set(s);
     sbuf b;
     sb_init(&b);
-    sb_puts(&b, "{\"default\":");
+    sb_puts(&b, "{\"instance\":");
+    sb_json_str(&b, s->instance);
+    sb_puts(&b, ",\"default\":");
     if (set)
         sb_json_str(&b, set->models[set->default_index]->name);
     else
@@ -626,7 +628,12 @@ static void handle_metrics(server *s, struct evhttp_request *req, req_info *ri) 
                   inf->input_h, inf->num_classes, inf->params, i == set->default_index ? "true" : "false");
     }
     model_set_unref(set);
-    send_sbuf(s, req, ri, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
+    sbuf labelled;
+    sb_init(&labelled);
+    metrics_add_label(b.data, b.oom ? 0 : b.len, "instance", s->instance, &labelled);
+    labelled.oom |= b.oom;
+    sb_free(&b);
+    send_sbuf(s, req, ri, 200, "text/plain; version=0.0.4; charset=utf-8", &labelled);
 }
 
 static void handle_index(server *s, struct evhttp_request *req, req_info *ri) {
@@ -724,6 +731,20 @@ static void start_reload(server *s) {
     }
 }
 
+/* The replica's name for metrics and /v1/models: the `instance` option or hostname:port. */
+static void set_instance(server *s) {
+    char host[256] = "localhost";
+    if (s->cfg.instance[0]) {
+        snprintf(s->instance, sizeof s->instance, "%s", s->cfg.instance);
+        return;
+    }
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    for (char *p = host; *p; p++) /* label-safe, like the option */
+        if (*p <= ' ' || *p > '~' || *p == '"' || *p == '\\') *p = '_';
+    snprintf(s->instance, sizeof s->instance, "%s:%d", host, s->port);
+}
+
 /* Options that need a restart: the listening sockets, threads and queue exist already. */
 static void apply_reloaded_config(server *s, const effdetd_config *c) {
     if (strcmp(c->listen, s->cfg.listen) != 0 || c->workers != s->cfg.workers ||
@@ -743,6 +764,7 @@ static void apply_reloaded_config(server *s, const effdetd_config *c) {
     evhttp_set_max_headers_size(s->http, s->cfg.max_header_bytes);
     evhttp_set_timeout(s->http, s->cfg.timeout_s);
     s->conns.max = s->cfg.max_connections;
+    set_instance(s);
 }
 
 static void reload_done_cb(evutil_socket_t fd, short what, void *arg) {
@@ -940,6 +962,7 @@ int server_start(server *s, char *err, size_t errlen) {
         s->bound[s->nbound++] = b;
     }
     s->port = bound_port(s->bound[0]);
+    set_instance(s);
     for (int i = 0; i < s->nbound; i++)
         connlimit_add_listener(&s->conns, evhttp_bound_socket_get_listener(s->bound[i]), bound_port(s->bound[i]));
     if (s->cfg.port_file[0] && write_port_file(s->cfg.port_file, s->port, err, errlen)) return -1;
