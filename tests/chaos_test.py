@@ -346,7 +346,13 @@ def main():
         failures.append("%d request(s) missing from nginx's access log" % len(missing))
     kill_retries = next(p["retried_by_nginx"] for p in summary["phases"] if p["phase"] == "sigkill")
     if kill_retries == 0:
-        failures.append("sigkill: no request was retried on another replica (nothing in flight was killed?)")
+        # With D0 a job takes ~100+ ms and the kill waits for one to run: a retry must
+        # show. The tiny model's jobs may all finish between the check and the kill.
+        msg = "sigkill: no request was retried on another replica (nothing in flight was killed?)"
+        if model == D0:
+            failures.append(msg)
+        else:
+            print("NOTICE:", msg)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(summary, f, indent=1)
