@@ -5,6 +5,7 @@ $(BUILD)/tests/test_daemon_config: $(BUILD)/daemon/config.o
 $(BUILD)/tests/test_daemon_params: $(BUILD)/daemon/params.o
 $(BUILD)/tests/test_daemon_multipart: $(BUILD)/daemon/multipart.o
 $(BUILD)/tests/test_daemon_queue: $(BUILD)/daemon/queue.o
+$(BUILD)/tests/test_daemon_metrics: $(BUILD)/daemon/metrics.o $(BUILD)/daemon/sbuf.o
 
 # ------------------------------------------------------------------ make run
 # Checks the Debian build dependencies (installs them with apt as root or via sudo,
