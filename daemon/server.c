@@ -70,7 +70,8 @@ static void request_id(struct evhttp_request *req, char *out, size_t cap) {
     if (n == 0 || n > 128 || n >= cap) return;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)v[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || strchr("._:/+=@-", c)))
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+              strchr("._:/+=@-", c)))
             return;
     }
     memcpy(out, v, n + 1);
