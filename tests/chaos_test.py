@@ -292,7 +292,9 @@ def main():
         hold(3)
         burst.stop()
         load.results.extend(burst.results)
-        hold(1)
+        # nginx may have marked every replica down for their 503s (max_fails): it
+        # answers 503 itself until fail_timeout (2 s) has passed. Still "overload".
+        time.sleep(3)
 
         phase("rolling")
         for r in replicas:
