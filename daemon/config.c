@@ -30,10 +30,14 @@ static const cfg_option options[] = {
     {"api_key", CFG_STRING, OPT(api_key), 0, 0, "", NULL,
      "When set, detection and model endpoints require `Authorization: Bearer KEY` or the "
      "DeepStack form field api_key=KEY (401 otherwise). /healthz, /readyz and /metrics stay open."},
+    {"instance", CFG_STRING, OPT(instance), 0, 0, "", NULL,
+     "This replica's name: the `instance` label of every metric and the `instance` field of "
+     "GET /v1/models. Empty: HOSTNAME:PORT (the bound port). Printable ASCII without quotes, "
+     "backslashes or spaces."},
     {"log_level", CFG_ENUM, OPT(log_level), 0, 0, "info", "error|warn|info|debug",
      "Least severe message written to stderr."},
     {"access_log", CFG_BOOL, OPT(access_log), 0, 1, "yes", NULL,
-     "One line per request: method, path, status, bytes, ms, model, detections."},
+     "One line per request: method, path, status, bytes, ms, model, detections, rid (X-Request-Id)."},
     {"workers", CFG_INT, OPT(workers), 0, 256, "0", NULL,
      "Worker threads running detections, each with its own engine context. 0 = number of CPU "
      "cores."},
@@ -351,6 +355,12 @@ int config_validate(const effdetd_config *c, char *err, size_t errlen) {
         errf(err, errlen, "listen: '%s' is not ADDR:PORT", c->listen);
         return -1;
     }
+    /* The instance name goes verbatim into metric labels and JSON. */
+    for (const char *p = c->instance; *p; p++)
+        if (*p <= ' ' || *p > '~' || *p == '"' || *p == '\\') {
+            errf(err, errlen, "instance: '%s' has a space, quote, backslash or non-ASCII byte", c->instance);
+            return -1;
+        }
     return 0;
 }
 

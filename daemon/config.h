@@ -15,6 +15,7 @@ typedef struct {
     char models_dir[CFG_STR_MAX]; /* every *.safetensors in it, named by file stem */
     char default_model[CFG_STR_MAX];
     char api_key[CFG_STR_MAX];
+    char instance[CFG_STR_MAX]; /* metrics label and /v1/models field; "" = hostname:port */
     char log_level[16];
     int workers; /* 0 = number of cores */
     int threads_per_worker;

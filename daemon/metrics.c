@@ -2,6 +2,8 @@
  * cumulative _bucket{le="..."} series plus _sum and _count. */
 #include "metrics.h"
 
+#include <string.h>
+
 static const double bucket_le[HIST_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                0.25,  0.5,    1,     2.5,  5,     10,   30};
 
@@ -83,4 +85,30 @@ void metrics_write(const metrics *m, sbuf *out) {
               "# HELP effdetd_reloads_total SIGHUP reloads by result.\n# TYPE effdetd_reloads_total counter\n"
               "effdetd_reloads_total{result=\"ok\"} %llu\neffdetd_reloads_total{result=\"failed\"} %llu\n",
               m->reloads_ok, m->reloads_failed);
+}
+
+/* Every sample line gets name="value" as its first label; comments pass unchanged. One
+ * pass over the finished text keeps each writer above free of the label. */
+void metrics_add_label(const char *text, size_t len, const char *name, const char *value, sbuf *out) {
+    size_t pos = 0;
+    while (pos < len) {
+        const char *line = text + pos;
+        const char *nl = memchr(line, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - line) + 1 : len - pos;
+        pos += n;
+        if (line[0] == '#' || line[0] == '\n') {
+            sb_put(out, line, n);
+            continue;
+        }
+        size_t name_len = strcspn(line, "{ ");
+        if (name_len >= n) name_len = n;
+        sb_put(out, line, name_len);
+        if (name_len < n && line[name_len] == '{') {
+            sb_printf(out, "{%s=\"%s\"%s", name, value, line[name_len + 1] == '}' ? "" : ",");
+            sb_put(out, line + name_len + 1, n - name_len - 1);
+        } else {
+            sb_printf(out, "{%s=\"%s\"}", name, value);
+            sb_put(out, line + name_len, n - name_len);
+        }
+    }
 }

@@ -45,5 +45,8 @@ void hist_observe(histogram *h, double seconds);
 /* Append the counters and histograms in the Prometheus text format. */
 void metrics_write(const metrics *m, sbuf *out);
 void hist_write(const histogram *h, const char *name, const char *help, sbuf *out);
+/* Copy exposition text to out with the label name="value" added to every sample (value
+ * must need no escaping: config_validate checks `instance`). */
+void metrics_add_label(const char *text, size_t len, const char *name, const char *value, sbuf *out);
 
 #endif

@@ -55,10 +55,27 @@ typedef struct {
 } req_info;
 
 static void access_log(server *s, const char *method, const char *path, int status, size_t bytes, double ms,
-                       const char *model, int detections) {
+                       const char *model, int detections, const char *rid) {
     if (!s->cfg.access_log) return;
-    log_info(&s->log, "%s %s %d %zu %.1fms model=%s detections=%d", method, path, status, bytes, ms,
-             model && *model ? model : "-", detections);
+    log_info(&s->log, "%s %s %d %zu %.1fms model=%s detections=%d rid=%s", method, path, status, bytes, ms,
+             model && *model ? model : "-", detections, rid && *rid ? rid : "-");
+}
+
+/* X-Request-Id (set by nginx's $request_id, or by the client) into out; "" when absent or
+ * not 1..128 characters of [A-Za-z0-9._:/+=@-]: it goes into the log and a reply header,
+ * so nothing that could forge a log line or a header passes. */
+static void request_id(struct evhttp_request *req, char *out, size_t cap) {
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    size_t n = v ? strlen(v) : 0;
+    out[0] = '\0';
+    if (n == 0 || n > 128 || n >= cap) return;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+              strchr("._:/+=@-", c)))
+            return;
+    }
+    memcpy(out, v, n + 1);
 }
 
 static const char *method_name(struct evhttp_request *req) {
@@ -89,6 +106,9 @@ static void send_reply(server *s, struct evhttp_request *req, const req_info *ri
     if (type) evhttp_add_header(h, "Content-Type", type);
     if (status == 503) evhttp_add_header(h, "Retry-After", RETRY_AFTER_S);
     if (s->draining) evhttp_add_header(h, "Connection", "close");
+    char rid[129];
+    request_id(req, rid, sizeof rid);
+    if (rid[0]) evhttp_add_header(h, "X-Request-Id", rid);
     struct evbuffer *out = evbuffer_new();
     if (out && body) evbuffer_add(out, body, len);
     char path[128];
@@ -97,7 +117,7 @@ static void send_reply(server *s, struct evhttp_request *req, const req_info *ri
     evhttp_send_reply(req, status, reason_phrase(status), out);
     if (out) evbuffer_free(out);
     metrics_request(&s->met, ri->ep, status);
-    access_log(s, method, path, status, len, now_ms() - ri->t0, ri->model, ri->detections);
+    access_log(s, method, path, status, len, now_ms() - ri->t0, ri->model, ri->detections, rid);
 }
 
 static void send_sbuf(server *s, struct evhttp_request *req, const req_info *ri, int status, const char *type,
@@ -403,10 +423,12 @@ static void complete_job(server *s, job *j) {
             /* Nobody reads this reply: evhttp frees a request already detached from
              * its connection without writing, or writes into the dead socket, fails
              * and frees the connection with the request. */
+            char rid[129];
+            request_id(j->req, rid, sizeof rid);
             evhttp_send_reply(j->req, 499, "Client Closed Request", NULL);
             s->met.client_gone++;
             metrics_request(&s->met, j->endpoint, 499);
-            access_log(s, "POST", j->path, 499, 0, now_ms() - j->t_arrive_ms, ri.model, 0);
+            access_log(s, "POST", j->path, 499, 0, now_ms() - j->t_arrive_ms, ri.model, 0, rid);
         } else {
             if (j->x_detections)
                 evhttp_add_header(evhttp_request_get_output_headers(j->req), "X-Detections", j->x_detections);
@@ -490,7 +512,9 @@ static void handle_models(server *s, struct evhttp_request *req, req_info *ri) {
     model_set *set = current_set(s);
     sbuf b;
     sb_init(&b);
-    sb_puts(&b, "{\"default\":");
+    sb_puts(&b, "{\"instance\":");
+    sb_json_str(&b, s->instance);
+    sb_puts(&b, ",\"default\":");
     if (set)
         sb_json_str(&b, set->models[set->default_index]->name);
     else
@@ -606,7 +630,12 @@ static void handle_metrics(server *s, struct evhttp_request *req, req_info *ri) 
                   inf->input_h, inf->num_classes, inf->params, i == set->default_index ? "true" : "false");
     }
     model_set_unref(set);
-    send_sbuf(s, req, ri, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
+    sbuf labelled;
+    sb_init(&labelled);
+    metrics_add_label(b.data, b.oom ? 0 : b.len, "instance", s->instance, &labelled);
+    labelled.oom |= b.oom;
+    sb_free(&b);
+    send_sbuf(s, req, ri, 200, "text/plain; version=0.0.4; charset=utf-8", &labelled);
 }
 
 static void handle_index(server *s, struct evhttp_request *req, req_info *ri) {
@@ -724,6 +753,20 @@ static void start_reload(server *s) {
     }
 }
 
+/* The replica's name for metrics and /v1/models: the `instance` option or hostname:port. */
+static void set_instance(server *s) {
+    char host[256] = "localhost";
+    if (s->cfg.instance[0]) {
+        snprintf(s->instance, sizeof s->instance, "%s", s->cfg.instance);
+        return;
+    }
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    for (char *p = host; *p; p++) /* label-safe, like the option */
+        if (*p <= ' ' || *p > '~' || *p == '"' || *p == '\\') *p = '_';
+    snprintf(s->instance, sizeof s->instance, "%s:%d", host, s->port);
+}
+
 /* Options that need a restart: the listening sockets, threads and queue exist already. */
 static void apply_reloaded_config(server *s, const effdetd_config *c) {
     if (strcmp(c->listen, s->cfg.listen) != 0 || c->workers != s->cfg.workers ||
@@ -743,6 +786,7 @@ static void apply_reloaded_config(server *s, const effdetd_config *c) {
     evhttp_set_max_headers_size(s->http, s->cfg.max_header_bytes);
     evhttp_set_timeout(s->http, s->cfg.timeout_s);
     s->conns.max = s->cfg.max_connections;
+    set_instance(s);
 }
 
 static void reload_done_cb(evutil_socket_t fd, short what, void *arg) {
@@ -816,12 +860,12 @@ static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg) {
 static void begin_drain(server *s, int signo) {
     if (s->draining) return;
     s->draining = 1;
-    log_info(&s->log, "%s: stopping: no new connections, finishing %d job(s)", strsignal(signo),
+    log_info(&s->log, "%s: stopping: new requests get 503, finishing %d job(s)", strsignal(signo),
              s->outstanding);
     sd_notify_send("STOPPING=1\nSTATUS=draining");
-    connlimit_stop(&s->conns);
-    for (int i = 0; i < s->nbound; i++) evhttp_del_accept_socket(s->http, s->bound[i]);
-    s->nbound = 0;
+    /* The listeners stay open until exit: a balancer's health check and a request that is
+     * already in the accept backlog get a clean 503 + Connection: close (and go to another
+     * replica) instead of a reset, and /readyz keeps answering 503. */
     struct timeval tv = {s->cfg.drain_timeout_ms / 1000, (s->cfg.drain_timeout_ms % 1000) * 1000};
     evtimer_add(s->drain_ev, &tv);
     check_drain(s);
@@ -940,6 +984,7 @@ int server_start(server *s, char *err, size_t errlen) {
         s->bound[s->nbound++] = b;
     }
     s->port = bound_port(s->bound[0]);
+    set_instance(s);
     for (int i = 0; i < s->nbound; i++)
         connlimit_add_listener(&s->conns, evhttp_bound_socket_get_listener(s->bound[i]), bound_port(s->bound[i]));
     if (s->cfg.port_file[0] && write_port_file(s->cfg.port_file, s->port, err, errlen)) return -1;

@@ -94,6 +94,7 @@ struct server {
     int nbound;
     connlimit conns; /* max_connections, kept at the listeners */
     int port;
+    char instance[CFG_STR_MAX + 8]; /* cfg.instance, or hostname:port */
 
     job_queue queue;
     worker *workers;

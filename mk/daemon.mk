@@ -5,6 +5,7 @@ $(BUILD)/tests/test_daemon_config: $(BUILD)/daemon/config.o
 $(BUILD)/tests/test_daemon_params: $(BUILD)/daemon/params.o
 $(BUILD)/tests/test_daemon_multipart: $(BUILD)/daemon/multipart.o
 $(BUILD)/tests/test_daemon_queue: $(BUILD)/daemon/queue.o
+$(BUILD)/tests/test_daemon_metrics: $(BUILD)/daemon/metrics.o $(BUILD)/daemon/sbuf.o
 
 # ------------------------------------------------------------------ make run
 # Checks the Debian build dependencies (installs them with apt as root or via sudo,
@@ -88,6 +89,9 @@ install: $(BUILD)/effdetd $(BUILD)/effdet-detect $(BUILD)/effdet-eval
 	  systemd/effdetd.service >$(DESTDIR)$(UNITDIR)/effdetd.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/effdetd.service
 	install -Dm644 systemd/effdetd.socket $(DESTDIR)$(UNITDIR)/effdetd.socket
+	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/etc/effdetd/|$(SYSCONFDIR)/effdetd/|g' \
+	  systemd/effdetd@.service >$(DESTDIR)$(UNITDIR)/effdetd@.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/effdetd@.service
 	install -Dm644 man/effdetd.8 $(DESTDIR)$(MANDIR)/man8/effdetd.8
 	install -Dm644 man/effdetd.conf.5 $(DESTDIR)$(MANDIR)/man5/effdetd.conf.5
 	if [ -f man/effdet-detect.1 ]; then install -Dm644 man/effdet-detect.1 $(DESTDIR)$(MANDIR)/man1/effdet-detect.1; fi
@@ -96,7 +100,7 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/effdetd $(DESTDIR)$(BINDIR)/effdet-detect $(DESTDIR)$(BINDIR)/effdet-eval \
 	  $(DESTDIR)$(MANDIR)/man1/effdet-eval.1 \
 	  $(DESTDIR)$(DATADIR)/coco-labels.txt $(DESTDIR)$(UNITDIR)/effdetd.service \
-	  $(DESTDIR)$(UNITDIR)/effdetd.socket $(DESTDIR)$(MANDIR)/man8/effdetd.8 \
+	  $(DESTDIR)$(UNITDIR)/effdetd.socket $(DESTDIR)$(UNITDIR)/effdetd@.service $(DESTDIR)$(MANDIR)/man8/effdetd.8 \
 	  $(DESTDIR)$(MANDIR)/man5/effdetd.conf.5 $(DESTDIR)$(MANDIR)/man1/effdet-detect.1
 	-rmdir $(DESTDIR)$(DATADIR) 2>/dev/null
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/effdetd/effdetd.conf in place"
