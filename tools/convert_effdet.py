@@ -678,7 +678,7 @@ def fitting_models(engine, shapes, num_classes=None):
     return fits, (best[1], best[2]) if best else None
 
 
-def fit_advice(fits, nearest, shapes):
+def fit_advice(fits, nearest, shapes, have_config=False):
     """How to go on, given which named models fit the tensors."""
     if len(fits) == 1:
         return "the tensors fit %s (pass --name %s)" % (fits[0], fits[0])
@@ -686,6 +686,8 @@ def fit_advice(fits, nearest, shapes):
         return ("the tensors fit %s alike (same tensors; they differ only in settings the weights do not "
                 "record, such as input size and anchor scale): pass --name %s" % (" and ".join(fits), " or --name ".join(fits)))
     near = " (nearest %s: %s)" % nearest if nearest else ""
+    if have_config:
+        return "the tensors say %s: no named model fits%s; fix the config to match them" % (summarize(shapes), near)
     return ("the tensors say %s: no named model fits%s; for a custom model pass --config CONFIG.json "
             "(docs/models.md), or --name MODEL to check against one (effdet-convert --list)" % (summarize(shapes), near))
 
@@ -838,7 +840,7 @@ def convert(checkpoint, out_path, name=None, config=None, num_classes=None, labe
     diff = first_mismatch(engine.tensors(cfg, config or cfg["name"]), shapes, what)
     if diff:
         fits, nearest = fitting_models(engine, shapes)
-        raise ConvertError("%s: %s; %s" % (checkpoint, diff, fit_advice(fits, nearest, shapes)))
+        raise ConvertError("%s: %s; %s" % (checkpoint, diff, fit_advice(fits, nearest, shapes, config is not None)))
     write_safetensors(out_path, tensors, cfg)
     return len(tensors), cfg["name"], source
 
