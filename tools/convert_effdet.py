@@ -7,6 +7,10 @@ Two torch.save formats exist and the released effdet weights use the older one:
     element count as a little-endian int64.
 A pickle can call any importable function, so the unpickler below resolves only the handful
 of globals a state dict needs and refuses everything else.
+
+The architecture is given (--name, --config) or inferred (release file name, else the
+tensors), and every tensor is checked against the engine's own list for it (effdet-detect
+--describe-config - --tensors) before anything is written.
 """
 
 import collections
