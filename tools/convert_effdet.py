@@ -776,16 +776,16 @@ Which architecture:
                     class count, TF- or PyTorch-style biases). It fails, saying what the
                     tensors are, when no named model or several fit (tf_efficientdet_d6 and
                     d7 have the same tensors: those need the file name or --name).
-  --name MODEL      one of: %s
+  --name MODEL      a named model: tf_efficientdet_d0..d7, efficientdet_d0, efficientdet_d1
   --config FILE     a custom model's settings (JSON object, see docs/models.md)
 Options:
-  --num-classes N   class count (with --name the default is 90; inferred from the class head
-                    otherwise)
+  --num-classes N   class count (default: 90 with --name, the config's with --config, the
+                    class head's when inferred)
   --labels FILE     class names, one per line or `id label` lines
   --ema             take a training checkpoint's state_dict_ema instead of its state_dict
   --list            the known model names, their input sizes and release files
   --release-url M   the download URL of model M's released checkpoint (for fetch-model.sh)
-The engine is $EFFDET_DETECT, else effdet-detect next to this tool, else build/effdet-detect.""" % ", ".join(NAMED_MODELS)
+The engine is $EFFDET_DETECT, else effdet-detect next to this tool, else build/effdet-detect."""
 
 
 def parse_args(argv):
