@@ -81,12 +81,15 @@ static float *alloc_weights(loader *ld, size_t n) {
 static float *read_tensor(loader *ld, const char *name, int ndim, const int64_t *shape) {
     size_t n = 1;
     for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
-    float *buf = malloc(n * sizeof(float));
+    /* Listing: calloc's zeros cost no page writes for big tensors (fetch_tensor's memset
+     * would touch every page of every weight of a D7). */
+    float *buf = listing(ld) ? calloc(n, sizeof(float)) : malloc(n * sizeof(float));
     if (!buf) {
         set_error(ld->err, EFFDET_ERR_NOMEM, "%s: out of memory reading '%s'", ld->where, name);
         return NULL;
     }
-    if (fetch_tensor(ld, name, ndim, shape, buf) != EFFDET_OK) {
+    effdet_status st = listing(ld) ? record_spec(ld, name, ndim, shape) : fetch_tensor(ld, name, ndim, shape, buf);
+    if (st != EFFDET_OK) {
         free(buf);
         return NULL;
     }

@@ -609,6 +609,10 @@ class ConverterEngine(unittest.TestCase):
             p = subprocess.run([ENGINE, "--describe-config", "-"], capture_output=True, text=True, check=True,
                                input=json.dumps(convert_effdet.named_config(info["name"])))
             self.assertEqual(json.loads(p.stdout), info, info["name"])
+        # and the tensors: the converter matches checkpoints against the engine's named
+        # lists, then checks the file against the config it writes
+        for name, tensors in engine.named_tensors(20).items():
+            self.assertEqual(engine.tensors(convert_effdet.named_config(name, 20), name), tensors, name)
 
     def test_list(self):
         r = run([CONVERT, "--list"])

@@ -553,6 +553,7 @@ class Engine:
     def __init__(self, path=None):
         self.path = path or find_engine()
         self._tensors = {}
+        self._named = {}
 
     def _run(self, args, stdin=None, where=None):
         try:
@@ -576,6 +577,14 @@ class Engine:
     def known_models(self):
         """The engine's named architectures, each as --describe prints it."""
         return self._run(["--list-models"])
+
+    def named_tensors(self, num_classes):
+        """{name: [(tensor, shape)]} of every named model with this class count (one run)."""
+        if num_classes not in self._named:
+            out = self._run(["--list-models", "--tensors", "--num-classes", str(num_classes)])
+            self._named[num_classes] = collections.OrderedDict(
+                (m["name"], [(t["name"], t["shape"]) for t in m["tensors"]]) for m in out)
+        return self._named[num_classes]
 
     def tensors(self, config, where):
         """[(name, shape)] of every tensor a file with this metadata config must hold, in the
@@ -668,8 +677,7 @@ def fitting_models(engine, shapes, num_classes=None):
     if num_classes is None:
         num_classes = head_geometry(shapes)[1] or 90
     fits, best = [], None
-    for name in NAMED_MODELS:
-        expected = engine.tensors(named_config(name, num_classes), name)
+    for name, expected in engine.named_tensors(num_classes).items():
         diff = first_mismatch(expected, shapes, name)
         if diff is None:
             fits.append(name)
@@ -705,7 +713,7 @@ def infer_model(engine, path, shapes, num_classes=None):
         if announced in fits:
             return announced, "file name"
         ncls = num_classes or head_geometry(shapes)[1] or 90
-        diff = first_mismatch(engine.tensors(named_config(announced, ncls), announced), shapes, announced)
+        diff = first_mismatch(engine.named_tensors(ncls)[announced], shapes, announced)
         raise ConvertError("%s: the file name says %s, but %s; %s" % (path, announced, diff, fit_advice(fits, nearest, shapes)))
     if len(fits) == 1:
         return fits[0], "tensors"

@@ -42,7 +42,7 @@ static void usage(FILE *f) {
             "usage: effdet-detect [options] IMAGE.jpg...\n"
             "       effdet-detect --describe NAME [--num-classes N] [--tensors]\n"
             "       effdet-detect --describe-config CONFIG.json [--num-classes N] [--tensors]\n"
-            "       effdet-detect --list-models\n"
+            "       effdet-detect --list-models [--num-classes N] [--tensors]\n"
             "       effdet-detect --model W --raw-input X.f32 --dump DIR [--image-size WxH]\n"
             "\n"
             "  -m, --model PATH        weights (.safetensors); default $EFFDET_MODEL or " DEFAULT_MODEL "\n"
@@ -61,7 +61,8 @@ static void usage(FILE *f) {
             "                          weights file's __metadata__.config; - reads stdin)\n"
             "      --tensors           with --describe*: also list every tensor a weights file of\n"
             "                          that architecture must hold (name and shape)\n"
-            "      --list-models       print every named architecture as a JSON array\n"
+            "      --list-models       print every named architecture as a JSON array (with\n"
+            "                          --tensors and --num-classes as for --describe)\n"
             "      --raw-input X.f32   run the network on an NCHW float32 input tensor\n"
             "      --dump DIR          with --raw-input: write every output tensor, top-k, detections\n"
             "      --image-size WxH    with --raw-input: original image size, for image-frame boxes\n"
@@ -321,18 +322,28 @@ static int run_describe_config(const options *o) {
     return 0;
 }
 
-/* --list-models: every named architecture's description, one JSON array. */
+/* --list-models [--tensors] [--num-classes N]: every named architecture's description
+ * (and tensor list), one JSON array: a converter that matches a checkpoint against all of
+ * them needs one run, not one per name. */
 static int run_list_models(const options *o) {
     json_object *arr = json_object_new_array();
     for (const char *const *name = effdet_known_models(); *name; name++) {
         effdet_info info;
         effdet_error err;
-        if (effdet_describe(*name, 0, &info, &err)) {
+        effdet_tensor_spec *specs = NULL;
+        int n = 0;
+        char config[160];
+        snprintf(config, sizeof config, "{\"name\": \"%s\", \"num_classes\": %d}", *name,
+                 o->num_classes > 0 ? o->num_classes : 90);
+        if (effdet_describe_config(config, *name, &info, o->tensors ? &specs : NULL, &n, &err)) {
             fprintf(stderr, "effdet-detect: %s\n", err.msg);
             json_object_put(arr);
             return 2;
         }
-        json_object_array_add(arr, info_json(&info));
+        json_object *j = info_json(&info);
+        if (o->tensors) json_object_object_add(j, "tensors", tensors_json(specs, n));
+        free(specs);
+        json_object_array_add(arr, j);
     }
     print_json(arr, o->pretty);
     json_object_put(arr);
