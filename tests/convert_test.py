@@ -564,6 +564,9 @@ class ConverterInfers(unittest.TestCase):
         self.assertIn("tf_efficientdet_d3 inferred from the tensors", r.stdout)
         cfg = json.loads(read_safetensors(self.out)[1]["config"])
         self.assertEqual((cfg["name"], cfg["num_classes"]), ("tf_efficientdet_d3", 20))
+        r = run([CONVERT, src, self.out, "--num-classes", "80"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("9 anchors x 20 classes, but the config says num_classes 80 (use --num-classes 20)", r.stderr)
         # with --name the class count is the user's to state (default 90)
         os.unlink(self.out)
         self.refused([src, self.out, "--name", "tf_efficientdet_d3"], "--num-classes 20")
@@ -601,18 +604,16 @@ class ConverterEngine(unittest.TestCase):
     """The converter's knowledge of architectures is the engine's."""
 
     def test_named_configs_read_by_the_engine_as_its_named_models(self):
-        engine = convert_effdet.Engine(ENGINE)
-        known = engine.known_models()
-        self.assertEqual([m["name"] for m in known], list(convert_effdet.NAMED_MODELS))
+        """The config the converter writes for a name is, to the engine, that named model:
+        same description, same tensors (the converter matches checkpoints against the
+        engine's named lists, then checks the file against the config it writes)."""
+        named = json.loads(run([ENGINE, "--list-models", "--tensors", "--num-classes", "20"]).stdout)
+        self.assertEqual([m["name"] for m in named], list(convert_effdet.NAMED_MODELS))
         self.assertEqual(sorted(convert_effdet.RELEASE_FILES), sorted(convert_effdet.NAMED_MODELS))
-        for info in known:
-            p = subprocess.run([ENGINE, "--describe-config", "-"], capture_output=True, text=True, check=True,
-                               input=json.dumps(convert_effdet.named_config(info["name"])))
-            self.assertEqual(json.loads(p.stdout), info, info["name"])
-        # and the tensors: the converter matches checkpoints against the engine's named
-        # lists, then checks the file against the config it writes
-        for name, tensors in engine.named_tensors(20).items():
-            self.assertEqual(engine.tensors(convert_effdet.named_config(name, 20), name), tensors, name)
+        for want in named:
+            p = subprocess.run([ENGINE, "--describe-config", "-", "--tensors"], capture_output=True, text=True,
+                               check=True, input=json.dumps(convert_effdet.named_config(want["name"], 20)))
+            self.assertEqual(json.loads(p.stdout), want, want["name"])
 
     def test_list(self):
         r = run([CONVERT, "--list"])

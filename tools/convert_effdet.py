@@ -843,6 +843,8 @@ def convert(checkpoint, out_path, name=None, config=None, num_classes=None, labe
         source, what = "--name", name
         cfg = named_config(name, num_classes)
     else:
+        if num_classes:  # a wrong --num-classes, said plainly rather than as "no model fits"
+            check_num_classes(tensors, {"num_classes": num_classes}, checkpoint)
         name, source = infer_model(engine, checkpoint, shapes, num_classes)
         what = name
         cfg = named_config(name, num_classes or head_geometry(shapes)[1])
