@@ -19,7 +19,7 @@
 
 typedef struct {
     effdet_model *m;
-    st_file *f; /* NULL: listing mode, record each request in `specs` instead of reading */
+    st_file *f;        /* NULL: listing mode, record each request in `specs` instead of reading */
     const char *where; /* file (or config) named in messages */
     effdet_error *err;
     effdet_tensor_spec *specs;
@@ -53,8 +53,8 @@ static effdet_status record_spec(loader *ld, const char *name, int ndim, const i
     return EFFDET_OK;
 }
 
-/* The one place a tensor is requested: read it from the file as float32 into dst, or
- * (listing) record the request and give the caller zeros to work on. */
+/* Read a tensor as float32 into the caller's dst or, listing, record the request and
+ * give the caller zeros to work on. */
 static effdet_status fetch_tensor(loader *ld, const char *name, int ndim, const int64_t *shape, float *dst) {
     if (!listing(ld)) return st_read_f32(ld->f, name, ndim, shape, dst, ld->err);
     size_t n = 1;
@@ -77,7 +77,8 @@ static float *alloc_weights(loader *ld, size_t n) {
     return w;
 }
 
-/* Read a tensor into a fresh float buffer; NULL (with err set) on failure. */
+/* Read a tensor into a fresh float buffer; NULL (with err set) on failure. Listing, the
+ * request is recorded and the buffer holds zeros. */
 static float *read_tensor(loader *ld, const char *name, int ndim, const int64_t *shape) {
     size_t n = 1;
     for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
@@ -88,7 +89,8 @@ static float *read_tensor(loader *ld, const char *name, int ndim, const int64_t 
         set_error(ld->err, EFFDET_ERR_NOMEM, "%s: out of memory reading '%s'", ld->where, name);
         return NULL;
     }
-    effdet_status st = listing(ld) ? record_spec(ld, name, ndim, shape) : fetch_tensor(ld, name, ndim, shape, buf);
+    effdet_status st = listing(ld) ? record_spec(ld, name, ndim, shape)
+                                   : st_read_f32(ld->f, name, ndim, shape, buf, ld->err);
     if (st != EFFDET_OK) {
         free(buf);
         return NULL;

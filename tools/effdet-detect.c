@@ -1,6 +1,7 @@
 /*
  * effdet-detect: run EfficientDet on JPEG files and print one JSON object per image;
- * describe an architecture without weights; or run the raw network on a preprocessed
+ * describe an architecture without weights (with --tensors: every tensor its weights
+ * must hold, as the loader checks them: effdet-convert relies on it); or run the raw network on a preprocessed
  * tensor and dump every intermediate in the reference fixtures' layout (to verify a
  * converted model against the reference implementation).
  *
@@ -97,8 +98,8 @@ static int parse_args(int argc, char **argv, options *o) {
         {"raw-input", required_argument, 0, O_RAW}, {"dump", required_argument, 0, O_DUMP},
         {"image-size", required_argument, 0, O_IMGSIZE}, {"pretty", no_argument, 0, O_PRETTY},
         {"describe-config", required_argument, 0, O_DESCCFG}, {"tensors", no_argument, 0, O_TENSORS},
-        {"list-models", no_argument, 0, O_LIST},  {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"list-models", no_argument, 0, O_LIST},
+        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
     effdet_detect_opts_default(&o->det);
