@@ -1,9 +1,9 @@
 /*
  * effdet-detect: run EfficientDet on JPEG files and print one JSON object per image;
  * describe an architecture without weights (with --tensors: every tensor its weights
- * must hold, as the loader checks them: effdet-convert relies on it); or run the raw network on a preprocessed
- * tensor and dump every intermediate in the reference fixtures' layout (to verify a
- * converted model against the reference implementation).
+ * must hold, as the loader checks them; effdet-convert relies on it); or run the raw
+ * network on a preprocessed tensor and dump every intermediate in the reference
+ * fixtures' layout (to verify a converted model against the reference implementation).
  *
  * Exit status: 0 all images processed, 1 some image or file failed (one-line message
  * on stderr each; the other images are still processed), 2 usage or model error.
