@@ -664,20 +664,27 @@ def summarize(shapes):
     elif "class_net.predict.conv_pw.bias" in shapes:
         parts.append("class head of %d outputs" % shapes["class_net.predict.conv_pw.bias"][0])
     if cells or reps:
-        tf = any(n.endswith("after_combine.conv.conv_pw.bias") or re.match(r"class_net\.conv_rep\.\d+\.conv_pw\.bias$", n)
-                 for n in shapes)
+        tf = any(n.endswith("after_combine.conv.conv_pw.bias")
+                 or re.match(r"class_net\.conv_rep\.\d+\.conv_pw\.bias$", n) for n in shapes)
         parts.append("TF-style (biases before BN: tf_ models, TF padding)" if tf
                      else "PyTorch-style (no biases before BN: efficientdet_ models, symmetric padding)")
     return ", ".join(parts) if parts else "no effdet tensors (%d others)" % len(shapes)
 
 
+def class_count(shapes, num_classes=None):
+    """The class count to match named models with: the user's, else the class head's, else
+    (or when outside the engine's 1..10000, which no named model fits) effdet's 90."""
+    n = num_classes or head_geometry(shapes)[1] or 90
+    return n if 1 <= n <= 10000 else 90
+
+
 def fitting_models(engine, shapes, num_classes=None):
     """(named models whose tensors the checkpoint's equal, (nearest name, its first difference)).
     The class count comes from num_classes, else from the class head."""
-    if num_classes is None:
-        num_classes = head_geometry(shapes)[1] or 90
     fits, best = [], None
-    for name, expected in engine.named_tensors(num_classes).items():
+    for name, expected in engine.named_tensors(class_count(shapes, num_classes)).items():
+        if name not in NAMED_MODELS:  # a name the engine knows and the converter cannot write
+            continue
         diff = first_mismatch(expected, shapes, name)
         if diff is None:
             fits.append(name)
@@ -696,12 +703,14 @@ def fit_advice(fits, nearest, shapes, have_config=False):
         return "the tensors fit %s (pass --name %s)" % (fits[0], fits[0])
     if fits:
         return ("the tensors fit %s alike (same tensors; they differ only in settings the weights do not "
-                "record, such as input size and anchor scale): pass --name %s" % (" and ".join(fits), " or --name ".join(fits)))
+                "record, such as input size and anchor scale): pass --name %s"
+                % (" and ".join(fits), " or --name ".join(fits)))
     near = " (nearest %s: %s)" % nearest if nearest else ""
     if have_config:
         return "the tensors say %s: no named model fits%s; fix the config to match them" % (summarize(shapes), near)
     return ("the tensors say %s: no named model fits%s; for a custom model pass --config CONFIG.json "
-            "(docs/models.md), or --name MODEL to check against one (effdet-convert --list)" % (summarize(shapes), near))
+            "(docs/models.md), or --name MODEL to check against one (effdet-convert --list)"
+            % (summarize(shapes), near))
 
 
 def infer_model(engine, path, shapes, num_classes=None):
@@ -712,9 +721,9 @@ def infer_model(engine, path, shapes, num_classes=None):
     if announced:
         if announced in fits:
             return announced, "file name"
-        ncls = num_classes or head_geometry(shapes)[1] or 90
-        diff = first_mismatch(engine.named_tensors(ncls)[announced], shapes, announced)
-        raise ConvertError("%s: the file name says %s, but %s; %s" % (path, announced, diff, fit_advice(fits, nearest, shapes)))
+        diff = first_mismatch(engine.named_tensors(class_count(shapes, num_classes))[announced], shapes, announced)
+        raise ConvertError("%s: the file name says %s, but %s; %s"
+                           % (path, announced, diff, fit_advice(fits, nearest, shapes)))
     if len(fits) == 1:
         return fits[0], "tensors"
     raise ConvertError("%s: %s" % (path, fit_advice(fits, nearest, shapes)))
@@ -847,7 +856,7 @@ def convert(checkpoint, out_path, name=None, config=None, num_classes=None, labe
             check_num_classes(tensors, {"num_classes": num_classes}, checkpoint)
         name, source = infer_model(engine, checkpoint, shapes, num_classes)
         what = name
-        cfg = named_config(name, num_classes or head_geometry(shapes)[1])
+        cfg = named_config(name, class_count(shapes, num_classes))
     if labels:
         cfg["labels"] = read_labels(labels, cfg["num_classes"])
     check_num_classes(tensors, cfg, checkpoint)
