@@ -3,6 +3,10 @@
  * layers. Every tensor the architecture expects must be present with its exact shape,
  * and every tensor in the file must be used: a mismatch means the file is not the
  * model its metadata claims, and running it anyway would silently give garbage.
+ *
+ * The same walk, run without a file (effdet_describe_config), lists the tensors it
+ * would ask for: the converter checks checkpoints against that list, so the rules for
+ * names and shapes live here only.
  */
 #include <math.h>
 #include <stdio.h>
@@ -15,9 +19,49 @@
 
 typedef struct {
     effdet_model *m;
-    st_file *f;
+    st_file *f;        /* NULL: listing mode, record each request in `specs` instead of reading */
+    const char *where; /* file (or config) named in messages */
     effdet_error *err;
+    effdet_tensor_spec *specs;
+    int num_specs, cap_specs;
 } loader;
+
+static int listing(const loader *ld) {
+    return ld->f == NULL;
+}
+
+/* Listing mode: remember that the architecture needs tensor `name` of this shape. A
+ * tensor read more than once (a head's pointwise conv, shared by the levels, is folded
+ * into each level's BN) is listed once. */
+static effdet_status record_spec(loader *ld, const char *name, int ndim, const int64_t *shape) {
+    for (int i = ld->num_specs - 1; i >= 0; i--)
+        if (strcmp(ld->specs[i].name, name) == 0) return EFFDET_OK;
+    if (ld->num_specs == ld->cap_specs) {
+        int cap = ld->cap_specs ? 2 * ld->cap_specs : 512;
+        effdet_tensor_spec *p = realloc(ld->specs, (size_t)cap * sizeof *p);
+        if (!p) return set_error(ld->err, EFFDET_ERR_NOMEM, "out of memory listing tensors");
+        ld->specs = p;
+        ld->cap_specs = cap;
+    }
+    effdet_tensor_spec *t = &ld->specs[ld->num_specs];
+    if (strlen(name) >= sizeof t->name || ndim > EFFDET_SPEC_MAX_DIMS)
+        return set_error(ld->err, EFFDET_ERR_INTERNAL, "tensor name '%s' too long to list", name);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    ld->num_specs++;
+    return EFFDET_OK;
+}
+
+/* Read a tensor as float32 into the caller's dst or, listing, record the request and
+ * give the caller zeros to work on. */
+static effdet_status fetch_tensor(loader *ld, const char *name, int ndim, const int64_t *shape, float *dst) {
+    if (!listing(ld)) return st_read_f32(ld->f, name, ndim, shape, dst, ld->err);
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    memset(dst, 0, n * sizeof(float));
+    return record_spec(ld, name, ndim, shape);
+}
 
 static float *alloc_weights(loader *ld, size_t n) {
     effdet_model *m = ld->m;
@@ -33,16 +77,21 @@ static float *alloc_weights(loader *ld, size_t n) {
     return w;
 }
 
-/* Read a tensor into a fresh float buffer; NULL (with err set) on failure. */
+/* Read a tensor into a fresh float buffer; NULL (with err set) on failure. Listing, the
+ * request is recorded and the buffer holds zeros. */
 static float *read_tensor(loader *ld, const char *name, int ndim, const int64_t *shape) {
     size_t n = 1;
     for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
-    float *buf = malloc(n * sizeof(float));
+    /* Listing: calloc's zeros cost no page writes for big tensors (fetch_tensor's memset
+     * would touch every page of every weight of a D7). */
+    float *buf = listing(ld) ? calloc(n, sizeof(float)) : malloc(n * sizeof(float));
     if (!buf) {
-        set_error(ld->err, EFFDET_ERR_NOMEM, "%s: out of memory reading '%s'", ld->f->path, name);
+        set_error(ld->err, EFFDET_ERR_NOMEM, "%s: out of memory reading '%s'", ld->where, name);
         return NULL;
     }
-    if (st_read_f32(ld->f, name, ndim, shape, buf, ld->err) != EFFDET_OK) {
+    effdet_status st = listing(ld) ? record_spec(ld, name, ndim, shape)
+                                   : st_read_f32(ld->f, name, ndim, shape, buf, ld->err);
+    if (st != EFFDET_OK) {
         free(buf);
         return NULL;
     }
@@ -66,7 +115,7 @@ static effdet_status read_bn(loader *ld, const char *prefix, int c, float eps, d
     for (int i = 0; i < c; i++) {
         if (!(t[3][i] >= 0)) {
             st = set_error(ld->err, EFFDET_ERR_FORMAT,
-                           "%s: tensor '%s.running_var' has a negative or NaN value", ld->f->path, prefix);
+                           "%s: tensor '%s.running_var' has a negative or NaN value", ld->where, prefix);
             goto done;
         }
         scale[i] = t[0][i] / sqrt((double)t[3][i] + eps);
@@ -97,6 +146,8 @@ static effdet_status load_pw(loader *ld, const char *conv, int has_bias, const c
     }
     for (int o = 0; o < cout; o++) scale[o] = 1, shift[o] = 0;
     if (bn_prefix && (st = read_bn(ld, bn_prefix, cout, eps, scale, shift))) goto done;
+    st = EFFDET_OK;
+    if (listing(ld)) goto done; /* names and shapes only: nothing to prepare */
     out->cin = cin;
     out->cout = cout;
     out->w = alloc_weights(ld, (size_t)cin * cout);
@@ -132,6 +183,8 @@ static effdet_status load_dw(loader *ld, const char *conv, const char *bn_prefix
     if (!(w = read_tensor(ld, name, 4, wshape))) goto done;
     for (int i = 0; i < c; i++) scale[i] = 1, shift[i] = 0;
     if (bn_prefix && (st = read_bn(ld, bn_prefix, c, eps, scale, shift))) goto done;
+    st = EFFDET_OK;
+    if (listing(ld)) goto done;
     out->c = c;
     out->k = k;
     out->stride = stride;
@@ -162,6 +215,7 @@ static effdet_status load_stem(loader *ld, const effdet_arch *a, conv_layer *out
     if (!scale) return set_error(ld->err, EFFDET_ERR_NOMEM, "out of memory");
     if (!(w = read_tensor(ld, "backbone.conv_stem.weight", 4, wshape))) goto done;
     if ((st = read_bn(ld, "backbone.bn1", cout, a->backbone_bn_eps, scale, shift))) goto done;
+    if (listing(ld)) goto done; /* st is EFFDET_OK */
     st = EFFDET_ERR_NOMEM;
     out->cin = cin, out->cout = cout, out->k = k, out->stride = 2;
     out->w = alloc_weights(ld, (size_t)k * k * cin * cout);
@@ -195,6 +249,8 @@ static effdet_status load_se(loader *ld, const char *prefix, int c, int rd, se_l
     if (!(w2 = read_tensor(ld, name, 4, w2s))) goto done;
     snprintf(name, sizeof name, "%s.conv_expand.bias", prefix);
     if (!(b2 = read_tensor(ld, name, 1, b2s))) goto done;
+    st = EFFDET_OK;
+    if (listing(ld)) goto done;
     out->c = c, out->rd = rd;
     out->w1 = alloc_weights(ld, (size_t)c * rd);
     out->b1 = alloc_weights(ld, (size_t)rd);
@@ -261,7 +317,7 @@ static effdet_status load_fpn_node(loader *ld, const effdet_arch *a, int cell, i
     if (a->fusion == FUSE_FASTATTN) {
         int64_t shape[1] = {spec->num_inputs};
         snprintf(name, sizeof name, "%s.combine.edge_weights", p);
-        if ((st = st_read_f32(ld->f, name, 1, shape, out->edge_w, ld->err))) return st;
+        if ((st = fetch_tensor(ld, name, 1, shape, out->edge_w))) return st;
     }
     for (int j = 0; j < spec->num_inputs; j++) {
         int id = spec->inputs[j];
@@ -333,7 +389,7 @@ effdet_status effdet_model_load(const char *path, effdet_model **out, effdet_err
         st_close(&f);
         return set_error(err, EFFDET_ERR_NOMEM, "out of memory");
     }
-    loader ld = {m, &f, err};
+    loader ld = {m, &f, path, err, NULL, 0, 0};
     if ((st = arch_from_metadata(&m->arch, f.metadata_config, path, err))) goto fail;
     if ((st = load_layers(&ld))) goto fail;
     if ((st = st_check_all_used(&f, err))) goto fail;
@@ -365,4 +421,31 @@ const effdet_info *effdet_model_info(const effdet_model *m) {
 
 const char *effdet_model_label(const effdet_model *m, int cls) {
     return m ? labels_name(&m->labels, cls) : NULL;
+}
+
+/* The loader's walk without a file: which tensors, in which order, of which shape. The
+ * labels are parsed too, so that a config this accepts is one effdet_model_load accepts. */
+effdet_status effdet_describe_config(const char *config_json, const char *where, effdet_info *info,
+                                     effdet_tensor_spec **tensors, int *count, effdet_error *err) {
+    effdet_status st;
+    if (tensors) *tensors = NULL;
+    if (count) *count = 0;
+    if (!config_json || !info) return set_error(err, EFFDET_ERR_ARG, "no config given");
+    if (!where) where = "config";
+    effdet_model *m = calloc(1, sizeof *m);
+    if (!m) return set_error(err, EFFDET_ERR_NOMEM, "out of memory");
+    loader ld = {m, NULL, where, err, NULL, 0, 0};
+    if ((st = arch_from_metadata(&m->arch, config_json, where, err))) goto done;
+    if ((st = model_load_labels(m, config_json, where, err))) goto done;
+    if ((st = load_layers(&ld))) goto done;
+    arch_fill_info(&m->arch, info);
+    if (tensors) {
+        *tensors = ld.specs;
+        ld.specs = NULL;
+    }
+    if (count) *count = ld.num_specs;
+done:
+    free(ld.specs);
+    effdet_model_free(m);
+    return st;
 }

@@ -8,5 +8,6 @@ MODELS_DIR ?= models
 FETCH_FROM ?=
 
 .PHONY: model
-model:
-	tools/fetch-model.sh $(MODEL_NAME) $(MODELS_DIR) $(if $(FETCH_FROM),--from $(FETCH_FROM))
+# The converter checks every tensor against the engine's architecture: it needs effdet-detect.
+model: $(BUILD)/effdet-detect
+	EFFDET_DETECT=$(BUILD)/effdet-detect tools/fetch-model.sh $(MODEL_NAME) $(MODELS_DIR) $(if $(FETCH_FROM),--from $(FETCH_FROM))

@@ -3,6 +3,7 @@ fixtures, images to JSON, --draw, filters, and one-line errors with the document
 codes. Expected values come from the fixtures, never from the tool itself."""
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -190,6 +191,34 @@ class Images(unittest.TestCase):
         p = run(os.path.join(FIX, "input.jpg"), "--model", TINY, "-c", "unicorn", check=False)
         self.assertEqual(p.returncode, 2)
         self.assertIn("unicorn", p.stderr)
+
+
+class JsonFormat(unittest.TestCase):
+    """Output as the daemon writes it: paths as given (json-c escapes '/' by default) and
+    milliseconds to 3 decimals (not a double's 15+ digits)."""
+
+    def test_paths_and_timings(self):
+        img = os.path.join(FIX, "input.jpg")
+        for pretty in ([], ["--pretty"]):
+            p = run(img, "--model", TINY, "-n", "1", *pretty)
+            self.assertNotIn("\\/", p.stdout)
+            self.assertIn('"%s"' % img, p.stdout)
+            self.assertEqual(json.loads(p.stdout)["image"], img)
+            raw = re.findall(r'"(decode|preprocess|forward|postprocess)": ?([^,}\s]+)', p.stdout)
+            self.assertEqual(sorted(k for k, _ in raw), ["decode", "forward", "postprocess", "preprocess"])
+            for key, text in raw:
+                self.assertRegex(text, r"^[0-9]+\.[0-9]{3}$", key)
+
+    def test_describe_tensors_is_json(self):
+        out = json.loads(run("--describe", "tf_efficientdet_d0", "--tensors").stdout)
+        self.assertEqual(out["tensors"][0], {"name": "backbone.conv_stem.weight", "shape": [32, 3, 3, 3]})
+        names = [t["name"] for t in out["tensors"]]
+        self.assertEqual(len(names), len(set(names)))
+        p = run("--tensors", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--tensors needs --describe", p.stderr)
+        listed = json.loads(run("--list-models").stdout)
+        self.assertEqual({m["name"]: m["params"] for m in listed if m["name"] in PARAMS}, PARAMS)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import collections
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import shutil
@@ -28,8 +29,14 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 SHARED = os.environ.get("EFFDET_SHARED") or os.path.join(ROOT, "..", "shared", "reference")
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.dont_write_bytecode = True
+# The converter checks tensors against this build's engine (the sanitizer build's under
+# `make SANITIZE=... check`); subprocesses inherit it.
+ENGINE = os.path.join(ROOT, os.environ.get("BUILD", "build"), "effdet-detect")
+os.environ.setdefault("EFFDET_DETECT", ENGINE)
 import convert_effdet  # noqa: E402
+import named_models_test  # noqa: E402  (independent state-dict derivation for named models)
 
 
 # ---------------------------------------------------------------- safetensors reading (independent of the tool)
@@ -91,6 +98,17 @@ class FakeStorage:
 _REBUILD = []  # the fake torch._utils._rebuild_tensor_v2 while torch_save runs
 
 
+class ZeroStorage(FakeStorage):
+    """A storage of numel zeros without a Python list of them (synthesised big models)."""
+
+    def __init__(self, kind, key, numel):
+        super().__init__(kind, key, None)
+        self.numel = numel
+
+    def raw(self):
+        return bytes(self.numel * {"FloatStorage": 4, "HalfStorage": 2}[self.kind])
+
+
 class FakeTensor:
     def __init__(self, storage, offset, shape, stride):
         self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
@@ -108,7 +126,8 @@ class _Pickler(pickle.Pickler):
     def persistent_id(self, obj):
         if isinstance(obj, FakeStorage):
             cls = getattr(self.torch, obj.kind)
-            pid = ("storage", cls, obj.key, "cpu", len(obj.values))
+            numel = obj.numel if isinstance(obj, ZeroStorage) else len(obj.values)
+            pid = ("storage", cls, obj.key, "cpu", numel)
             return pid + (None,) if self.legacy else pid
         return None
 
@@ -137,8 +156,10 @@ def torch_save(obj, path, legacy, storages):
             f.write(buf.getvalue())
             pickle.dump([s.key for s in storages], f, protocol=2)
             for s in storages:
-                f.write(struct.pack("<q", len(s.values)))
-                f.write(s.raw())
+                raw = s.raw()
+                f.write(struct.pack("<q", len(raw) // {"FloatStorage": 4, "HalfStorage": 2, "LongStorage": 8,
+                                                        "DoubleStorage": 8}[s.kind]))
+                f.write(raw)
     else:
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
             z.writestr("archive/data.pkl", buf.getvalue())
@@ -353,15 +374,19 @@ class ConverterStructure(unittest.TestCase):
         torch_save(wrapped, path, legacy, [floats, halves, longs, doubles])
         return path
 
+    def write(self, src, out, ema):
+        """The reading and writing half of the converter (the toy state dict is no
+        architecture, so the CLI refuses it: see test_cli_refuses_the_toy)."""
+        tensors = convert_effdet.extract_state_dict(convert_effdet.load_checkpoint(src), src, use_ema=ema)
+        convert_effdet.write_safetensors(out, tensors, convert_effdet.load_custom_config(self.cfg))
+
     def check(self, legacy):
         src = self.build(legacy)
         out = os.path.join(self.tmp, "toy.safetensors")
         # by default the plain weights, as effdet's create_model(checkpoint_ema=False)
-        r = run([CONVERT, src, out, "--config", self.cfg])
-        self.assertEqual(r.returncode, 0, r.stderr)
+        self.write(src, out, ema=False)
         self.assertEqual(list(read_safetensors(out)[0]), ["ignored"])
-        r = run([CONVERT, src, out, "--config", self.cfg, "--ema"])
-        self.assertEqual(r.returncode, 0, r.stderr)
+        self.write(src, out, ema=True)
         header, meta, tensors = read_safetensors(out)
         self.assertEqual(list(header), ["a.weight", "a.bias", "h", "d"])
         self.assertEqual(header["a.weight"]["shape"], [4, 3])
@@ -377,6 +402,17 @@ class ConverterStructure(unittest.TestCase):
         with open(out, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
         self.assertEqual(n % 8, 0)
+
+    def test_cli_refuses_the_toy(self):
+        src, out = self.build(legacy=False), os.path.join(self.tmp, "toy.safetensors")
+        r = run([CONVERT, src, out, "--config", self.cfg])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(self.cfg + ": metadata field 'backbone_name': missing", r.stderr)
+        self.assertFalse(os.path.exists(out))
+        r = run([CONVERT, src, out])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no effdet tensors", r.stderr)
+        self.assertIn("--config", r.stderr)
 
     def test_legacy_structure(self):
         self.check(legacy=True)
@@ -397,6 +433,214 @@ class ConverterStructure(unittest.TestCase):
         if os.path.exists(d0_path):
             self.assertEqual(json.dumps(convert_effdet.named_config("tf_efficientdet_d0")),
                              read_safetensors(d0_path)[1]["config"])
+
+
+def synthesised_checkpoint(path, name, legacy=True, num_classes=90, kind="HalfStorage"):
+    """A torch.save file with a named model's tensor names and shapes (zeros), derived by
+    tests/named_models_test.py independently of the engine."""
+    b, _image, fpn, cells, head, fusion, tf, _params = named_models_test.MODELS[name]
+    shapes = named_models_test.state_dict_shapes(b, fpn, cells, head, fusion, tf, num_classes)
+    state, storages = collections.OrderedDict(), []
+    for i, (k, shape) in enumerate(shapes.items()):
+        st = ZeroStorage(kind, str(i), max(1, math.prod(shape)))
+        storages.append(st)
+        state[k] = FakeTensor(st, 0, tuple(shape), convert_effdet.c_order_strides(tuple(shape)))
+    torch_save(state, path, legacy, storages)
+    return shapes
+
+
+class ConverterInfers(unittest.TestCase):
+    """Without --name/--config the converter picks the one named model the checkpoint is,
+    by its release file name or its tensors, and refuses to guess otherwise."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="effdet_convert_")
+        self.out = os.path.join(self.tmp, "out.safetensors")
+        self.d0 = os.path.join(SHARED, "d0", "weights_legacy.pth")
+        self.engine = convert_effdet.Engine(ENGINE)
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp)
+
+    def need_shared(self):
+        if not os.path.exists(self.d0):
+            self.skipTest("shared fixtures not present")
+
+    def renamed(self, src, name):
+        path = os.path.join(self.tmp, name)
+        os.symlink(os.path.abspath(src), path)
+        return path
+
+    def refused(self, args, *needles):
+        r = run([CONVERT] + args)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, "one-line error: " + r.stderr)
+        for n in needles:
+            self.assertIn(n, r.stderr)
+        self.assertFalse(os.path.exists(self.out), "no output on failure")
+        return r.stderr
+
+    def test_d0_from_tensors(self):
+        self.need_shared()
+        r = run([CONVERT, self.d0, self.out])  # weights_legacy.pth: no recognisable name
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("tf_efficientdet_d0 inferred from the tensors", r.stdout)
+        with open(self.out, "rb") as a, open(os.path.join(SHARED, "d0", "weights.safetensors"), "rb") as b:
+            self.assertEqual(a.read(), b.read())
+
+    def test_d0_from_release_file_name(self):
+        self.need_shared()
+        src = self.renamed(self.d0, convert_effdet.RELEASE_FILES["tf_efficientdet_d0"])
+        r = run([CONVERT, src, self.out])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("tf_efficientdet_d0 from the file name", r.stdout)
+
+    def test_file_name_contradicted_by_tensors(self):
+        self.need_shared()
+        src = self.renamed(self.d0, convert_effdet.RELEASE_FILES["tf_efficientdet_d1"])
+        self.refused([src, self.out], "the file name says tf_efficientdet_d1, but tensor '",
+                     "the tensors fit tf_efficientdet_d0 (pass --name tf_efficientdet_d0)")
+
+    def test_wrong_name_names_the_tensor_and_the_fit(self):
+        self.need_shared()
+        err = self.refused([self.d0, self.out, "--name", "tf_efficientdet_d3"],
+                           "but tf_efficientdet_d3 expects", "pass --name tf_efficientdet_d0")
+        self.assertRegex(err, r"tensor '[a-z_.0-9]+' has shape \[")
+        # the PyTorch variant has no biases in front of BN: the first extra one is named
+        self.refused([self.d0, self.out, "--name", "efficientdet_d0"],
+                     "tensor 'fpn.resample.3.conv.conv.bias' is not part of efficientdet_d0",
+                     "pass --name tf_efficientdet_d0")
+
+    def test_custom_fixtures_need_their_config(self):
+        cases = [(os.path.join(FIXTURES, "weights.pth"), "4 classes"),
+                 (os.path.join(FIXTURES, "weights_legacy.pth"), "4 classes"),
+                 (os.path.join(SHARED, "shapes", "weights_legacy.pth"), "3 classes")]
+        for src, classes in cases:
+            if not os.path.exists(src):
+                continue
+            self.refused([src, self.out], "stem 8 channels", "fpn 16 channels x 2 cells", "head 2 repeats",
+                         classes, "TF-style", "no named model fits", "--config CONFIG.json")
+
+    def test_shapes_with_the_config_of_its_metadata(self):
+        src = os.path.join(SHARED, "shapes", "weights_legacy.pth")
+        if not os.path.exists(src):
+            self.skipTest("shared fixtures not present")
+        ref = os.path.join(SHARED, "shapes", "weights.safetensors")
+        cfg = os.path.join(self.tmp, "shapes.json")
+        with open(cfg, "w") as f:
+            f.write(read_safetensors(ref)[1]["config"])
+        r = run([CONVERT, src, self.out, "--config", cfg])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        ConverterFixtures.assert_same_safetensors(self, self.out, ref)
+
+    def test_config_that_does_not_fit(self):
+        cfg = os.path.join(self.tmp, "wide.json")
+        tiny = json.loads(read_safetensors(os.path.join(FIXTURES, "weights.safetensors"))[1]["config"])
+        tiny["fpn_channels"] = 24
+        with open(cfg, "w") as f:
+            json.dump(tiny, f)
+        self.refused([os.path.join(FIXTURES, "weights.pth"), self.out, "--config", cfg],
+                     "has shape [16, 80, 1, 1] but the config %s expects [24, 80, 1, 1]" % cfg,
+                     "no named model fits", "fix the config")
+
+    def test_synthesised_d1_legacy_inferred_and_loadable(self):
+        """The issue's case: a d1 checkpoint without --name used to become a 'd0' file."""
+        src = os.path.join(self.tmp, "renamed.pth")
+        synthesised_checkpoint(src, "tf_efficientdet_d1")
+        r = run([CONVERT, src, self.out])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("tf_efficientdet_d1 inferred from the tensors", r.stdout)
+        # the engine loads it: an empty raw input is refused only after model load
+        empty = os.path.join(self.tmp, "empty.f32")
+        open(empty, "wb").close()
+        p = run([ENGINE, "--model", self.out, "--raw-input", empty])
+        self.assertIn("0 bytes, but tf_efficientdet_d1 needs 1x3x640x640 float32", p.stderr)
+
+    def test_synthesised_zip_d3_with_other_class_count(self):
+        src = os.path.join(self.tmp, "finetuned.pth")
+        synthesised_checkpoint(src, "tf_efficientdet_d3", legacy=False, num_classes=20)
+        r = run([CONVERT, src, self.out])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("tf_efficientdet_d3 inferred from the tensors", r.stdout)
+        cfg = json.loads(read_safetensors(self.out)[1]["config"])
+        self.assertEqual((cfg["name"], cfg["num_classes"]), ("tf_efficientdet_d3", 20))
+        r = run([CONVERT, src, self.out, "--num-classes", "80"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("9 anchors x 20 classes, but the config says num_classes 80 (use --num-classes 20)", r.stderr)
+        # with --name the class count is the user's to state (default 90)
+        os.unlink(self.out)
+        self.refused([src, self.out, "--name", "tf_efficientdet_d3"], "--num-classes 20")
+
+    def shapes_of(self, name, num_classes=90):
+        b, _image, fpn, cells, head, fusion, tf, _params = named_models_test.MODELS[name]
+        return named_models_test.state_dict_shapes(b, fpn, cells, head, fusion, tf, num_classes)
+
+    def test_d6_and_d7_need_the_file_name_or_name(self):
+        shapes = self.shapes_of("tf_efficientdet_d6")
+        with self.assertRaises(convert_effdet.ConvertError) as cm:
+            convert_effdet.infer_model(self.engine, "/tmp/checkpoint.pth", shapes)
+        msg = str(cm.exception)
+        self.assertIn("fit tf_efficientdet_d6 and tf_efficientdet_d7 alike", msg)
+        self.assertIn("pass --name tf_efficientdet_d6 or --name tf_efficientdet_d7", msg)
+        for name in ("tf_efficientdet_d6", "tf_efficientdet_d7"):
+            path = "/tmp/" + convert_effdet.RELEASE_FILES[name]
+            self.assertEqual(convert_effdet.infer_model(self.engine, path, shapes), (name, "file name"))
+
+    def test_pytorch_variant_from_tensors(self):
+        shapes = self.shapes_of("efficientdet_d0")
+        self.assertEqual(convert_effdet.infer_model(self.engine, "x.pth", shapes), ("efficientdet_d0", "tensors"))
+        self.assertIn("PyTorch-style", convert_effdet.summarize(shapes))
+
+    def test_summary_says_what_the_tensors_say(self):
+        s = convert_effdet.summarize(self.shapes_of("tf_efficientdet_d1"))
+        for part in ("stem 32 channels", "blocks per stage 2-3-3-4-4-5-2", "widths 16-24-40-80-112-192-320",
+                     "fpn 88 channels x 4 cells (fast-attention fusion)", "head 3 repeats", "90 classes",
+                     "TF-style"):
+            self.assertIn(part, s)
+        self.assertIn("(sum fusion)", convert_effdet.summarize(self.shapes_of("tf_efficientdet_d6")))
+
+
+class ConverterEngine(unittest.TestCase):
+    """The converter's knowledge of architectures is the engine's."""
+
+    def test_named_configs_read_by_the_engine_as_its_named_models(self):
+        """The config the converter writes for a name is, to the engine, that named model:
+        same description, same tensors (the converter matches checkpoints against the
+        engine's named lists, then checks the file against the config it writes)."""
+        named = json.loads(run([ENGINE, "--list-models", "--tensors", "--num-classes", "20"]).stdout)
+        self.assertEqual([m["name"] for m in named], list(convert_effdet.NAMED_MODELS))
+        self.assertEqual(sorted(convert_effdet.RELEASE_FILES), sorted(convert_effdet.NAMED_MODELS))
+        for want in named:
+            p = subprocess.run([ENGINE, "--describe-config", "-", "--tensors"], capture_output=True, text=True,
+                               check=True, input=json.dumps(convert_effdet.named_config(want["name"], 20)))
+            self.assertEqual(json.loads(p.stdout), want, want["name"])
+
+    def test_list(self):
+        r = run([CONVERT, "--list"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        for name, release in convert_effdet.RELEASE_FILES.items():
+            self.assertTrue(any(ln.split()[0] == name and ln.split()[-1] == release for ln in lines), name)
+        r = run([CONVERT, "--release-url", "tf_efficientdet_d3"])
+        self.assertEqual(r.stdout.strip(), convert_effdet.RELEASE_URL + "/tf_efficientdet_d3_47-0b525f35.pth")
+        r = run([CONVERT, "--release-url", "tf_efficientdet_d9"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no released checkpoint for 'tf_efficientdet_d9'", r.stderr)
+
+    def test_engine_not_built(self):
+        with tempfile.TemporaryDirectory() as d:
+            for f in ("effdet-convert", "convert_effdet.py"):
+                shutil.copy(os.path.join(ROOT, "tools", f), d)
+            env = {k: v for k, v in os.environ.items() if k != "EFFDET_DETECT"}
+            r = run([os.path.join(d, "effdet-convert"), os.path.join(FIXTURES, "weights.pth"),
+                     os.path.join(d, "out.safetensors")], env=env)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("effdet-detect is not built", r.stderr)
+            self.assertIn("run make first", r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1)
+            env["EFFDET_DETECT"] = os.path.join(d, "nope")
+            r = run([os.path.join(d, "effdet-convert"), "--list"], env=env)
+            self.assertIn("EFFDET_DETECT=%s is not an executable file" % env["EFFDET_DETECT"], r.stderr)
 
 
 class FetchModel(unittest.TestCase):

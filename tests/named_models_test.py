@@ -139,6 +139,75 @@ def write_safetensors(path, name, shapes):
             f.write(one * n if k.endswith("running_var") else bytes(4 * n))
 
 
+# Reference parameter counts (effdet's sum(p.numel() for p in model.parameters())) of the
+# named models the synthesised ones above do not cover; the fixtures' own files hold
+# tf_efficientdet_d0 and the custom tiny / shapes models.
+MORE_PARAMS = {"tf_efficientdet_d0": 3880067, "tf_efficientdet_d2": 8097039, "tf_efficientdet_d4": 20723675,
+               "tf_efficientdet_d5": 33653315, "tf_efficientdet_d7": 51871782}
+SHARED = os.environ.get("EFFDET_SHARED") or os.path.join(ROOT, "..", "shared", "reference")
+
+
+def engine_tensors(*args, stdin=None):
+    """effdet-detect's expected tensors: {name: shape}, and the order it lists them in."""
+    p = subprocess.run([TOOL, *args, "--tensors"], capture_output=True, text=True, check=True, input=stdin)
+    out = json.loads(p.stdout)
+    return {t["name"]: t["shape"] for t in out["tensors"]}, out
+
+
+def safetensors_shapes(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    meta = header.pop("__metadata__")
+    return {k: v["shape"] for k, v in header.items()}, meta["config"]
+
+
+class ExpectedTensors(unittest.TestCase):
+    """The engine's list of expected tensors (the loader's walk without weights, which the
+    converter checks checkpoints against) equals the independent derivation above, the
+    reference parameter counts, and the reference fixtures' files."""
+
+    def test_named_models_equal_the_derivation(self):
+        for name, (b, _image, fpn, cells, head, fusion, tf, params) in MODELS.items():
+            want = state_dict_shapes(b, fpn, cells, head, fusion, tf)
+            got, out = engine_tensors("--describe", name)
+            self.assertEqual(got, want, name)
+            self.assertEqual(len(out["tensors"]), len(want), f"{name}: a tensor listed twice")
+            self.assertEqual(param_count(got), params, name)
+            self.assertEqual(out["params"], params, name)
+
+    def test_other_named_models_equal_the_reference_counts(self):
+        for name, params in MORE_PARAMS.items():
+            got, out = engine_tensors("--describe", name)
+            self.assertEqual(param_count(got), params, name)
+        self.assertEqual(engine_tensors("--describe", "tf_efficientdet_d6")[0],
+                         engine_tensors("--describe", "tf_efficientdet_d7")[0], "d6 and d7 share their tensors")
+
+    def test_class_count(self):
+        got, _ = engine_tensors("--describe", "tf_efficientdet_d0", "--num-classes", "20")
+        self.assertEqual(got["class_net.predict.conv_pw.weight"], [180, 64, 1, 1])
+
+    def test_fixture_files(self):
+        for sub in ("d0", "tiny", "shapes"):
+            path = os.path.join(SHARED, sub, "weights.safetensors")
+            if not os.path.exists(path):
+                if os.environ.get("EFFDET_SKIP_SHARED") == "1":
+                    continue
+                self.fail(f"shared fixtures missing at {SHARED} (EFFDET_SKIP_SHARED=1 skips)")
+            want, config = safetensors_shapes(path)
+            got, _ = engine_tensors("--describe-config", "-", stdin=config)
+            self.assertEqual(got, want, sub)
+
+    def test_bad_configs_are_one_line_errors(self):
+        for text, needle in (("[1]", "not a JSON object"), ('{"name": "x", "fpn_channels": 8}', "backbone_name"),
+                             ('{"name": "tf_efficientdet_d0", "labels": ["a"]}', "labels")):
+            p = subprocess.run([TOOL, "--describe-config", "-", "--tensors"], input=text, capture_output=True,
+                               text=True)
+            self.assertEqual(p.returncode, 2, text)
+            self.assertIn(needle, p.stderr)
+            self.assertEqual(p.stderr.count("\n"), 1, p.stderr)
+
+
 class NamedModels(unittest.TestCase):
     def check(self, name, forward):
         b, image, fpn, cells, head, fusion, tf, params = MODELS[name]

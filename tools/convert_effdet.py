@@ -7,6 +7,10 @@ Two torch.save formats exist and the released effdet weights use the older one:
     element count as a little-endian int64.
 A pickle can call any importable function, so the unpickler below resolves only the handful
 of globals a state dict needs and refuses everything else.
+
+The architecture is given (--name, --config) or inferred (release file name, else the
+tensors), and every tensor is checked against the engine's own list for it (effdet-detect
+--describe-config - --tensors) before anything is written.
 """
 
 import collections
@@ -15,7 +19,9 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
+import subprocess
 import sys
 import tempfile
 import zipfile
@@ -366,8 +372,11 @@ def tensor_payload(name, t):
 
 # ---------------------------------------------------------------- model configs
 
-# effdet's model table (effdet/config/model_config.py): backbone, input size, BiFPN width,
-# BiFPN cells, head repeats. D6/D7 fuse by plain sum; D7 has larger anchors.
+# The metadata config a named model's file carries, field for field as the fixtures carry it
+# (effdet/config/model_config.py: backbone, input size, BiFPN width, BiFPN cells, head
+# repeats; D6/D7 fuse by plain sum; D7 has larger anchors). The engine reads these fields
+# (lib/arch_metadata.c) and derives every tensor from them; tests/convert_test.py checks that
+# for every name the engine's reading of this config is its own named architecture.
 NAMED_MODELS = {
     "tf_efficientdet_d0": ("tf_efficientnet_b0", 512, 64, 3, 3),
     "tf_efficientdet_d1": ("tf_efficientnet_b1", 640, 88, 4, 3),
@@ -380,6 +389,32 @@ NAMED_MODELS = {
     "efficientdet_d0": ("efficientnet_b0", 512, 64, 3, 3),
     "efficientdet_d1": ("efficientnet_b1", 640, 88, 4, 3),
 }
+
+# effdet's released checkpoints (release v0.1 of rwightman/efficientdet-pytorch). The one
+# list: tools/fetch-model.sh asks `effdet-convert --release-url NAME`, `--list` prints it,
+# and a checkpoint keeping its released file name is recognised by it. Each name ends in
+# the first 8 hex digits of the file's SHA-256.
+RELEASE_URL = "https://github.com/rwightman/efficientdet-pytorch/releases/download/v0.1"
+RELEASE_FILES = {
+    "tf_efficientdet_d0": "tf_efficientdet_d0_34-f153e0cf.pth",
+    "tf_efficientdet_d1": "tf_efficientdet_d1_40-a30f94af.pth",
+    "tf_efficientdet_d2": "tf_efficientdet_d2_43-8107aa99.pth",
+    "tf_efficientdet_d3": "tf_efficientdet_d3_47-0b525f35.pth",
+    "tf_efficientdet_d4": "tf_efficientdet_d4_49-f56376d9.pth",
+    "tf_efficientdet_d5": "tf_efficientdet_d5_51-c79f9be6.pth",
+    "tf_efficientdet_d6": "tf_efficientdet_d6_52-4eda3773.pth",
+    "tf_efficientdet_d7": "tf_efficientdet_d7_53-6d1d7a95.pth",
+    "efficientdet_d0": "efficientdet_d0-f3276ba8.pth",
+    "efficientdet_d1": "efficientdet_d1-bb7e98fe.pth",
+}
+
+
+def name_from_file_name(path):
+    """The named model a checkpoint's file name announces: effdet's release names and
+    their variants start with it (tf_efficientdet_d3_47-0b525f35.pth, efficientdet_d1-bb7e98fe.pth,
+    tf_efficientdet_d0.pth). None for any other name."""
+    m = re.match(r"((?:tf_)?efficientdet_d\d+)(?:[_.\-]|$)", os.path.basename(path))
+    return m.group(1) if m and m.group(1) in NAMED_MODELS else None
 
 
 def named_config(name, num_classes=None):
@@ -487,6 +522,213 @@ def check_num_classes(tensors, cfg, path):
                               bias.shape[0] // anchors))
 
 
+# ---------------------------------------------------------------- the engine's tensor lists
+
+# Which tensors an architecture has, and their shapes, is the engine's knowledge: its loader
+# walks the architecture asking for each tensor by name and shape. effdet-detect runs that
+# walk without weights (--describe-config FILE --tensors) and this converter checks every
+# checkpoint against the result before writing, so it never writes a file the engine
+# rejects and the rules exist once.
+ENGINE_ENV = "EFFDET_DETECT"
+
+
+def find_engine():
+    """effdet-detect: $EFFDET_DETECT, else next to this tool, else the checkout's build/."""
+    env = os.environ.get(ENGINE_ENV)
+    if env:
+        if not (os.path.isfile(env) and os.access(env, os.X_OK)):
+            raise ConvertError("%s=%s is not an executable file" % (ENGINE_ENV, env))
+        return env
+    here = os.path.dirname(os.path.realpath(__file__))
+    for path in (os.path.join(here, "effdet-detect"), os.path.join(here, "..", "build", "effdet-detect")):
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return os.path.normpath(path)
+    raise ConvertError("effdet-detect is not built (the converter checks tensors against the engine): "
+                       "run make first, or set %s=/path/to/effdet-detect" % ENGINE_ENV)
+
+
+class Engine:
+    """effdet-detect's reading of model configs: info and the tensors it would load."""
+
+    def __init__(self, path=None):
+        self.path = path or find_engine()
+        self._tensors = {}
+        self._named = {}
+
+    def _run(self, args, stdin=None, where=None):
+        try:
+            p = subprocess.run([self.path] + args, input=stdin, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ConvertError("%s: cannot run: %s" % (self.path, getattr(e, "strerror", None) or e))
+        lines = p.stderr.strip().splitlines()
+        if p.returncode != 0:
+            if "unrecognized option" in p.stderr:
+                raise ConvertError("%s is older than this converter (no %s): run make" % (self.path, args[0]))
+            msg = lines[0] if lines else "%s exited with status %d" % (self.path, p.returncode)
+            msg = msg[len("effdet-detect: "):] if msg.startswith("effdet-detect: ") else msg
+            if where and msg.startswith("-: "):
+                msg = where + ": " + msg[3:]
+            raise ConvertError(msg)
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            raise ConvertError("%s: output is not JSON (an older build? run make)" % self.path)
+
+    def known_models(self):
+        """The engine's named architectures, each as --describe prints it."""
+        return self._run(["--list-models"])
+
+    def named_tensors(self, num_classes):
+        """{name: [(tensor, shape)]} of every named model with this class count (one run)."""
+        if num_classes not in self._named:
+            out = self._run(["--list-models", "--tensors", "--num-classes", str(num_classes)])
+            self._named[num_classes] = collections.OrderedDict(
+                (m["name"], [(t["name"], t["shape"]) for t in m["tensors"]]) for m in out)
+        return self._named[num_classes]
+
+    def tensors(self, config, where):
+        """[(name, shape)] of every tensor a file with this metadata config must hold, in the
+        loader's order; ConvertError with the engine's message if it refuses the config."""
+        text = json.dumps(config)
+        if text not in self._tensors:
+            out = self._run(["--describe-config", "-", "--tensors"], stdin=text, where=where)
+            self._tensors[text] = [(t["name"], t["shape"]) for t in out["tensors"]]
+        return self._tensors[text]
+
+
+def shape_text(shape):
+    return "[%s]" % ", ".join(str(d) for d in shape)
+
+
+def first_mismatch(expected, shapes, what):
+    """The first difference between an expected tensor list and a checkpoint's {name: shape},
+    in the loader's order, as words; None when they are the same set."""
+    for name, shape in expected:
+        have = shapes.get(name)
+        if have is None:
+            return "tensor '%s' %s, which %s expects, is missing" % (name, shape_text(shape), what)
+        if have != shape:
+            return "tensor '%s' has shape %s but %s expects %s" % (name, shape_text(have), what, shape_text(shape))
+    names = {name for name, _ in expected}
+    for name in shapes:
+        if name not in names:
+            return "tensor '%s' is not part of %s" % (name, what)
+    return None
+
+
+def _indices(shapes, pattern):
+    """{first group: set of second groups} over the names matching `pattern`."""
+    out = collections.OrderedDict()
+    for name in shapes:
+        m = re.match(pattern, name)
+        if m:
+            out.setdefault(int(m.group(1)), set()).add(int(m.group(2)) if m.lastindex > 1 else 0)
+    return out
+
+
+def head_geometry(shapes):
+    """(anchors per location, classes) read off the heads' last convs; None where unclear."""
+    box = shapes.get("box_net.predict.conv_pw.bias")
+    cls = shapes.get("class_net.predict.conv_pw.bias")
+    anchors = box[0] // 4 if box and len(box) == 1 and box[0] % 4 == 0 and box[0] else None
+    classes = cls[0] // anchors if anchors and cls and len(cls) == 1 and cls[0] % anchors == 0 else None
+    return anchors, classes
+
+
+def summarize(shapes):
+    """What the tensors say about the architecture, in a few words (for error messages)."""
+    parts = []
+    stem = shapes.get("backbone.conv_stem.weight")
+    if stem:
+        parts.append("stem %d channels" % stem[0])
+    stages = _indices(shapes, r"backbone\.blocks\.(\d+)\.(\d+)\.")
+    if stages:
+        widths = []
+        for s in sorted(stages):
+            last = "backbone.blocks.%d.%d." % (s, max(stages[s]))
+            w = shapes.get(last + "conv_pwl.weight") or shapes.get(last + "conv_pw.weight")
+            widths.append(str(w[0]) if w else "?")
+        parts.append("blocks per stage %s, widths %s" % ("-".join(str(len(stages[s])) for s in sorted(stages)),
+                                                        "-".join(widths)))
+    cells = _indices(shapes, r"fpn\.cell\.(\d+)\.")
+    fpn = shapes.get("fpn.cell.0.fnode.0.after_combine.conv.conv_dw.weight")
+    if cells:
+        fusion = "fast-attention" if any(n.endswith("combine.edge_weights") for n in shapes) else "sum"
+        parts.append("fpn %s channels x %d cells (%s fusion)" % (fpn[0] if fpn else "?", len(cells), fusion))
+    reps = _indices(shapes, r"class_net\.conv_rep\.(\d+)\.")
+    if reps:
+        parts.append("head %d repeats" % len(reps))
+    anchors, classes = head_geometry(shapes)
+    if classes:
+        parts.append("%d classes (%d anchors)" % (classes, anchors))
+    elif "class_net.predict.conv_pw.bias" in shapes:
+        parts.append("class head of %d outputs" % shapes["class_net.predict.conv_pw.bias"][0])
+    if cells or reps:
+        tf = any(n.endswith("after_combine.conv.conv_pw.bias")
+                 or re.match(r"class_net\.conv_rep\.\d+\.conv_pw\.bias$", n) for n in shapes)
+        parts.append("TF-style (biases before BN: tf_ models, TF padding)" if tf
+                     else "PyTorch-style (no biases before BN: efficientdet_ models, symmetric padding)")
+    return ", ".join(parts) if parts else "no effdet tensors (%d others)" % len(shapes)
+
+
+def class_count(shapes, num_classes=None):
+    """The class count to match named models with: the user's, else the class head's, else
+    (or when outside the engine's 1..10000, which no named model fits) effdet's 90."""
+    n = num_classes or head_geometry(shapes)[1] or 90
+    return n if 1 <= n <= 10000 else 90
+
+
+def fitting_models(engine, shapes, num_classes=None):
+    """(named models whose tensors the checkpoint's equal, (nearest name, its first difference)).
+    The class count comes from num_classes, else from the class head."""
+    fits, best = [], None
+    for name, expected in engine.named_tensors(class_count(shapes, num_classes)).items():
+        if name not in NAMED_MODELS:  # a name the engine knows and the converter cannot write
+            continue
+        diff = first_mismatch(expected, shapes, name)
+        if diff is None:
+            fits.append(name)
+            continue
+        # "Nearest" only when most tensors agree: a checkpoint that is one model with a
+        # detail changed, not a different network altogether.
+        same = sum(1 for n, shape in expected if shapes.get(n) == shape)
+        if 2 * same > max(len(expected), len(shapes)) and (best is None or same > best[0]):
+            best = (same, name, diff)
+    return fits, (best[1], best[2]) if best else None
+
+
+def fit_advice(fits, nearest, shapes, have_config=False):
+    """How to go on, given which named models fit the tensors."""
+    if len(fits) == 1:
+        return "the tensors fit %s (pass --name %s)" % (fits[0], fits[0])
+    if fits:
+        return ("the tensors fit %s alike (same tensors; they differ only in settings the weights do not "
+                "record, such as input size and anchor scale): pass --name %s"
+                % (" and ".join(fits), " or --name ".join(fits)))
+    near = " (nearest %s: %s)" % nearest if nearest else ""
+    if have_config:
+        return "the tensors say %s: no named model fits%s; fix the config to match them" % (summarize(shapes), near)
+    return ("the tensors say %s: no named model fits%s; for a custom model pass --config CONFIG.json "
+            "(docs/models.md), or --name MODEL to check against one (effdet-convert --list)"
+            % (summarize(shapes), near))
+
+
+def infer_model(engine, path, shapes, num_classes=None):
+    """The one named model a checkpoint is, from its release file name (checked against the
+    tensors) or else from its tensors alone; ConvertError when none or several fit."""
+    fits, nearest = fitting_models(engine, shapes, num_classes)
+    announced = name_from_file_name(path)
+    if announced:
+        if announced in fits:
+            return announced, "file name"
+        diff = first_mismatch(engine.named_tensors(class_count(shapes, num_classes))[announced], shapes, announced)
+        raise ConvertError("%s: the file name says %s, but %s; %s"
+                           % (path, announced, diff, fit_advice(fits, nearest, shapes)))
+    if len(fits) == 1:
+        return fits[0], "tensors"
+    raise ConvertError("%s: %s" % (path, fit_advice(fits, nearest, shapes)))
+
+
 # ---------------------------------------------------------------- safetensors writer
 
 
@@ -536,11 +778,31 @@ def sha256_hex(path):
 
 USAGE = """usage: effdet-convert CHECKPOINT.pth OUT.safetensors [--name MODEL | --config CONFIG.json]
                       [--num-classes N] [--labels LABELS.txt] [--ema]
+       effdet-convert --list
+       effdet-convert --release-url MODEL
 
 Converts an effdet checkpoint (torch.save zip or legacy format) into the safetensors file
-effdetd loads. --name is one of: %s (default tf_efficientdet_d0).
---config takes a custom model's settings (JSON object, see docs/models.md).
---ema takes a training checkpoint's state_dict_ema instead of its state_dict.""" % ", ".join(NAMED_MODELS)
+effdetd loads, after checking every tensor's name and shape against the architecture as
+the engine (effdet-detect, built by make) reads it: it never writes a file the engine
+would refuse.
+
+Which architecture:
+  (neither option)  inferred: from an effdet release file name (tf_efficientdet_d3_47-0b525f35.pth,
+                    efficientdet_d1-...; checked against the tensors), else from the tensors
+                    alone (backbone widths and depth, BiFPN width and cells, head repeats,
+                    class count, TF- or PyTorch-style biases). It fails, saying what the
+                    tensors are, when no named model or several fit (tf_efficientdet_d6 and
+                    d7 have the same tensors: those need the file name or --name).
+  --name MODEL      a named model: tf_efficientdet_d0..d7, efficientdet_d0, efficientdet_d1
+  --config FILE     a custom model's settings (JSON object, see docs/models.md)
+Options:
+  --num-classes N   class count (default: 90 with --name, the config's with --config, the
+                    class head's when inferred)
+  --labels FILE     class names, one per line or `id label` lines
+  --ema             take a training checkpoint's state_dict_ema instead of its state_dict
+  --list            the known model names, their input sizes and release files
+  --release-url M   the download URL of model M's released checkpoint (for fetch-model.sh)
+The engine is $EFFDET_DETECT, else effdet-detect next to this tool, else build/effdet-detect."""
 
 
 def parse_args(argv):
@@ -572,32 +834,79 @@ def parse_args(argv):
         raise ConvertError("expected CHECKPOINT.pth and OUT.safetensors (see --help)")
     if opts["name"] and opts["config"]:
         raise ConvertError("give --name or --config, not both")
+    if opts["name"] and opts["name"] not in NAMED_MODELS:
+        raise ConvertError("unknown model '%s' (known: %s)" % (opts["name"], ", ".join(NAMED_MODELS)))
     return positional[0], positional[1], opts
 
 
-def convert(checkpoint, out_path, name=None, config=None, num_classes=None, labels=None, ema=False):
-    if config:
-        cfg = load_custom_config(config, num_classes)
+def convert(checkpoint, out_path, name=None, config=None, num_classes=None, labels=None, ema=False,
+            engine=None):
+    """Convert, check, write. Returns (tensor count, model name, where the name came from)."""
+    engine = engine or Engine()
+    cfg = load_custom_config(config, num_classes) if config else None
+    tensors = extract_state_dict(load_checkpoint(checkpoint), checkpoint, use_ema=ema)
+    shapes = collections.OrderedDict((n, list(t.shape)) for n, t in tensors.items())
+    if cfg is not None:
+        source, what = "--config", "the config %s" % config
+    elif name:
+        source, what = "--name", name
+        cfg = named_config(name, num_classes)
     else:
-        cfg = named_config(name or "tf_efficientdet_d0", num_classes)
+        if num_classes:  # a wrong --num-classes, said plainly rather than as "no model fits"
+            check_num_classes(tensors, {"num_classes": num_classes}, checkpoint)
+        name, source = infer_model(engine, checkpoint, shapes, num_classes)
+        what = name
+        cfg = named_config(name, class_count(shapes, num_classes))
     if labels:
         cfg["labels"] = read_labels(labels, cfg["num_classes"])
-    tensors = extract_state_dict(load_checkpoint(checkpoint), checkpoint, use_ema=ema)
     check_num_classes(tensors, cfg, checkpoint)
+    diff = first_mismatch(engine.tensors(cfg, config or cfg["name"]), shapes, what)
+    if diff:
+        fits, nearest = fitting_models(engine, shapes)
+        raise ConvertError("%s: %s; %s" % (checkpoint, diff, fit_advice(fits, nearest, shapes, config is not None)))
     write_safetensors(out_path, tensors, cfg)
-    return len(tensors)
+    return len(tensors), cfg["name"], source
+
+
+def list_models(engine=None):
+    """--list: the engine's named models with their input sizes and release files."""
+    engine = engine or Engine()
+    rows = [("name", "input", "BiFPN", "params", "release file")]
+    for info in engine.known_models():
+        size = info["input_size"]
+        rows.append((info["name"], "%dx%d" % (size[1], size[0]),
+                     "%d x %d" % (info["fpn_channels"], info["fpn_cell_repeats"]), "{:,}".format(info["params"]),
+                     RELEASE_FILES.get(info["name"], "-")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def release_url(name):
+    if name not in RELEASE_FILES:
+        raise ConvertError("no released checkpoint for '%s' (released: %s)" % (name, ", ".join(RELEASE_FILES)))
+    return "%s/%s" % (RELEASE_URL, RELEASE_FILES[name])
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv == ["--list"]:
+            list_models()
+            return 0
+        if argv[:1] == ["--release-url"]:
+            if len(argv) != 2:
+                raise ConvertError("--release-url takes one model name")
+            print(release_url(argv[1]))
+            return 0
         checkpoint, out_path, opts = parse_args(argv)
-        n = convert(checkpoint, out_path, **opts)
+        n, name, source = convert(checkpoint, out_path, **opts)
     except ConvertError as e:
         print("effdet-convert: %s" % e, file=sys.stderr)
         return 1
     except OSError as e:
         print("effdet-convert: %s: %s" % (e.filename or "", e.strerror), file=sys.stderr)
         return 1
-    print("effdet-convert: wrote %s (%d tensors)" % (out_path, n))
+    how = {"file name": "from the file name", "tensors": "inferred from the tensors"}.get(source, "from " + source)
+    print("effdet-convert: wrote %s (%d tensors, %s %s)" % (out_path, n, name, how))
     return 0

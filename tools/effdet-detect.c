@@ -1,8 +1,9 @@
 /*
  * effdet-detect: run EfficientDet on JPEG files and print one JSON object per image;
- * describe an architecture without weights; or run the raw network on a preprocessed
- * tensor and dump every intermediate in the reference fixtures' layout (to verify a
- * converted model against the reference implementation).
+ * describe an architecture without weights (with --tensors: every tensor its weights
+ * must hold, as the loader checks them; effdet-convert relies on it); or run the raw
+ * network on a preprocessed tensor and dump every intermediate in the reference
+ * fixtures' layout (to verify a converted model against the reference implementation).
  *
  * Exit status: 0 all images processed, 1 some image or file failed (one-line message
  * on stderr each; the other images are still processed), 2 usage or model error.
@@ -22,6 +23,9 @@
 typedef struct {
     const char *model_path;
     const char *describe;
+    const char *describe_config; /* --describe-config FILE ("-" = stdin) */
+    int tensors;                 /* --tensors: with a describe, every expected tensor */
+    int list_models;             /* --list-models */
     const char *raw_input;
     const char *dump_dir;
     const char *draw_path;
@@ -37,7 +41,9 @@ typedef struct {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: effdet-detect [options] IMAGE.jpg...\n"
-            "       effdet-detect --describe NAME [--num-classes N]\n"
+            "       effdet-detect --describe NAME [--num-classes N] [--tensors]\n"
+            "       effdet-detect --describe-config CONFIG.json [--num-classes N] [--tensors]\n"
+            "       effdet-detect --list-models [--num-classes N] [--tensors]\n"
             "       effdet-detect --model W --raw-input X.f32 --dump DIR [--image-size WxH]\n"
             "\n"
             "  -m, --model PATH        weights (.safetensors); default $EFFDET_MODEL or " DEFAULT_MODEL "\n"
@@ -52,6 +58,12 @@ static void usage(FILE *f) {
             "      --describe NAME     print an architecture as JSON (no weights needed); NAME is\n"
             "                          one of the names listed at the end\n"
             "      --num-classes N     class count for --describe (default 90)\n"
+            "      --describe-config F a custom architecture from its config (JSON object as in a\n"
+            "                          weights file's __metadata__.config; - reads stdin)\n"
+            "      --tensors           with --describe*: also list every tensor a weights file of\n"
+            "                          that architecture must hold (name and shape)\n"
+            "      --list-models       print every named architecture as a JSON array (with\n"
+            "                          --tensors and --num-classes as for --describe)\n"
             "      --raw-input X.f32   run the network on an NCHW float32 input tensor\n"
             "      --dump DIR          with --raw-input: write every output tensor, top-k, detections\n"
             "      --image-size WxH    with --raw-input: original image size, for image-frame boxes\n"
@@ -75,7 +87,8 @@ static int parse_int(const char *s, const char *flag, int lo, int hi, int *out) 
 }
 
 static int parse_args(int argc, char **argv, options *o) {
-    enum { O_NMS = 256, O_FAST, O_DESCRIBE, O_NUMCLS, O_RAW, O_DUMP, O_IMGSIZE, O_PRETTY };
+    enum { O_NMS = 256, O_FAST, O_DESCRIBE, O_NUMCLS, O_RAW, O_DUMP, O_IMGSIZE, O_PRETTY, O_DESCCFG, O_TENSORS,
+           O_LIST };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},     {"threshold", required_argument, 0, 't'},
         {"max-detections", required_argument, 0, 'n'}, {"classes", required_argument, 0, 'c'},
@@ -84,6 +97,8 @@ static int parse_args(int argc, char **argv, options *o) {
         {"describe", required_argument, 0, O_DESCRIBE}, {"num-classes", required_argument, 0, O_NUMCLS},
         {"raw-input", required_argument, 0, O_RAW}, {"dump", required_argument, 0, O_DUMP},
         {"image-size", required_argument, 0, O_IMGSIZE}, {"pretty", no_argument, 0, O_PRETTY},
+        {"describe-config", required_argument, 0, O_DESCCFG}, {"tensors", no_argument, 0, O_TENSORS},
+        {"list-models", no_argument, 0, O_LIST},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -133,6 +148,9 @@ static int parse_args(int argc, char **argv, options *o) {
             }
             break;
         case O_PRETTY: o->pretty = 1; break;
+        case O_DESCCFG: o->describe_config = optarg; break;
+        case O_TENSORS: o->tensors = 1; break;
+        case O_LIST: o->list_models = 1; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -140,9 +158,23 @@ static int parse_args(int argc, char **argv, options *o) {
     return 0;
 }
 
+/* Paths as written ("frames/cam1.jpg", not json-c's default "frames\/cam1.jpg"). */
+static const char *json_text(json_object *j, int pretty) {
+    return json_object_to_json_string_ext(j, (pretty ? JSON_C_TO_STRING_PRETTY : JSON_C_TO_STRING_PLAIN) |
+                                                 JSON_C_TO_STRING_NOSLASHESCAPE);
+}
+
 static void print_json(json_object *j, int pretty) {
-    puts(json_object_to_json_string_ext(j, pretty ? JSON_C_TO_STRING_PRETTY : JSON_C_TO_STRING_PLAIN));
+    puts(json_text(j, pretty));
     fflush(stdout);
+}
+
+/* Milliseconds with 3 decimals, as the daemon's timings_ms (a double would print 15+
+ * digits of clock noise). */
+static json_object *ms_json(double ms) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.3f", ms);
+    return json_object_new_double_s(ms, buf);
 }
 
 /* ------------------------------------------------------------------ describe */
@@ -192,6 +224,130 @@ static int run_describe(const options *o) {
     json_object *j = info_json(&info);
     print_json(j, o->pretty);
     json_object_put(j);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ describe a config */
+
+static json_object *tensors_json(const effdet_tensor_spec *t, int n) {
+    json_object *arr = json_object_new_array();
+    for (int i = 0; i < n; i++) {
+        json_object *o = json_object_new_object(), *shape = json_object_new_array();
+        for (int d = 0; d < t[i].ndim; d++) json_object_array_add(shape, json_object_new_int64(t[i].shape[d]));
+        json_object_object_add(o, "name", json_object_new_string(t[i].name));
+        json_object_object_add(o, "shape", shape);
+        json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
+/* The config text of --describe-config FILE (or stdin for "-"); NULL with a message. */
+static char *read_config_text(const char *path) {
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "effdet-detect: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    while (buf) {
+        len += fread(buf + len, 1, cap - len - 1, f);
+        if (len < cap - 1) break;
+        char *p = cap < ((size_t)64 << 20) ? realloc(buf, cap * 2) : NULL;
+        if (!p) free(buf);
+        buf = p, cap *= 2;
+    }
+    int bad = ferror(f);
+    if (f != stdin) fclose(f);
+    if (!buf || bad) {
+        fprintf(stderr, "effdet-detect: %s: %s\n", path, buf ? "read error" : "too large or out of memory");
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* The config to describe: a named model's {"name", "num_classes"} or the file's own
+ * object, with --num-classes overriding its class count. NULL with a message. */
+static char *describe_config_text(const options *o) {
+    json_object *root = NULL;
+    if (o->describe_config) {
+        char *text = read_config_text(o->describe_config);
+        if (!text) return NULL;
+        root = json_tokener_parse(text);
+        free(text);
+        if (!root || !json_object_is_type(root, json_type_object)) {
+            fprintf(stderr, "effdet-detect: %s: not a JSON object\n", o->describe_config);
+            json_object_put(root);
+            return NULL;
+        }
+    } else {
+        effdet_info info;
+        effdet_error err;
+        if (effdet_describe(o->describe, o->num_classes, &info, &err)) { /* an unknown name, said plainly */
+            fprintf(stderr, "effdet-detect: %s\n", err.msg);
+            return NULL;
+        }
+        root = json_object_new_object();
+        json_object_object_add(root, "name", json_object_new_string(o->describe));
+    }
+    if (o->num_classes > 0) json_object_object_add(root, "num_classes", json_object_new_int(o->num_classes));
+    char *s = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+    json_object_put(root);
+    if (!s) fprintf(stderr, "effdet-detect: out of memory\n");
+    return s;
+}
+
+/* --describe-config FILE, --describe NAME --tensors: the engine's own reading of a config,
+ * through the loader's walk, so a converter can check a checkpoint before writing it. */
+static int run_describe_config(const options *o) {
+    char *config = describe_config_text(o);
+    if (!config) return 2;
+    effdet_info info;
+    effdet_error err;
+    effdet_tensor_spec *specs = NULL;
+    int n = 0;
+    const char *where = o->describe_config ? o->describe_config : o->describe;
+    if (effdet_describe_config(config, where, &info, o->tensors ? &specs : NULL, &n, &err)) {
+        fprintf(stderr, "effdet-detect: %s\n", err.msg);
+        free(config);
+        return 2;
+    }
+    free(config);
+    json_object *j = info_json(&info);
+    if (o->tensors) json_object_object_add(j, "tensors", tensors_json(specs, n));
+    free(specs);
+    print_json(j, o->pretty);
+    json_object_put(j);
+    return 0;
+}
+
+/* --list-models [--tensors] [--num-classes N]: every named architecture's description
+ * (and tensor list), one JSON array: a converter that matches a checkpoint against all of
+ * them needs one run, not one per name. */
+static int run_list_models(const options *o) {
+    json_object *arr = json_object_new_array();
+    for (const char *const *name = effdet_known_models(); *name; name++) {
+        effdet_info info;
+        effdet_error err;
+        effdet_tensor_spec *specs = NULL;
+        int n = 0;
+        char config[160];
+        snprintf(config, sizeof config, "{\"name\": \"%s\", \"num_classes\": %d}", *name,
+                 o->num_classes > 0 ? o->num_classes : 90);
+        if (effdet_describe_config(config, *name, &info, o->tensors ? &specs : NULL, &n, &err)) {
+            fprintf(stderr, "effdet-detect: %s\n", err.msg);
+            json_object_put(arr);
+            return 2;
+        }
+        json_object *j = info_json(&info);
+        if (o->tensors) json_object_object_add(j, "tensors", tensors_json(specs, n));
+        free(specs);
+        json_object_array_add(arr, j);
+    }
+    print_json(arr, o->pretty);
+    json_object_put(arr);
     return 0;
 }
 
@@ -307,10 +463,10 @@ static int detect_one(effdet_context *ctx, const effdet_model *m, const options 
     json_object_object_add(j, "height", json_object_new_int(r.image_h));
     json_object_object_add(j, "model", json_object_new_string(effdet_model_info(m)->name));
     json_object_object_add(j, "detections", detections_json(m, &r));
-    json_object_object_add(t, "decode", json_object_new_double(r.decode_ms));
-    json_object_object_add(t, "preprocess", json_object_new_double(r.preprocess_ms));
-    json_object_object_add(t, "forward", json_object_new_double(r.forward_ms));
-    json_object_object_add(t, "postprocess", json_object_new_double(r.postprocess_ms));
+    json_object_object_add(t, "decode", ms_json(r.decode_ms));
+    json_object_object_add(t, "preprocess", ms_json(r.preprocess_ms));
+    json_object_object_add(t, "forward", ms_json(r.forward_ms));
+    json_object_object_add(t, "postprocess", ms_json(r.postprocess_ms));
     json_object_object_add(j, "timings_ms", t);
     print_json(j, o->pretty);
     json_object_put(j);
@@ -439,7 +595,7 @@ static int run_raw(effdet_context *ctx, const effdet_model *m, const options *o)
         rc |= dump_topk(ctx, o->dump_dir);
         char path[4096];
         snprintf(path, sizeof path, "%s/detections.json", o->dump_dir);
-        const char *s = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY);
+        const char *s = json_text(j, 1);
         rc |= write_file(path, s, strlen(s));
     } else {
         print_json(j, o->pretty);
@@ -451,6 +607,12 @@ static int run_raw(effdet_context *ctx, const effdet_model *m, const options *o)
 int main(int argc, char **argv) {
     options o;
     if (parse_args(argc, argv, &o)) return 2;
+    if (o.list_models) return run_list_models(&o);
+    if (o.describe_config || (o.describe && o.tensors)) return run_describe_config(&o);
+    if (o.tensors) {
+        fprintf(stderr, "effdet-detect: --tensors needs --describe NAME or --describe-config FILE\n");
+        return 2;
+    }
     if (o.describe) return run_describe(&o);
     if (!o.raw_input && optind >= argc) {
         usage(stderr);

@@ -1,34 +1,24 @@
 #!/usr/bin/env bash
 # fetch-model.sh NAME OUTDIR [--from FILE.pth] [-- CONVERT_ARGS...]
 #
-# Downloads the released effdet checkpoint NAME (tf_efficientdet_d0..d7) from release v0.1
-# of rwightman/efficientdet-pytorch, checks that the first 8 hex digits of its SHA-256
-# equal the hash in its file name (effdet's naming convention: <name>_<epoch>-<sha8>.pth),
-# converts it with effdet-convert into OUTDIR/NAME.safetensors, and does nothing when that
-# file already exists.
+# Downloads the released effdet checkpoint NAME (tf_efficientdet_d0..d7, efficientdet_d0/d1:
+# `tools/effdet-convert --list`) from release v0.1 of rwightman/efficientdet-pytorch,
+# checks that the first 8 hex digits of its SHA-256 equal the hash in its file name
+# (effdet's naming convention: <name>[_<epoch>]-<sha8>.pth), converts it with effdet-convert
+# into OUTDIR/NAME.safetensors, and does nothing when that file already exists.
 #
 # --from FILE (or FETCH_FROM=FILE) uses a checkpoint already on disk instead of
 # downloading; its name must still end in -<sha8>.pth and the hash is still checked.
 # Arguments after `--` replace the converter's default `--name NAME` (e.g. --config).
 set -euo pipefail
 
-RELEASE_URL=https://github.com/rwightman/efficientdet-pytorch/releases/download/v0.1
 here=$(cd "$(dirname "$0")" && pwd)
 
 die() { echo "fetch-model: $*" >&2; exit 1; }
 
-release_file() {
-    case "$1" in
-    tf_efficientdet_d0) echo tf_efficientdet_d0_34-f153e0cf.pth ;;
-    tf_efficientdet_d1) echo tf_efficientdet_d1_40-a30f94af.pth ;;
-    tf_efficientdet_d2) echo tf_efficientdet_d2_43-8107aa99.pth ;;
-    tf_efficientdet_d3) echo tf_efficientdet_d3_47-0b525f35.pth ;;
-    tf_efficientdet_d4) echo tf_efficientdet_d4_49-f56376d9.pth ;;
-    tf_efficientdet_d5) echo tf_efficientdet_d5_51-c79f9be6.pth ;;
-    tf_efficientdet_d6) echo tf_efficientdet_d6_52-4eda3773.pth ;;
-    tf_efficientdet_d7) echo tf_efficientdet_d7_53-6d1d7a95.pth ;;
-    *) return 1 ;;
-    esac
+# The release URL of NAME: the converter holds the one table of release files.
+release_url() {
+    "$here/effdet-convert" --release-url "$1" 2>/dev/null
 }
 
 # The 8 hex digits between the last '-' and '.pth' of a checkpoint's file name.
@@ -82,11 +72,12 @@ if [ -n "$from" ]; then
     [ -f "$from" ] || die "$from: no such file"
     checkpoint=$from
 else
-    file=$(release_file "$name") || die "unknown model '$name' (released: tf_efficientdet_d0 .. tf_efficientdet_d7)"
+    url=$(release_url "$name") || die "unknown model '$name' (released: see tools/effdet-convert --list)"
+    file=$(basename "$url")
     checkpoint="$outdir/$file"
     if [ ! -f "$checkpoint" ]; then
-        echo "fetch-model: downloading $RELEASE_URL/$file"
-        download "$RELEASE_URL/$file" "$checkpoint.part" || { rm -f "$checkpoint.part"; die "download of $file failed"; }
+        echo "fetch-model: downloading $url"
+        download "$url" "$checkpoint.part" || { rm -f "$checkpoint.part"; die "download of $file failed"; }
         mv "$checkpoint.part" "$checkpoint"
     fi
 fi

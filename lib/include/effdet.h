@@ -225,6 +225,22 @@ effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, 
  * written (at most k and at most max_detection_points), or -1 on bad arguments. */
 int effdet_topk_candidates(effdet_context *ctx, int k, float *logit, int32_t *anchor, int32_t *cls);
 
+/* One tensor a weights file must hold: effdet's name and the exact shape. */
+#define EFFDET_SPEC_MAX_DIMS 4
+typedef struct {
+    char name[128];
+    int ndim;
+    int64_t shape[EFFDET_SPEC_MAX_DIMS];
+} effdet_tensor_spec;
+
+/* The architecture a weights file's __metadata__.config describes (a JSON object: a
+ * known name and/or custom fields, as effdet_model_load reads it), without weights:
+ * fills `info` (arena_bytes 0) and, when `tensors` is not NULL, every tensor the loader
+ * asks for, in its order (*tensors is malloc'd: release it with free()). A file loads
+ * only if it holds exactly these tensors. `where` names the config in messages. */
+effdet_status effdet_describe_config(const char *config_json, const char *where, effdet_info *info,
+                                     effdet_tensor_spec **tensors, int *count, effdet_error *err);
+
 #ifdef __cplusplus
 }
 #endif
