@@ -7,6 +7,7 @@
 
 #include "clock.h"
 #include "context.h"
+#include "fpenv.h"
 #include "preprocess.h"
 #include "status.h"
 
@@ -61,7 +62,11 @@ effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, 
         p.out_scale = lb.img_scale;
     }
     out->dets = ctx->dets;
+    /* Same floating-point mode as the forward pass (fpenv.h), so that scores do not
+     * depend on whether the caller went through effdet_detect_*() or not. */
+    fpenv_saved fp = fpenv_enter();
     out->count = postprocess(&ctx->anchors, &h, &p, ctx->pp_scratch, ctx->dets);
+    fpenv_leave(fp);
     out->image_w = image_w;
     out->image_h = image_h;
     out->postprocess_ms = now_ms() - t0;

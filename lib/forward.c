@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "context.h"
+#include "fpenv.h"
 #include "status.h"
 
 /* Kernels run unless the pass only measures, or an allocation did not fit (a sizing
@@ -218,6 +219,7 @@ static void run_head(effdet_context *ctx, const head_layers *h, int level, tenso
 }
 
 effdet_status forward_run(effdet_context *ctx, effdet_error *err) {
+    fpenv_saved fp = fpenv_enter();
     arena_release(&ctx->ar, ctx->scratch_base);
     memset(&ctx->timing, 0, sizeof ctx->timing);
     double t0 = now_ms();
@@ -235,6 +237,7 @@ effdet_status forward_run(effdet_context *ctx, effdet_error *err) {
     ctx->timing.bifpn_ms = t2 - t1;
     ctx->timing.heads_ms = t3 - t2;
     ctx->timing.total_ms = t3 - t0;
+    fpenv_leave(fp);
     if (ctx->ar.overflow)
         return set_error(err, EFFDET_ERR_INTERNAL, "arena overflow (%zu bytes): sizing bug", ctx->ar.cap);
     return EFFDET_OK;

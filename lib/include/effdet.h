@@ -20,6 +20,18 @@
  *     each context parallelises GEMMs itself across its own threads, so that several
  *     contexts can run side by side without oversubscribing the CPU.
  *
+ * Floating-point environment (x86)
+ *   The kernels compute with subnormal floats flushed to zero (MXCSR FTZ and DAZ): a
+ *   subnormal costs a ~100x slower microcode assist, and dark or noisy frames produce
+ *   many of them, while the network's results never depend on values below 1.2e-38.
+ *   They also round to nearest with every FP exception masked, whatever the caller set,
+ *   so results never depend on the host's mode. The context's own pool threads run in
+ *   that mode for their whole life. On the
+ *   calling thread, effdet_forward(), effdet_detect_image(), effdet_detect_jpeg() and
+ *   effdet_postprocess() switch it on for the duration of the call and restore the
+ *   caller's MXCSR (modes and exception flags) before returning; the library never
+ *   leaves the caller's floating-point environment changed.
+ *
  * Errors
  *   Every fallible function returns an effdet_status and, when `err` is not NULL,
  *   writes a one-line message naming the file, tensor, field or parameter at fault.
