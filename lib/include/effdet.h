@@ -103,10 +103,17 @@ const char *const *effdet_known_models(void);
 
 typedef struct effdet_context effdet_context;
 
-/* threads: how many threads this context may use (>= 1). */
+/* threads: how many threads this context may use (>= 1).
+ * The context runs the compute kernels built for the best instruction-set level this
+ * CPU (and OS) supports: "avx512" (x86-64-v4), "avx2" (x86-64-v3, AVX2 + FMA) or
+ * "baseline" (x86-64-v2). The environment variable EFFDET_ISA=baseline|avx2|avx512
+ * forces a level; a level the CPU lacks, or an unknown name, makes this call fail
+ * with EFFDET_ERR_ARG and a message naming EFFDET_ISA. */
 effdet_status effdet_context_create(const effdet_model *m, int threads, effdet_context **out,
                                     effdet_error *err);
 void effdet_context_free(effdet_context *ctx);
+/* The kernel level the context runs: "baseline", "avx2" or "avx512". */
+const char *effdet_context_isa(const effdet_context *ctx);
 
 /* ---------------------------------------------------------------- forward */
 
