@@ -35,7 +35,7 @@ void cpu_detect(cpu_features *f) {
     cpuid(1, 0, r);
     unsigned c1 = r[2];
     f->sse3 = c1 >> 0 & 1, f->ssse3 = c1 >> 9 & 1, f->fma = c1 >> 12 & 1, f->cx16 = c1 >> 13 & 1;
-    f->sse41 = c1 >> 19 & 1, f->sse42 = c1 >> 20 & 1, f->movbe = c1 >> 22 & 1, f->popcnt = c1 >> 23 & 1;
+    f->sse4_1 = c1 >> 19 & 1, f->sse4_2 = c1 >> 20 & 1, f->movbe = c1 >> 22 & 1, f->popcnt = c1 >> 23 & 1;
     f->osxsave = c1 >> 27 & 1, f->avx = c1 >> 28 & 1, f->f16c = c1 >> 29 & 1;
     if (max_leaf >= 7) {
         cpuid(7, 0, r);
@@ -48,7 +48,7 @@ void cpu_detect(cpu_features *f) {
     unsigned max_ext = r[0];
     if (max_ext >= 0x80000001u) {
         cpuid(0x80000001u, 0, r);
-        f->lahf = r[2] & 1, f->lzcnt = r[2] >> 5 & 1;
+        f->lahf_lm = r[2] & 1, f->lzcnt = r[2] >> 5 & 1;
     }
     if (max_ext >= 0x80000004u) {
         for (unsigned i = 0; i < 3; i++) {
@@ -69,7 +69,7 @@ void cpu_detect(cpu_features *f) {
 }
 
 int cpu_supports(const cpu_features *f, isa_level l) {
-    int v2 = f->sse3 && f->ssse3 && f->sse41 && f->sse42 && f->popcnt && f->cx16 && f->lahf;
+    int v2 = f->sse3 && f->ssse3 && f->sse4_1 && f->sse4_2 && f->popcnt && f->cx16 && f->lahf_lm;
     int v3 = v2 && f->avx && f->avx2 && f->fma && f->f16c && f->bmi1 && f->bmi2 && f->lzcnt && f->movbe &&
              f->os_avx;
     int v4 = v3 && f->avx512f && f->avx512bw && f->avx512cd && f->avx512dq && f->avx512vl && f->os_avx512;

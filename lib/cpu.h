@@ -14,15 +14,21 @@
 
 typedef enum { ISA_BASELINE = 0, ISA_AVX2, ISA_AVX512, ISA_COUNT } isa_level;
 
+/* Every CPUID / XCR0 bit the levels need, in one list (the struct below and
+ * `effdet-detect --cpu` both come from it). os_avx / os_avx512: the OS saves the YMM /
+ * opmask + ZMM state (XCR0), without which the instructions fault. */
+#define CPU_FEATURES(X)                                                                                      \
+    X(sse3) X(ssse3) X(sse4_1) X(sse4_2) X(popcnt) X(cx16) X(lahf_lm)                     /* v2 */           \
+    X(avx) X(avx2) X(fma) X(f16c) X(bmi1) X(bmi2) X(lzcnt) X(movbe)                       /* v3 */           \
+    X(avx512f) X(avx512bw) X(avx512cd) X(avx512dq) X(avx512vl)                            /* v4 */           \
+    X(osxsave) X(os_avx) X(os_avx512)
+
 typedef struct {
     char vendor[13];
     char brand[49];
-    /* CPUID feature bits the levels need */
-    int sse3, ssse3, sse41, sse42, popcnt, cx16, lahf;             /* v2 */
-    int avx, avx2, fma, f16c, bmi1, bmi2, lzcnt, movbe;            /* v3 */
-    int avx512f, avx512bw, avx512cd, avx512dq, avx512vl;           /* v4 */
-    int osxsave;            /* the OS enabled XGETBV */
-    int os_avx, os_avx512;  /* XCR0: YMM state / opmask + ZMM state saved by the OS */
+#define CPU_FEATURE_FIELD(name) int name;
+    CPU_FEATURES(CPU_FEATURE_FIELD)
+#undef CPU_FEATURE_FIELD
 } cpu_features;
 
 void cpu_detect(cpu_features *f);
