@@ -89,12 +89,10 @@ static void map_to_source(const effdet_image *img, effdet_result *out) {
     out->image_h = img->source_height;
 }
 
-effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, const effdet_detect_opts *o,
+static effdet_status detect_image(effdet_context *ctx, const effdet_image *img, const effdet_detect_opts *o,
                                   effdet_result *out, effdet_error *err) {
     const effdet_arch *a = &ctx->m->arch;
     effdet_status st;
-    memset(out, 0, sizeof *out);
-    if (!img || !img->rgb || img->width < 1 || img->height < 1) return set_error(err, EFFDET_ERR_ARG, "empty image");
     double t0 = now_ms();
     letterbox_info lb;
     if ((st = letterbox_rgb(img, a->image_w, a->image_h, ctx->letterbox_u8, &lb, err))) return st;
@@ -107,6 +105,17 @@ effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, 
     out->preprocess_ms = t1 - t0;
     out->forward_ms = t2 - t1;
     return EFFDET_OK;
+}
+
+/* The whole detection, letterbox included, in the kernels' floating-point mode. */
+effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, const effdet_detect_opts *o,
+                                  effdet_result *out, effdet_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!img || !img->rgb || img->width < 1 || img->height < 1) return set_error(err, EFFDET_ERR_ARG, "empty image");
+    fpenv_saved fp = fpenv_enter();
+    effdet_status st = detect_image(ctx, img, o, out, err);
+    fpenv_leave(fp);
+    return st;
 }
 
 effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_t len, const effdet_decode_opts *dopts,

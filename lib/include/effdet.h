@@ -28,7 +28,8 @@
  *   so results never depend on the host's mode. The context's own pool threads run in
  *   that mode for their whole life. On the
  *   calling thread, effdet_forward(), effdet_detect_image(), effdet_detect_jpeg() and
- *   effdet_postprocess() switch it on for the duration of the call and restore the
+ *   effdet_postprocess() switch it on for the duration of the call (a detection's
+ *   letterbox included) and restore the
  *   caller's MXCSR (modes and exception flags) before returning; the library never
  *   leaves the caller's floating-point environment changed.
  *
