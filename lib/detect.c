@@ -28,8 +28,8 @@ static effdet_status check_opts(const effdet_context *ctx, const effdet_detect_o
     return EFFDET_OK;
 }
 
-effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, const effdet_detect_opts *o,
-                                 effdet_result *out, effdet_error *err) {
+static effdet_status postprocess_outputs(effdet_context *ctx, int image_w, int image_h, const effdet_detect_opts *o,
+                                         effdet_result *out, effdet_error *err) {
     effdet_detect_opts defaults;
     if (!o) {
         effdet_detect_opts_default(&defaults);
@@ -62,15 +62,21 @@ effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, 
         p.out_scale = lb.img_scale;
     }
     out->dets = ctx->dets;
-    /* Same floating-point mode as the forward pass (fpenv.h), so that scores do not
-     * depend on whether the caller went through effdet_detect_*() or not. */
-    fpenv_saved fp = fpenv_enter();
     out->count = postprocess(&ctx->anchors, &h, &p, ctx->pp_scratch, ctx->dets);
-    fpenv_leave(fp);
     out->image_w = image_w;
     out->image_h = image_h;
     out->postprocess_ms = now_ms() - t0;
     return EFFDET_OK;
+}
+
+/* In the forward pass's floating-point mode (fpenv.h), so that scores do not depend on
+ * whether the caller went through effdet_detect_*() or not, nor on the caller's MXCSR. */
+effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, const effdet_detect_opts *o,
+                                 effdet_result *out, effdet_error *err) {
+    fpenv_saved fp = fpenv_enter();
+    effdet_status st = postprocess_outputs(ctx, image_w, image_h, o, out, err);
+    fpenv_leave(fp);
+    return st;
 }
 
 /* With DCT scaling the decoder hands over a smaller image than the file's: boxes are
@@ -100,7 +106,7 @@ static effdet_status detect_image(effdet_context *ctx, const effdet_image *img, 
     double t1 = now_ms();
     if ((st = forward_run(ctx, err))) return st;
     double t2 = now_ms();
-    if ((st = effdet_postprocess(ctx, img->width, img->height, o, out, err))) return st;
+    if ((st = postprocess_outputs(ctx, img->width, img->height, o, out, err))) return st;
     map_to_source(img, out);
     out->preprocess_ms = t1 - t0;
     out->forward_ms = t2 - t1;

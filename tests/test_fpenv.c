@@ -109,6 +109,14 @@ static float *run_in_mode(engine *e, const float *input, const effdet_image *img
     _mm_setcsr(MXCSR_DEFAULT);
     ck_assert_msg(st == EFFDET_OK, "%s", err.msg);
     *ndet = r.count;
+    /* effdet_postprocess on its own (a caller that runs effdet_forward first). */
+    effdet_result r2;
+    _mm_setcsr(mode);
+    st = effdet_postprocess(e->ctx, 0, 0, NULL, &r2, &err);
+    unsigned after_pp = _mm_getcsr();
+    _mm_setcsr(MXCSR_DEFAULT);
+    ck_assert_msg(st == EFFDET_OK, "%s", err.msg);
+    ck_assert_msg(after_pp == mode, "effdet_postprocess left MXCSR %#x, the caller had %#x", after_pp, mode);
     return out;
 }
 
