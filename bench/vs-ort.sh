@@ -10,7 +10,10 @@
 # The machine may be shared: every round runs each (input, threads) pair for both peers
 # back to back, so load changes hit both alike; a figure is the median over the rounds
 # of each run's median, and the ratio is ours / ORT (< 1: we are faster), per round
-# and its median. EFFDET_ISA applies to ours as usual (the kernels level is printed).
+# and its median. A second table gives the same for CPU time (the process's, every
+# thread): at 1 thread it is what the pass costs whatever the load (time spent waiting
+# for a core is not in it); at 2 threads it includes the pools' spin-waits, so it is not
+# a speed figure there. EFFDET_ISA applies to ours as usual (the level is printed).
 #
 # onnxruntime-node is installed under bench/node_modules on first use. Its install script
 # would download GPU binaries from an unreachable host, so it is skipped; the bundled CPU
@@ -42,17 +45,18 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
   "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, effdet kernels: $level, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$RUNS runs per measurement, $ROUNDS interleaved rounds; medians in ms"
 
-declare -A OURS ORT
+declare -A OURS ORT OURS_CPU ORT_CPU
 names=(fixture black noise)
 declare -A FILE=([fixture]=$FIXTURE [black]=$INPUTS/black.f32 [noise]=$INPUTS/noise.f32)
 for r in $(seq "$ROUNDS"); do
   for t in 1 2; do
     for name in "${names[@]}"; do
-      ours=$(build/effdet-bench --model "$MODEL" --runs "$RUNS" --threads "$t" --input "${FILE[$name]}" |
-        sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
-      ort=$(node bench/ort-bench.mjs "$ONNX" "${FILE[$name]}" "$t" "$RUNS" 3 | sed -n 's/.*"median_ms":\([0-9.]*\).*/\1/p')
-      OURS[$name,$t]="${OURS[$name,$t]:-} $ours"
-      ORT[$name,$t]="${ORT[$name,$t]:-} $ort"
+      a=$(build/effdet-bench --model "$MODEL" --runs "$RUNS" --threads "$t" --input "${FILE[$name]}")
+      b=$(node bench/ort-bench.mjs "$ONNX" "${FILE[$name]}" "$t" "$RUNS" 3)
+      OURS[$name,$t]="${OURS[$name,$t]:-} $(echo "$a" | sed -n 's/^forward.*median \([0-9.]*\) ms.*/\1/p')"
+      OURS_CPU[$name,$t]="${OURS_CPU[$name,$t]:-} $(echo "$a" | sed -n 's/.*cpu time: median \([0-9.]*\) ms.*/\1/p')"
+      ORT[$name,$t]="${ORT[$name,$t]:-} $(echo "$b" | sed -n 's/.*"median_ms":\([0-9.]*\).*/\1/p')"
+      ORT_CPU[$name,$t]="${ORT_CPU[$name,$t]:-} $(echo "$b" | sed -n 's/.*"cpu_median_ms":\([0-9.]*\).*/\1/p')"
     done
   done
   echo "round $r/$ROUNDS done" >&2
@@ -60,17 +64,27 @@ done
 
 # median of a space-separated list
 med() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-printf '%-8s %7s %10s %10s %8s %-22s %12s\n' input threads effdet ORT ratio "ratio per round" "vs fixture"
-for t in 1 2; do
-  fix=$(echo "${OURS[fixture,$t]}" | med)
-  for name in "${names[@]}"; do
-    a=$(echo "${OURS[$name,$t]}" | med)
-    b=$(echo "${ORT[$name,$t]}" | med)
-    rounds=$(paste -d' ' <(echo "${OURS[$name,$t]}" | tr ' ' '\n' | grep .) <(echo "${ORT[$name,$t]}" | tr ' ' '\n' | grep .) |
-      awk '{ printf "%s%.2f", (NR > 1 ? "," : ""), $1 / $2 }')
-    ratio=$(paste -d' ' <(echo "${OURS[$name,$t]}" | tr ' ' '\n' | grep .) <(echo "${ORT[$name,$t]}" | tr ' ' '\n' | grep .) |
-      awk '{ print $1 / $2 }' | tr '\n' ' ' | med)
-    awk -v n="$name" -v t="$t" -v a="$a" -v b="$b" -v r="$ratio" -v rr="$rounds" -v f="$fix" \
-      'BEGIN { printf "%-8s %7d %10.2f %10.2f %8.2f %-22s %11.2fx\n", n, t, a, b, r, rr, a / f }'
+# table TITLE OURS-ARRAY ORT-ARRAY
+table() {
+  local -n A=$2 B=$3
+  echo "$1"
+  printf '%-8s %7s %10s %10s %8s %-22s %12s\n' input threads effdet ORT ratio "ratio per round" "vs fixture"
+  for t in 1 2; do
+    local fix
+    fix=$(echo "${A[fixture,$t]}" | med)
+    for name in "${names[@]}"; do
+      local a b rounds ratio
+      a=$(echo "${A[$name,$t]}" | med)
+      b=$(echo "${B[$name,$t]}" | med)
+      rounds=$(paste -d' ' <(echo "${A[$name,$t]}" | tr ' ' '\n' | grep .) <(echo "${B[$name,$t]}" | tr ' ' '\n' | grep .) |
+        awk '{ printf "%s%.2f", (NR > 1 ? "," : ""), $1 / $2 }')
+      ratio=$(paste -d' ' <(echo "${A[$name,$t]}" | tr ' ' '\n' | grep .) <(echo "${B[$name,$t]}" | tr ' ' '\n' | grep .) |
+        awk '{ print $1 / $2 }' | tr '\n' ' ' | med)
+      awk -v n="$name" -v t="$t" -v a="$a" -v b="$b" -v r="$ratio" -v rr="$rounds" -v f="$fix" \
+        'BEGIN { printf "%-8s %7d %10.2f %10.2f %8.2f %-22s %11.2fx\n", n, t, a, b, r, rr, a / f }'
+    done
   done
-done
+}
+table "wall time (ms)" OURS ORT
+table "CPU time (ms, every thread of the process)" OURS_CPU ORT_CPU
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
