@@ -4,9 +4,11 @@
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 CC         ?= cc
-# The engine's kernels are written for the compiler's auto-vectoriser; build for the
-# machine that runs the daemon. Override with ARCH_FLAGS=-march=x86-64-v3 for packages.
-ARCH_FLAGS ?= -march=native
+# A portable binary: everything is built for x86-64-v2, and the compute kernels are
+# built once more per instruction-set level and chosen at run time from CPUID
+# (mk/kernels.mk, lib/cpu.c). ARCH_FLAGS=-march=native still works (the kernels keep
+# their per-level flags, so every level stays selectable).
+ARCH_FLAGS ?= $(if $(filter x86_64%,$(shell $(CC) -dumpmachine)),-march=x86-64-v2)
 OPT        ?= -O2
 SANITIZE   ?=
 
@@ -31,13 +33,17 @@ else
   BUILD   ?= build
 endif
 
-LIB_SRC    := $(wildcard lib/*.c)
-LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The kernel files are compiled once per ISA level (mk/kernels.mk defines KERNEL_OBJ).
+KERNEL_SRC := $(wildcard lib/op_*.c) lib/kernels_isa.c
+include mk/kernels.mk
+LIB_SRC    := $(filter-out $(KERNEL_SRC),$(wildcard lib/*.c))
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o) $(KERNEL_OBJ)
 LIB_A      := $(BUILD)/libeffdet.a
 DAEMON_SRC := $(wildcard daemon/*.c)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
-TEST_SRC   := $(wildcard tests/test_*.c)
-TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# tests/test_ops.c tests the kernels directly: one binary per ISA level (mk/kernels.mk).
+TEST_SRC   := $(filter-out tests/test_ops.c,$(wildcard tests/test_*.c))
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%) $(KERNEL_TEST_BIN)
 TESTUTIL_OBJ := $(BUILD)/tests/testutil.o
 
 BINS := $(BUILD)/effdet-detect $(BUILD)/effdet-bench $(BUILD)/effdet-eval
@@ -89,9 +95,10 @@ check: tests
 # cppcheck's cross-file check flags callers that pass an uninitialised one.
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance --suppress=ctuuninitvar \
-	  --std=c11 --inline-suppr -Ilib/include -Ilib lib tools bench daemon tests
+	  --std=c11 -DEFFDET_KERNEL_ISA=baseline --inline-suppr -Ilib/include -Ilib lib tools bench daemon tests
 	clang-tidy --quiet $(LIB_SRC) tools/*.c bench/*.c $(DAEMON_SRC) -- -std=c11 -D_GNU_SOURCE \
 	  -Ilib/include -Ilib $(PKG_CFLAGS) $(EVENT_CFLAGS) $(CHECK_CFLAGS)
+	clang-tidy --quiet $(KERNEL_SRC) -- -std=c11 -D_GNU_SOURCE $(KERNEL_LINT_FLAGS) -Ilib/include -Ilib $(PKG_CFLAGS)
 
 format:
 	clang-format -i lib/*.c lib/*.h lib/include/*.h tools/*.c bench/*.c tests/*.c tests/*.h $(wildcard daemon/*.[ch])
@@ -108,4 +115,4 @@ help:
 -include $(shell find build -name '*.d' 2>/dev/null)
 
 # Feature-specific rules (model fetching, daemon install, fuzzing, ...) live in mk/.
--include $(wildcard mk/*.mk)
+-include $(filter-out mk/kernels.mk,$(wildcard mk/*.mk))

@@ -3,6 +3,12 @@
  * with a per-stage and per-op-kind breakdown) and, with --images, the end-to-end
  * pipeline per stage on real photos and on large frames made from them at bench time.
  * Figures are medians: single runs on a shared 2-core machine are noise.
+ *
+ * The forward pass runs on --input FILE.f32 (NCHW float32, the network's input size),
+ * the same file the ONNX Runtime peer reads (bench/vs-ort.sh); --make-inputs DIR writes
+ * the two synthetic ones: black.f32 (every pixel 0, normalised exactly as the engine's
+ * preprocessing does) and noise.f32 (uniform in [-2, 2], fixed seed). Without --input
+ * the noise is generated in memory (the same values).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -15,10 +21,13 @@
 #include <jpeglib.h>
 
 #include "effdet.h"
+#include "preprocess.h"
 
 typedef struct {
     const char *model;
     const char *images;
+    const char *input;       /* NCHW float32 file, or NULL: built-in noise */
+    const char *make_inputs; /* write black.f32 and noise.f32 here and exit */
     int runs, warmup;
     int threads[8], nthreads;
 } options;
@@ -26,6 +35,14 @@ typedef struct {
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* CPU time of the whole process (every thread), ms: on a loaded machine the time we
+ * waited for a core is in the wall time but not here. */
+static double cpu_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
@@ -39,12 +56,69 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static void fill_input(float *x, size_t n) {
+/* Uniform noise in [-2, 2) from a fixed seed (a dark, noisy sensor). */
+static void fill_noise(float *x, size_t n) {
     uint32_t s = 12345;
     for (size_t i = 0; i < n; i++) {
         s = s * 1664525u + 1013904223u;
         x[i] = (float)((s >> 8) / 16777216.0 * 4.0 - 2.0);
     }
+}
+
+static int write_floats(const char *dir, const char *name, const float *x, size_t n) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(x, sizeof *x, n, f) == n;
+    if (f && fclose(f) != 0) ok = 0;
+    if (!ok) fprintf(stderr, "effdet-bench: %s: %s\n", path, strerror(errno));
+    else printf("%s\n", path);
+    return ok ? 0 : -1;
+}
+
+/* --make-inputs: the black frame through the engine's own normalisation, and the noise. */
+static int make_inputs(const effdet_info *info, const char *dir) {
+    int w = info->input_w, h = info->input_h;
+    size_t n = (size_t)w * h * 3;
+    uint8_t *black = calloc(n, 1);
+    float *x = malloc(n * sizeof *x);
+    int rc = -1;
+    if (black && x) {
+        normalize_to_nchw(black, w, h, x);
+        rc = write_floats(dir, "black.f32", x, n);
+        fill_noise(x, n);
+        rc |= write_floats(dir, "noise.f32", x, n);
+    }
+    free(black);
+    free(x);
+    return rc;
+}
+
+/* The forward pass's input: --input's file (exactly the network's size) or noise. */
+static float *load_input(const effdet_info *info, const char *path) {
+    size_t n = (size_t)info->input_h * info->input_w * 3;
+    float *x = malloc(n * sizeof *x);
+    if (!x) return NULL;
+    if (!path) {
+        fill_noise(x, n);
+        return x;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "effdet-bench: --input %s: %s\n", path, strerror(errno));
+        free(x);
+        return NULL;
+    }
+    size_t got = fread(x, sizeof *x, n, f);
+    int extra = fgetc(f) != EOF;
+    fclose(f);
+    if (got != n || extra) {
+        fprintf(stderr, "effdet-bench: --input %s: expected %zu bytes (1x3x%dx%d float32)\n", path, n * sizeof *x,
+                info->input_h, info->input_w);
+        free(x);
+        return NULL;
+    }
+    return x;
 }
 
 /* Forward pass at one thread count: medians of total, stages and op kinds. */
@@ -57,32 +131,39 @@ static int bench_forward(const effdet_model *m, const options *o, int threads) {
     }
     effdet_context_set_profiling(ctx, 1);
     const effdet_info *info = effdet_model_info(m);
-    size_t n = (size_t)info->input_h * info->input_w * 3;
-    float *input = malloc(n * sizeof(float));
-    fill_input(input, n);
+    float *input = load_input(info, o->input);
+    if (!input) {
+        effdet_context_free(ctx);
+        return -1;
+    }
     int R = o->runs;
-    double *total = calloc((size_t)R, sizeof(double)), *stage[3], *ops[EFFDET_OP_COUNT];
+    double *total = calloc((size_t)R, sizeof(double)), *cpu = calloc((size_t)R, sizeof(double)), *stage[3],
+           *ops[EFFDET_OP_COUNT];
     for (int s = 0; s < 3; s++) stage[s] = calloc((size_t)R, sizeof(double));
     for (int k = 0; k < EFFDET_OP_COUNT; k++) ops[k] = calloc((size_t)R, sizeof(double));
     for (int i = 0; i < o->warmup; i++) effdet_forward(ctx, input, NULL);
     for (int i = 0; i < R; i++) {
-        double t0 = now_ms();
+        double t0 = now_ms(), c0 = cpu_ms();
         effdet_forward(ctx, input, NULL);
         total[i] = now_ms() - t0;
+        cpu[i] = cpu_ms() - c0;
         const effdet_forward_timing *t = effdet_context_timing(ctx);
         stage[0][i] = t->backbone_ms, stage[1][i] = t->bifpn_ms, stage[2][i] = t->heads_ms;
         for (int k = 0; k < EFFDET_OP_COUNT; k++) ops[k][i] = t->op_ms[k];
     }
     double mn = total[0];
     for (int i = 1; i < R; i++) mn = total[i] < mn ? total[i] : mn;
-    printf("forward %s %dx%d, %d thread%s: median %.2f ms (min %.2f, %d runs)\n", info->name, info->input_w,
-           info->input_h, threads, threads > 1 ? "s" : "", median(total, R), mn, R);
+    printf("forward %s %dx%d, %d thread%s, %s kernels, input %s: median %.2f ms (min %.2f, %d runs)\n", info->name,
+           info->input_w, info->input_h, threads, threads > 1 ? "s" : "", effdet_context_isa(ctx),
+           o->input ? o->input : "noise (built in)", median(total, R), mn, R);
+    printf("  cpu time: median %.2f ms (all threads; the pool's spin-waits included)\n", median(cpu, R));
     printf("  stages: backbone %.2f  bifpn %.2f  heads %.2f ms\n", median(stage[0], R), median(stage[1], R),
            median(stage[2], R));
     printf("  ops:   ");
     for (int k = 0; k < EFFDET_OP_COUNT; k++) printf(" %s %.2f", effdet_op_kind_name((effdet_op_kind)k), median(ops[k], R));
     printf(" ms\n");
     free(total);
+    free(cpu);
     for (int s = 0; s < 3; s++) free(stage[s]);
     for (int k = 0; k < EFFDET_OP_COUNT; k++) free(ops[k]);
     free(input);
@@ -250,23 +331,28 @@ static int bench_images(const effdet_model *m, const options *o) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: effdet-bench --model W.safetensors [--runs N] [--warmup N] [--threads 1,2] [--images DIR]\n");
+    fprintf(f, "usage: effdet-bench --model W.safetensors [--runs N] [--warmup N] [--threads 1,2] [--input X.f32]\n"
+               "       effdet-bench --model W.safetensors --images DIR [--runs N] [--threads N]\n"
+               "       effdet-bench --model W.safetensors --make-inputs DIR   (writes DIR/black.f32, DIR/noise.f32)\n");
 }
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'}, {"runs", required_argument, 0, 'r'},
         {"warmup", required_argument, 0, 'w'}, {"threads", required_argument, 0, 'j'},
-        {"images", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"images", required_argument, 0, 'i'}, {"input", required_argument, 0, 'x'},
+        {"make-inputs", required_argument, 0, 'M'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     options o = {.runs = 30, .warmup = 3, .threads = {1, 2}, .nthreads = 2};
     int c;
-    while ((c = getopt_long(argc, argv, "m:r:w:j:i:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:r:w:j:i:x:M:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': o.model = optarg; break;
         case 'r': o.runs = atoi(optarg); break;
         case 'w': o.warmup = atoi(optarg); break;
         case 'i': o.images = optarg; break;
+        case 'x': o.input = optarg; break;
+        case 'M': o.make_inputs = optarg; break;
         case 'j': {
             o.nthreads = 0;
             for (char *s = optarg; *s && o.nthreads < 8;) {
@@ -296,7 +382,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     int rc = 0;
-    if (o.images) rc = bench_images(m, &o);
+    if (o.make_inputs) rc = make_inputs(effdet_model_info(m), o.make_inputs);
+    else if (o.images) rc = bench_images(m, &o);
     else
         for (int i = 0; i < o.nthreads; i++) rc |= bench_forward(m, &o, o.threads[i]);
     effdet_model_free(m);

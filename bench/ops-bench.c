@@ -1,9 +1,10 @@
 /*
  * Micro-benchmark of the kernels on EfficientDet-D0 (512x512) shapes, with 1 and 2
- * threads. Not built by the Makefile; compile by hand:
- *   gcc -std=c11 -D_GNU_SOURCE -O2 -march=native -fvect-cost-model=dynamic -Ilib/include -Ilib \
- *     bench/ops-bench.c lib/threadpool.c lib/op_*.c $(pkg-config --cflags --libs openblas) -lm -pthread \
- *     -o build/ops-bench
+ * threads. Not built by the Makefile; compile by hand, for one ISA level (the flags of
+ * mk/kernels.mk: x86-64-v2 = baseline, x86-64-v3 = avx2, x86-64-v4 = avx512):
+ *   gcc -std=c11 -D_GNU_SOURCE -O2 -march=x86-64-v4 -DEFFDET_KERNEL_ISA=avx512 -fvect-cost-model=dynamic \
+ *     -Ilib/include -Ilib bench/ops-bench.c lib/threadpool.c lib/op_*.c \
+ *     $(pkg-config --cflags --libs openblas) -lm -pthread -o build/ops-bench
  * Prints the median of several runs (the machine is shared: medians, not best runs).
  */
 #include <cblas.h>
@@ -12,6 +13,9 @@
 #include <string.h>
 #include <time.h>
 
+#ifndef EFFDET_KERNEL_ISA
+#define EFFDET_KERNEL_ISA baseline /* ops.h names one level's kernels; see above */
+#endif
 #include "ops.h"
 
 #define REPS 15

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "context.h"
+#include "cpu.h"
 #include "status.h"
 
 static tensor persistent(effdet_context *ctx, int h, int w, int c) {
@@ -61,6 +62,7 @@ effdet_status effdet_context_create(const effdet_model *m, int threads, effdet_c
     if (!ctx) return set_error(err, EFFDET_ERR_NOMEM, "out of memory");
     effdet_status st;
     ctx->m = m;
+    if ((st = kernels_select(&ctx->k, err))) goto fail;
     ctx->ar.cap = m->info.arena_bytes;
     ctx->ar.base = aligned_alloc(ARENA_ALIGN, (ctx->ar.cap + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
     if (!ctx->ar.base) {
@@ -121,6 +123,10 @@ effdet_status effdet_get_tensor(const effdet_context *ctx, effdet_tensor_kind ki
     out->data = t->data;
     out->h = t->h, out->w = t->w, out->c = t->c;
     return EFFDET_OK;
+}
+
+const char *effdet_context_isa(const effdet_context *ctx) {
+    return ctx->k->isa;
 }
 
 void effdet_context_set_profiling(effdet_context *ctx, int on) {

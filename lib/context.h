@@ -4,12 +4,13 @@
 
 #include "arena.h"
 #include "model.h"
-#include "ops.h"
+#include "kernels.h"
 #include "postprocess.h"
 #include "threadpool.h"
 
 struct effdet_context {
     const effdet_model *m;
+    const kernel_table *k; /* this CPU's kernels (or EFFDET_ISA's), chosen at creation */
     threadpool *tp;
     arena ar;
     int measure; /* forward pass only sizes the arena */

@@ -7,6 +7,7 @@
 
 #include "clock.h"
 #include "context.h"
+#include "fpenv.h"
 #include "preprocess.h"
 #include "status.h"
 
@@ -27,8 +28,8 @@ static effdet_status check_opts(const effdet_context *ctx, const effdet_detect_o
     return EFFDET_OK;
 }
 
-effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, const effdet_detect_opts *o,
-                                 effdet_result *out, effdet_error *err) {
+static effdet_status postprocess_outputs(effdet_context *ctx, int image_w, int image_h, const effdet_detect_opts *o,
+                                         effdet_result *out, effdet_error *err) {
     effdet_detect_opts defaults;
     if (!o) {
         effdet_detect_opts_default(&defaults);
@@ -68,6 +69,16 @@ effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, 
     return EFFDET_OK;
 }
 
+/* In the forward pass's floating-point mode (fpenv.h), so that scores do not depend on
+ * whether the caller went through effdet_detect_*() or not, nor on the caller's MXCSR. */
+effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, const effdet_detect_opts *o,
+                                 effdet_result *out, effdet_error *err) {
+    fpenv_saved fp = fpenv_enter();
+    effdet_status st = postprocess_outputs(ctx, image_w, image_h, o, out, err);
+    fpenv_leave(fp);
+    return st;
+}
+
 /* With DCT scaling the decoder hands over a smaller image than the file's: boxes are
  * found in the decoded image and mapped back to the file's pixels here, so every caller
  * of the pipeline gets file pixels. */
@@ -84,12 +95,10 @@ static void map_to_source(const effdet_image *img, effdet_result *out) {
     out->image_h = img->source_height;
 }
 
-effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, const effdet_detect_opts *o,
+static effdet_status detect_image(effdet_context *ctx, const effdet_image *img, const effdet_detect_opts *o,
                                   effdet_result *out, effdet_error *err) {
     const effdet_arch *a = &ctx->m->arch;
     effdet_status st;
-    memset(out, 0, sizeof *out);
-    if (!img || !img->rgb || img->width < 1 || img->height < 1) return set_error(err, EFFDET_ERR_ARG, "empty image");
     double t0 = now_ms();
     letterbox_info lb;
     if ((st = letterbox_rgb(img, a->image_w, a->image_h, ctx->letterbox_u8, &lb, err))) return st;
@@ -97,11 +106,22 @@ effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, 
     double t1 = now_ms();
     if ((st = forward_run(ctx, err))) return st;
     double t2 = now_ms();
-    if ((st = effdet_postprocess(ctx, img->width, img->height, o, out, err))) return st;
+    if ((st = postprocess_outputs(ctx, img->width, img->height, o, out, err))) return st;
     map_to_source(img, out);
     out->preprocess_ms = t1 - t0;
     out->forward_ms = t2 - t1;
     return EFFDET_OK;
+}
+
+/* The whole detection, letterbox included, in the kernels' floating-point mode. */
+effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, const effdet_detect_opts *o,
+                                  effdet_result *out, effdet_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!img || !img->rgb || img->width < 1 || img->height < 1) return set_error(err, EFFDET_ERR_ARG, "empty image");
+    fpenv_saved fp = fpenv_enter();
+    effdet_status st = detect_image(ctx, img, o, out, err);
+    fpenv_leave(fp);
+    return st;
 }
 
 effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_t len, const effdet_decode_opts *dopts,

@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "context.h"
+#include "fpenv.h"
 #include "status.h"
 
 /* Kernels run unless the pass only measures, or an allocation did not fit (a sizing
@@ -29,7 +30,7 @@ static tensor new_tensor(effdet_context *ctx, int h, int w, int c) {
 
 static void pointwise(effdet_context *ctx, const tensor *in, const pw_layer *l, act_kind act, tensor *out) {
     OP(ctx, EFFDET_OP_PWCONV,
-       op_pwconv(ctx->tp, in->data, in->h * in->w, l->cin, l->w, l->b, l->cout, act, out->data));
+       ctx->k->pwconv(ctx->tp, in->data, in->h * in->w, l->cin, l->w, l->b, l->cout, act, out->data));
 }
 
 /* Depthwise conv into a new tensor, padding per the model's style. */
@@ -39,7 +40,7 @@ static tensor depthwise(effdet_context *ctx, const tensor *in, const dw_layer *l
     arch_pad(pm, in->h, l->k, l->stride, &oh, &pt);
     arch_pad(pm, in->w, l->k, l->stride, &ow, &pl);
     tensor out = new_tensor(ctx, oh, ow, in->c);
-    OP(ctx, EFFDET_OP_DWCONV, op_dwconv(ctx->tp, in, l->w, l->b, l->k, l->stride, pt, pl, act, &out));
+    OP(ctx, EFFDET_OP_DWCONV, ctx->k->dwconv(ctx->tp, in, l->w, l->b, l->k, l->stride, pt, pl, act, &out));
     return out;
 }
 
@@ -48,7 +49,7 @@ static void maxpool_into(effdet_context *ctx, const tensor *in, tensor *out) {
     int oh, ow, pt, pl;
     arch_pad(pm, in->h, 3, 2, &oh, &pt);
     arch_pad(pm, in->w, 3, 2, &ow, &pl);
-    OP(ctx, EFFDET_OP_POOL, op_maxpool3s2(ctx->tp, in, pt, pl, out));
+    OP(ctx, EFFDET_OP_POOL, ctx->k->maxpool3s2(ctx->tp, in, pt, pl, out));
 }
 
 /* ---------------------------------------------------------------- backbone */
@@ -61,7 +62,7 @@ static tensor run_stem(effdet_context *ctx) {
     arch_pad(pm, ctx->input.w, s->k, s->stride, &ow, &pl);
     tensor out = new_tensor(ctx, oh, ow, s->cout);
     OP(ctx, EFFDET_OP_STEM,
-       op_conv2d(ctx->tp, &ctx->input, s->w, s->b, s->k, s->stride, pt, pl, ACT_SWISH, &out));
+       ctx->k->conv2d(ctx->tp, &ctx->input, s->w, s->b, s->k, s->stride, pt, pl, ACT_SWISH, &out));
     return out;
 }
 
@@ -83,7 +84,7 @@ static tensor run_block(effdet_context *ctx, const block_layers *bl, const tenso
     tensor d = new_tensor(ctx, oh, ow, e.c);
     float *row_sums = arena_floats(&ctx->ar, (size_t)oh * e.c);
     OP(ctx, EFFDET_OP_DWCONV,
-       op_dwconv_sum(ctx->tp, &e, dw->w, dw->b, dw->k, dw->stride, pt, pl, ACT_SWISH, &d, row_sums));
+       ctx->k->dwconv_sum(ctx->tp, &e, dw->w, dw->b, dw->k, dw->stride, pt, pl, ACT_SWISH, &d, row_sums));
 
     const se_layer *se = &bl->se;
     float *gate = arena_floats(&ctx->ar, (size_t)d.c);
@@ -95,17 +96,17 @@ static tensor run_block(effdet_context *ctx, const block_layers *bl, const tenso
     int fold = (size_t)project.cout * 3 <= (size_t)d.h * d.w;
     float *folded = fold ? arena_floats(&ctx->ar, (size_t)project.cin * project.cout) : NULL;
     OP(ctx, EFFDET_OP_SE, {
-        op_se_gates(row_sums, d.h, d.h * d.w, d.c, se->w1, se->b1, se->rd, se->w2, se->b2, se_scratch, gate);
+        ctx->k->se_gates(row_sums, d.h, d.h * d.w, d.c, se->w1, se->b1, se->rd, se->w2, se->b2, se_scratch, gate);
         if (fold)
-            op_scale_rows(ctx->tp, project.w, gate, project.cin, project.cout, folded);
+            ctx->k->scale_rows(ctx->tp, project.w, gate, project.cin, project.cout, folded);
         else
-            op_scale_channels(ctx->tp, &d, gate);
+            ctx->k->scale_channels(ctx->tp, &d, gate);
     });
     if (fold) project.w = folded;
 
     tensor y = new_tensor(ctx, d.h, d.w, b->out_ch);
     pointwise(ctx, &d, &project, ACT_NONE, &y);
-    if (b->skip) OP(ctx, EFFDET_OP_OTHER, op_add(ctx->tp, y.data, x->data, tensor_numel(&y)));
+    if (b->skip) OP(ctx, EFFDET_OP_OTHER, ctx->k->add(ctx->tp, y.data, x->data, tensor_numel(&y)));
     return y;
 }
 
@@ -158,7 +159,7 @@ static tensor resample_input(effdet_context *ctx, const tensor *src, const later
     if (t.h > node->h)
         maxpool_into(ctx, &t, &r);
     else
-        OP(ctx, EFFDET_OP_UPSAMPLE, op_upsample_nearest(ctx->tp, &t, &r));
+        OP(ctx, EFFDET_OP_UPSAMPLE, ctx->k->upsample_nearest(ctx->tp, &t, &r));
     return r;
 }
 
@@ -174,7 +175,7 @@ static void run_fpn_node(effdet_context *ctx, const fpn_node_layers *nl, const t
     }
     tensor fused = new_tensor(ctx, out->h, out->w, out->c);
     const float *wts = ctx->m->arch.fusion == FUSE_FASTATTN ? nl->edge_w : NULL;
-    OP(ctx, EFFDET_OP_FUSE, op_fuse(ctx->tp, inp, nl->spec.num_inputs, wts, ACT_SWISH, &fused));
+    OP(ctx, EFFDET_OP_FUSE, ctx->k->fuse(ctx->tp, inp, nl->spec.num_inputs, wts, ACT_SWISH, &fused));
     tensor d = depthwise(ctx, &fused, &nl->dw, ACT_NONE);
     pointwise(ctx, &d, &nl->pw, ACT_NONE, out);
     arena_release(&ctx->ar, mark);
@@ -208,16 +209,17 @@ static void run_head(effdet_context *ctx, const head_layers *h, int level, tenso
     tensor x = ctx->fpn_out[level];
     tensor A = new_tensor(ctx, x.h, x.w, x.c), B = new_tensor(ctx, x.h, x.w, x.c);
     for (int r = 0; r < h->repeats; r++) {
-        OP(ctx, EFFDET_OP_DWCONV, op_dwconv(ctx->tp, &x, h->dw[r].w, h->dw[r].b, 3, 1, 1, 1, ACT_NONE, &A));
+        OP(ctx, EFFDET_OP_DWCONV, ctx->k->dwconv(ctx->tp, &x, h->dw[r].w, h->dw[r].b, 3, 1, 1, 1, ACT_NONE, &A));
         pointwise(ctx, &A, &h->pw[r][level], ACT_SWISH, &B);
         x = B;
     }
-    OP(ctx, EFFDET_OP_DWCONV, op_dwconv(ctx->tp, &x, h->pred_dw.w, h->pred_dw.b, 3, 1, 1, 1, ACT_NONE, &A));
+    OP(ctx, EFFDET_OP_DWCONV, ctx->k->dwconv(ctx->tp, &x, h->pred_dw.w, h->pred_dw.b, 3, 1, 1, 1, ACT_NONE, &A));
     pointwise(ctx, &A, &h->pred_pw, ACT_NONE, out);
     arena_release(&ctx->ar, mark);
 }
 
 effdet_status forward_run(effdet_context *ctx, effdet_error *err) {
+    fpenv_saved fp = fpenv_enter();
     arena_release(&ctx->ar, ctx->scratch_base);
     memset(&ctx->timing, 0, sizeof ctx->timing);
     double t0 = now_ms();
@@ -235,6 +237,7 @@ effdet_status forward_run(effdet_context *ctx, effdet_error *err) {
     ctx->timing.bifpn_ms = t2 - t1;
     ctx->timing.heads_ms = t3 - t2;
     ctx->timing.total_ms = t3 - t0;
+    fpenv_leave(fp);
     if (ctx->ar.overflow)
         return set_error(err, EFFDET_ERR_INTERNAL, "arena overflow (%zu bytes): sizing bug", ctx->ar.cap);
     return EFFDET_OK;

@@ -13,7 +13,7 @@
 
 #include "ops.h"
 
-#if defined(__AVX512F__) || defined(__FMA__)
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -118,7 +118,7 @@ static inline float fast_swishf(float x) {
     return x / (1.0f + fast_expf(-x));
 }
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
 #define HAVE_VEXP 1
 typedef int32_t vint __attribute__((vector_size(VLEN * sizeof(int32_t))));
 
@@ -127,18 +127,22 @@ static inline vfloat vsplat(float x) {
 }
 
 static inline vfloat vmin(vfloat a, vfloat b) {
-#ifdef __AVX512F__
+#if defined(__AVX512F__)
     return _mm512_min_ps(a, b);
-#else
+#elif defined(__AVX__)
     return _mm256_min_ps(a, b);
+#else
+    return _mm_min_ps(a, b);
 #endif
 }
 
 static inline vfloat vmax(vfloat a, vfloat b) {
-#ifdef __AVX512F__
+#if defined(__AVX512F__)
     return _mm512_max_ps(a, b);
-#else
+#elif defined(__AVX__)
     return _mm256_max_ps(a, b);
+#else
+    return _mm_max_ps(a, b);
 #endif
 }
 

@@ -8,24 +8,42 @@
  * buffer (from the context arena). Work is split across the pool's threads; `tp` may be
  * NULL (run on the calling thread). Weights are in the layouts the model loader
  * repacks them into at load time (noted per op).
+ *
+ * Every kernel file is compiled once per instruction-set level (mk/kernels.mk) with
+ * EFFDET_KERNEL_ISA set to the level's name; the defines below give each copy its own
+ * symbols (op_dwconv -> op_dwconv_avx2, ...) and lib/kernels_isa.c gathers them in that
+ * level's kernel_table. The rest of the library calls kernels through the table the
+ * context selected (kernels.h), never by these names.
  */
 #ifndef EFFDET_OPS_H
 #define EFFDET_OPS_H
 
 #include <stddef.h>
 
+#include "kernels.h"
 #include "threadpool.h"
 
-typedef struct {
-    float *data;
-    int h, w, c;
-} tensor;
+#ifndef EFFDET_KERNEL_ISA
+#error "ops.h is for the per-ISA kernel files (mk/kernels.mk); call kernels through kernels.h"
+#endif
+#define KSYM_PASTE(name, isa) name##_##isa
+#define KSYM_(name, isa) KSYM_PASTE(name, isa)
+#define KSYM(name) KSYM_(name, EFFDET_KERNEL_ISA)
 
-static inline size_t tensor_numel(const tensor *t) {
-    return (size_t)t->h * t->w * t->c;
-}
-
-typedef enum { ACT_NONE = 0, ACT_SWISH, ACT_SIGMOID } act_kind;
+#define op_conv2d KSYM(op_conv2d)
+#define op_dwconv KSYM(op_dwconv)
+#define op_dwconv_sum KSYM(op_dwconv_sum)
+#define op_pwconv KSYM(op_pwconv)
+#define op_se_gates KSYM(op_se_gates)
+#define op_scale_rows KSYM(op_scale_rows)
+#define op_scale_channels KSYM(op_scale_channels)
+#define op_maxpool3s2 KSYM(op_maxpool3s2)
+#define op_upsample_nearest KSYM(op_upsample_nearest)
+#define op_fuse KSYM(op_fuse)
+#define op_activate KSYM(op_activate)
+#define op_add KSYM(op_add)
+/* This level's table (lib/kernels_isa.c). */
+#define kernels_this_isa KSYM(kernels)
 
 /* Full conv (the stem): in h x w x cin -> out (out->h, out->w set by the caller).
  * w: [ky][kx][cin][cout] (k*k*cin rows of cout), bias[cout] (folded BN). Zero padding,

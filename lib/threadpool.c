@@ -17,6 +17,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include "fpenv.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define cpu_relax() _mm_pause()
@@ -100,6 +102,8 @@ static unsigned long long wait_for_new_job(threadpool *tp, unsigned long long se
 
 static void *worker_main(void *p) {
     threadpool *tp = p;
+    /* This thread only ever runs kernels: flush subnormals for its whole life (fpenv.h). */
+    (void)fpenv_enter();
     /* Not a fresh load: the first job may be posted before this thread gets here. */
     unsigned long long seen = 0;
     for (;;) {

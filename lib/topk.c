@@ -9,7 +9,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
-#ifdef __AVX2__
+#if defined(__AVX2__) || defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -99,6 +99,13 @@ static uint64_t passing_mask64(const float *x, float t) {
     for (int j = 0; j < 8; j++) {
         __m256 v = _mm256_loadu_ps(x + 8 * j);
         m |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, vt, _CMP_NLE_UQ)) << (8 * j);
+    }
+#elif defined(__SSE2__)
+    /* The portable build (x86-64-v2): cmpnleps is the same unordered "not <=". */
+    const __m128 vt = _mm_set1_ps(t);
+    for (int j = 0; j < 16; j++) {
+        __m128 v = _mm_loadu_ps(x + 4 * j);
+        m |= (uint64_t)(uint32_t)_mm_movemask_ps(_mm_cmpnle_ps(v, vt)) << (4 * j);
     }
 #else
     for (int j = 0; j < 64; j++) m |= (uint64_t)!(x[j] <= t) << j;

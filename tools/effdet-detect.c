@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cpu.h"
 #include "effdet.h"
 
 #define DEFAULT_MODEL "models/tf_efficientdet_d0.safetensors"
@@ -45,6 +46,7 @@ static void usage(FILE *f) {
             "       effdet-detect --describe-config CONFIG.json [--num-classes N] [--tensors]\n"
             "       effdet-detect --list-models [--num-classes N] [--tensors]\n"
             "       effdet-detect --model W --raw-input X.f32 --dump DIR [--image-size WxH]\n"
+            "       effdet-detect --cpu     CPU features and the kernel level selected, as JSON\n"
             "\n"
             "  -m, --model PATH        weights (.safetensors); default $EFFDET_MODEL or " DEFAULT_MODEL "\n"
             "  -t, --threshold X       minimum score, 0..1 (default 0: every detection up to the cap)\n"
@@ -604,7 +606,39 @@ static int run_raw(effdet_context *ctx, const effdet_model *m, const options *o)
     return rc ? 1 : 0;
 }
 
+/* --cpu: what CPUID/XGETBV report, which kernel levels this CPU can run, and the one a
+ * context would pick (EFFDET_ISA applied). Exit 1 when EFFDET_ISA names a level the CPU
+ * lacks or an unknown one. */
+static int print_cpu(void) {
+    cpu_features f;
+    cpu_detect(&f);
+    json_object *j = json_object_new_object(), *feat = json_object_new_object(), *lv = json_object_new_array();
+    json_object_object_add(j, "vendor", json_object_new_string(f.vendor));
+    json_object_object_add(j, "brand", json_object_new_string(f.brand));
+#define ADD_FEATURE(name) json_object_object_add(feat, #name, json_object_new_boolean(f.name));
+    CPU_FEATURES(ADD_FEATURE)
+#undef ADD_FEATURE
+    json_object_object_add(j, "features", feat);
+    for (int l = 0; l < ISA_COUNT; l++)
+        if (cpu_supports(&f, (isa_level)l) && kernels_for_level((isa_level)l))
+            json_object_array_add(lv, json_object_new_string(isa_name((isa_level)l)));
+    json_object_object_add(j, "supported_levels", lv);
+    const char *req = getenv("EFFDET_ISA");
+    json_object_object_add(j, "EFFDET_ISA", req ? json_object_new_string(req) : NULL);
+    isa_level sel;
+    effdet_error err;
+    int ok = cpu_select_level(&f, req, &sel, &err) == EFFDET_OK;
+    json_object_object_add(j, "selected", ok ? json_object_new_string(isa_name(sel)) : NULL);
+    if (!ok) json_object_object_add(j, "error", json_object_new_string(err.msg));
+    puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(j);
+    if (!ok) fprintf(stderr, "effdet-detect: %s\n", err.msg);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--cpu") == 0) return print_cpu();
     options o;
     if (parse_args(argc, argv, &o)) return 2;
     if (o.list_models) return run_list_models(&o);

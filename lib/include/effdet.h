@@ -20,6 +20,19 @@
  *     each context parallelises GEMMs itself across its own threads, so that several
  *     contexts can run side by side without oversubscribing the CPU.
  *
+ * Floating-point environment (x86)
+ *   The kernels compute with subnormal floats flushed to zero (MXCSR FTZ and DAZ): a
+ *   subnormal costs a ~100x slower microcode assist, and dark or noisy frames produce
+ *   many of them, while the network's results never depend on values below 1.2e-38.
+ *   They also round to nearest with every FP exception masked, whatever the caller set,
+ *   so results never depend on the host's mode. The context's own pool threads run in
+ *   that mode for their whole life. On the
+ *   calling thread, effdet_forward(), effdet_detect_image(), effdet_detect_jpeg() and
+ *   effdet_postprocess() switch it on for the duration of the call (a detection's
+ *   letterbox included) and restore the
+ *   caller's MXCSR (modes and exception flags) before returning; the library never
+ *   leaves the caller's floating-point environment changed.
+ *
  * Errors
  *   Every fallible function returns an effdet_status and, when `err` is not NULL,
  *   writes a one-line message naming the file, tensor, field or parameter at fault.
@@ -91,10 +104,17 @@ const char *const *effdet_known_models(void);
 
 typedef struct effdet_context effdet_context;
 
-/* threads: how many threads this context may use (>= 1). */
+/* threads: how many threads this context may use (>= 1).
+ * The context runs the compute kernels built for the best instruction-set level this
+ * CPU (and OS) supports: "avx512" (x86-64-v4), "avx2" (x86-64-v3, AVX2 + FMA) or
+ * "baseline" (x86-64-v2). The environment variable EFFDET_ISA=baseline|avx2|avx512
+ * forces a level; a level the CPU lacks, or an unknown name, makes this call fail
+ * with EFFDET_ERR_ARG and a message naming EFFDET_ISA. */
 effdet_status effdet_context_create(const effdet_model *m, int threads, effdet_context **out,
                                     effdet_error *err);
 void effdet_context_free(effdet_context *ctx);
+/* The kernel level the context runs: "baseline", "avx2" or "avx512". */
+const char *effdet_context_isa(const effdet_context *ctx);
 
 /* ---------------------------------------------------------------- forward */
 

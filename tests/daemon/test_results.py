@@ -3,26 +3,22 @@
 the tiny fixture model and, when the shared fixtures are present, for d0."""
 import json
 import os
+import sys
 import unittest
 
-from harness import D0_MODEL, FIXTURES, SHARED, TINY_MODEL, Daemon, check, have_shared, multipart, read
+from harness import D0_MODEL, FIXTURES, ROOT, SHARED, TINY_MODEL, Daemon, check, have_shared, multipart, read
+
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from detmatch import SCORE_TOL_FP32, mismatches  # noqa: E402  (tests/detmatch.py)
 
 JPEG = {"Content-Type": "image/jpeg"}
 
 
 def compare(test, got, ref, n):
-    """Top-n detections: same class, score within 1e-3, box within 0.5 px. Neighbours
-    whose reference scores differ by < 1e-4 may swap (float32 noise), so each reference
-    row is matched to the nearest-scoring same-class row among a few neighbours."""
+    """Top-n detections: the same set as the reference's top n, in order up to near-ties
+    (tests/detmatch.py: any CPU's rounding passes, nothing else does)."""
     test.assertGreaterEqual(len(got), n)
-    for i, r in enumerate(ref[:n]):
-        window = got[max(0, i - 3):i + 4]
-        best = min(window, key=lambda g: abs(g["score"] - r["score"]) + 10 * (g["class_id"] != r["cls"])
-                   + sum(abs(g["box"][k] - r[k]) for k in ("x1", "y1", "x2", "y2")) / 100)
-        test.assertEqual(best["class_id"], r["cls"], (i, best, r))
-        test.assertAlmostEqual(best["score"], r["score"], delta=1e-3, msg=(i, best, r))
-        for k in ("x1", "y1", "x2", "y2"):
-            test.assertAlmostEqual(best["box"][k], r[k], delta=0.5, msg=(i, k, best, r))
+    test.assertEqual(mismatches(got[:n], ref[:n]), [])
 
 
 class Results(unittest.TestCase):
@@ -40,12 +36,16 @@ class Results(unittest.TestCase):
             body, ctype = multipart([("min_confidence", "0.5")], [("image", image)])
             status, h, data = d.request("POST", "/v1/vision/detection", body, {"Content-Type": ctype})
             preds = check("/v1/vision/detection", "POST", status, h, data)["predictions"]
-            want = [r for r in ref["detections_image"] if r["score"] >= 0.5 + 1e-4][:20]
+            # Reference rows clearly above the threshold, each matched to a distinct
+            # prediction (the order of near-ties is any CPU's; integer boxes within 1 px).
+            want = [r for r in ref["detections_image"] if r["score"] >= 0.5 + SCORE_TOL_FP32][:20]
             self.assertGreaterEqual(len(preds), len(want))
-            for p, r in zip(preds, want):
-                self.assertAlmostEqual(p["confidence"], r["score"], delta=1e-3)
-                self.assertLessEqual(abs(p["x_min"] - r["x1"]), 1)
-                self.assertLessEqual(abs(p["y_max"] - r["y2"]), 1)
+            free = list(preds)
+            for r in want:
+                hit = [p for p in free if abs(p["confidence"] - r["score"]) <= SCORE_TOL_FP32
+                       and abs(p["x_min"] - r["x1"]) <= 1 and abs(p["y_max"] - r["y2"]) <= 1]
+                self.assertTrue(hit, (r, preds))
+                free.remove(hit[0])
 
     def test_tiny_matches_reference(self):
         self.run_model(TINY_MODEL, FIXTURES, 20)
