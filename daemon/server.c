@@ -963,6 +963,18 @@ int server_run(server *s) {
     return s->exit_code;
 }
 
+static void orphan_job(server *s, job *j) {
+    if (j->watch_ev) event_del(j->watch_ev);
+    if (j->deadline_ev) event_del(j->deadline_ev);
+    if (!j->req) return;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(j->req);
+    if (evcon)
+        evhttp_connection_set_closecb(evcon, NULL, NULL);
+    else
+        evhttp_request_free(j->req);
+    j->req = NULL;
+}
+
 void server_free(server *s) {
     if (s->reloading) {
         pthread_join(s->reload_thread, NULL);
@@ -985,9 +997,15 @@ void server_free(server *s) {
     job *j = s->done_head;
     s->done_head = s->done_tail = NULL;
     pthread_mutex_unlock(&s->mu);
+    /* Every unfinished job is on the done list now (the workers drained the queue). Cut
+     * its ties to libevent before evhttp_free: that frees the connections and would call
+     * a close callback on a job freed here. A request libevent detached from its dead
+     * connection (EOF while we held it) is ours to free. */
     while (j) {
         job *next = j->next;
-        job_free(j); /* their requests are freed with the connections by evhttp_free */
+        orphan_job(s, j);
+        job_free(j);
+        s->outstanding--;
         j = next;
     }
     for (int i = 0; i < 4; i++)
