@@ -743,7 +743,14 @@ static void reload_done_cb(evutil_socket_t fd, short what, void *arg) {
         }
         s->reload_set = NULL;
         model_set_unref(old); /* jobs still running hold their own reference */
-        if (!first) s->met.reloads_ok++;
+        /* A reload that kept an old model because the new file is broken is a failed
+         * reload: operators alert on effdetd_reloads_total{result="failed"}. */
+        int failures = s->set->failures;
+        if (!first && failures) {
+            s->met.reloads_failed++;
+            log_error(&s->log, "reload failed for %d model(s): serving the previous version of each", failures);
+        } else if (!first)
+            s->met.reloads_ok++;
         s->ready = 1;
         log_info(&s->log, "%s: %d model(s), default %s", first ? "ready" : "reloaded", s->set->count,
                  s->set->models[s->set->default_index]->name);
