@@ -29,7 +29,12 @@ static const cfg_option options[] = {
      "name in alphabetical order."},
     {"api_key", CFG_STRING, OPT(api_key), 0, 0, "", NULL,
      "When set, detection and model endpoints require `Authorization: Bearer KEY` or the "
-     "DeepStack form field api_key=KEY (401 otherwise). /healthz, /readyz and /metrics stay open."},
+     "DeepStack form field api_key=KEY (401 otherwise). /healthz, /readyz and /metrics stay open. "
+     "A key given as --api-key is visible to every local user in /proc/PID/cmdline: prefer this "
+     "file (mode 600), api_key_file or the EFFDETD_API_KEY environment variable."},
+    {"api_key_file", CFG_STRING, OPT(api_key_file), 0, 0, "", NULL,
+     "Read api_key from the first line of this file (at start and on every reload; a systemd "
+     "credential such as $CREDENTIALS_DIRECTORY/api_key works). Overrides api_key."},
     {"log_level", CFG_ENUM, OPT(log_level), 0, 0, "info", "error|warn|info|debug",
      "Least severe message written to stderr."},
     {"access_log", CFG_BOOL, OPT(access_log), 0, 1, "yes", NULL,
@@ -330,6 +335,8 @@ int config_build(effdetd_config *c, const char *path, const char *const *overrid
                  size_t errlen) {
     config_defaults(c);
     if (path && config_load_file(c, path, err, errlen)) return -1;
+    const char *env = getenv("EFFDETD_API_KEY");
+    if (env && *env && config_set(c, "api_key", env, "EFFDETD_API_KEY", err, errlen)) return -1;
     for (int i = 0; i < n; i++) {
         char where[80];
         snprintf(where, sizeof where, "--%s", overrides[2 * i]);
@@ -337,6 +344,27 @@ int config_build(effdetd_config *c, const char *path, const char *const *overrid
             if (*p == '_') *p = '-';
         if (config_set(c, overrides[2 * i], overrides[2 * i + 1], where, err, errlen)) return -1;
     }
+    if (c->api_key_file[0]) return config_read_key_file(c->api_key_file, c->api_key, sizeof c->api_key, err, errlen);
+    return 0;
+}
+
+int config_read_key_file(const char *path, char *key, size_t cap, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        errf(err, errlen, "api_key_file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[CFG_STR_MAX + 2];
+    int ok = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    size_t n = ok ? strcspn(line, "\r\n") : 0;
+    while (n > 0 && isspace((unsigned char)line[n - 1])) n--;
+    if (n == 0 || n >= cap) {
+        errf(err, errlen, "api_key_file %s: %s", path, n ? "the key is too long" : "no key on the first line");
+        return -1;
+    }
+    memcpy(key, line, n);
+    key[n] = '\0';
     return 0;
 }
 

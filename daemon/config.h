@@ -15,6 +15,7 @@ typedef struct {
     char models_dir[CFG_STR_MAX]; /* every *.safetensors in it, named by file stem */
     char default_model[CFG_STR_MAX];
     char api_key[CFG_STR_MAX];
+    char api_key_file[CFG_STR_MAX]; /* the key is this file's first line (read at start and reload) */
     char log_level[16];
     int workers; /* 0 = number of cores */
     int threads_per_worker;
@@ -68,10 +69,14 @@ int config_parse_text(effdetd_config *c, const char *text, size_t len, const cha
 /* Read and parse a file. */
 int config_load_file(effdetd_config *c, const char *path, char *err, size_t errlen);
 
-/* Defaults, then the file (when path is not NULL), then overrides: n (name, value)
- * pairs flattened as overrides[2*i], overrides[2*i+1], reported as "--name". */
+/* Defaults, then the file (when path is not NULL), then the EFFDETD_API_KEY environment
+ * variable, then overrides: n (name, value) pairs flattened as overrides[2*i],
+ * overrides[2*i+1], reported as "--name"; last api_key_file, when set, gives api_key. */
 int config_build(effdetd_config *c, const char *path, const char *const *overrides, int n, char *err,
                  size_t errlen);
+
+/* The first line of path, trailing whitespace removed, into key. */
+int config_read_key_file(const char *path, char *key, size_t cap, char *err, size_t errlen);
 
 /* Cross-option checks (a model source is given, ...). */
 int config_validate(const effdetd_config *c, char *err, size_t errlen);

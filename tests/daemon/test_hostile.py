@@ -1,5 +1,6 @@
 """effdetd against hostile clients and faults: the regressions of a red-team run
 (issue #10). Each test failed before its fix."""
+import json
 import os
 import signal
 import socket
@@ -58,6 +59,166 @@ class Shutdown(unittest.TestCase):
                 s.close()
             self.assertEqual(code, 0, d.stderr()[-3000:])
             self.assertNotIn("AddressSanitizer", d.stderr())
+
+
+def parse_replies(data, heads=0):
+    """[(status line, headers dict lower-case, body)] of consecutive HTTP/1.1 replies,
+    framed by Content-Length only (as a keep-alive client must); the first `heads`
+    answer HEAD requests: no body whatever their Content-Length."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        assert sep, data[:200]
+        lines = head.decode("latin-1").split("\r\n")
+        h = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            h[k.strip().lower()] = v.strip()
+        n = int(h.get("content-length", "-1"))
+        assert n >= 0, "no Content-Length: %r" % head
+        if len(out) < heads:
+            n = 0
+        out.append((lines[0], h, rest[:n]))
+        data = rest[n:]
+    return out
+
+
+def exchange(port, data, timeout=5):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(data)
+    out = read_all(s, timeout)
+    s.close()
+    return out
+
+
+class Protocol(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon("--timeout-s", "30")
+        cls.d.__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.__exit__(None, None, None)
+
+    def test_head_has_length_and_no_body(self):
+        """HEAD then GET on one connection: the HEAD reply has the GET's Content-Length and
+        no body, so the GET's reply is read correctly (the body used to be sent)."""
+        for path in ("/", "/healthz", "/metrics", "/v1/models", "/detect"):
+            get = self.d.request("GET", path)
+            data = exchange(self.d.port, b"HEAD %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+            replies = parse_replies(data, heads=1)
+            self.assertEqual(len(replies), 2, (path, data[:300]))
+            (line, h, body), (line2, _, body2) = replies
+            self.assertEqual(body, b"", path)
+            self.assertIn(str(get[0]), line, path)
+            if path != "/metrics":  # the metrics text changes between the two requests
+                self.assertEqual(int(h["content-length"]), len(get[2]), path)
+            self.assertIn("200", line2)
+            self.assertEqual(body2, b'{"status":"ok"}')
+
+    def test_conflicting_content_length_is_refused_and_closed(self):
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        for headers in (b"Content-Length: 3\r\nContent-Length: 10\r\n", b"Content-Length: +3\r\n",
+                        b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+                        b"Transfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n"):
+            t0 = time.time()
+            data = exchange(self.d.port, b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n" +
+                            headers + b"\r\nabc" + smuggled)
+            replies = parse_replies(data)
+            self.assertEqual(len(replies), 1, (headers, data))  # nothing answered the smuggled GET
+            line, h, body = replies[0]
+            self.assertIn("400", line, headers)
+            self.assertEqual(h.get("connection"), "close")
+            if h["content-type"] == "application/json":  # libevent itself refuses some TE cases
+                self.assertEqual(check("/detect", "POST", 400, h, body)["error"]["code"], "bad_request")
+            self.assertLess(time.time() - t0, 3 * SLOW)  # closed, not left to the timeout
+
+    def test_connect_and_trace_are_answered_and_closed(self):
+        for req in (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+                    b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n"):
+            t0 = time.time()
+            replies = parse_replies(exchange(self.d.port, req, timeout=10))
+            self.assertEqual(len(replies), 1)
+            self.assertIn("501", replies[0][0])
+            self.assertEqual(json.loads(replies[0][2])["error"]["code"], "not_implemented")
+            self.assertLess(time.time() - t0, 3 * SLOW, req)
+
+    def test_security_headers(self):
+        for path, csp in (("/", "script-src"), ("/healthz", "default-src 'none'"), ("/v1/models", "default-src 'none'"),
+                          ("/nope", "default-src 'none'")):
+            _, h, _ = self.d.request("GET", path)
+            self.assertEqual(h.get("x-content-type-options"), "nosniff", path)
+            self.assertEqual(h.get("x-frame-options"), "DENY", path)
+            self.assertIn("frame-ancestors 'none'", h.get("content-security-policy", ""), path)
+            self.assertIn(csp, h["content-security-policy"], path)
+            self.assertEqual(h.get("cache-control"), "no-store", path)
+        _, h, _ = self.d.request("POST", "/detect", IMAGE, JPEG)
+        self.assertEqual(h.get("x-content-type-options"), "nosniff")
+
+    def test_access_log_escapes_control_bytes(self):
+        exchange(self.d.port, b"GET /x\x1b[31mred\x01\x7f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        time.sleep(0.1)
+        log = self.d.stderr()
+        self.assertNotIn("\x1b[31m", log)
+        self.assertIn("/x\\x1b[31mred\\x01\\x7f", log)
+
+    def test_wide_thin_jpeg_is_detected(self):
+        """16000x8 letterboxes to 128 x 0.064 rows: one row is kept (was 400 "shrinks to 128x0")."""
+        status, h, data = self.d.request("POST", "/detect", flat_jpeg(16000, 8), JPEG)
+        self.assertEqual(status, 200, data)
+        self.assertEqual(check("/detect", "POST", 200, h, data)["image"], {"width": 16000, "height": 8})
+
+
+class ApiKey(unittest.TestCase):
+    def test_401_comes_before_other_errors(self):
+        with Daemon("--api-key", "s3cret") as d:
+            for path, body, ctype in (("/detect?threshold=7", IMAGE, "image/jpeg"), ("/detect", IMAGE, "text/plain"),
+                                      ("/detect", b"", "image/jpeg"), ("/v1/vision/detection", b"junk",
+                                                                       "multipart/form-data; boundary=x")):
+                status, h, data = d.request("POST", path, body, {"Content-Type": ctype})
+                self.assertEqual(status, 401, (path, ctype, data))
+            # with the key, the same requests get their own errors
+            ok = {"Authorization": "Bearer s3cret"}
+            self.assertEqual(d.request("POST", "/detect?threshold=7", IMAGE, dict(ok, **JPEG))[0], 400)
+            self.assertEqual(d.request("POST", "/detect", IMAGE, dict(ok, **{"Content-Type": "text/plain"}))[0], 415)
+
+    def test_query_key_on_models(self):
+        with Daemon("--api-key", "s3cret") as d:
+            self.assertEqual(d.request("GET", "/v1/models?api_key=s3cret")[0], 200)
+            self.assertEqual(d.request("GET", "/v1/models?api_key=wrong")[0], 401)
+            self.assertEqual(d.request("POST", "/v1/vision/custom/list?api_key=s3cret")[0], 200)
+
+    def test_key_from_environment_and_file(self):
+        with Daemon(env={"EFFDETD_API_KEY": "fromenv"}) as d:
+            self.assertEqual(d.request("GET", "/v1/models")[0], 401)
+            self.assertEqual(d.request("GET", "/v1/models", headers={"Authorization": "Bearer fromenv"})[0], 200)
+            with open(os.path.join(d.tmp, "cmdline")) if False else open("/proc/%d/cmdline" % d.proc.pid, "rb") as f:
+                self.assertNotIn(b"fromenv", f.read())
+        import tempfile
+        tmp = tempfile.mkdtemp()
+        try:
+            keyf = os.path.join(tmp, "key")
+            with open(keyf, "w") as f:
+                f.write("fromfile\n")
+            with Daemon("--api-key-file", keyf, env={"EFFDETD_API_KEY": "fromenv"}) as d:
+                self.assertEqual(d.request("GET", "/v1/models", headers={"Authorization": "Bearer fromfile"})[0], 200)
+                self.assertEqual(d.request("GET", "/v1/models", headers={"Authorization": "Bearer fromenv"})[0], 401)
+                with open(keyf, "w") as f:  # rotated with a reload
+                    f.write("rotated\n")
+                d.signal(signal.SIGHUP)
+                deadline = time.time() + 20 * SLOW
+                while time.time() < deadline and d.request(
+                        "GET", "/v1/models", headers={"Authorization": "Bearer rotated"})[0] != 200:
+                    time.sleep(0.05)
+                self.assertEqual(d.request("GET", "/v1/models", headers={"Authorization": "Bearer rotated"})[0], 200)
+            p = __import__("subprocess").run([__import__("harness").EFFDETD, "--model", TINY_MODEL, "--api-key-file",
+                                              os.path.join(tmp, "absent"), "--check-config"], capture_output=True)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn(b"api_key_file", p.stderr)
+        finally:
+            __import__("shutil").rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
