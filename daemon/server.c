@@ -860,6 +860,7 @@ static void reload_done_cb(evutil_socket_t fd, short what, void *arg) {
         }
         s->reload_set = NULL;
         model_set_unref(old); /* jobs still running hold their own reference */
+        queue_kick(&s->queue); /* idle workers free the retired models' contexts now */
         /* A reload that kept an old model because the new file is broken is a failed
          * reload: operators alert on effdetd_reloads_total{result="failed"}. */
         int failures = s->set->failures;
