@@ -54,8 +54,21 @@ static const cfg_option options[] = {
     {"timeout_s", CFG_INT, OPT(timeout_s), 1, 3600, "30", NULL,
      "Connection inactivity timeout (read and write): closes idle keep-alive and slow clients."},
     {"max_connections", CFG_INT, OPT(max_connections), 0, 1000000, "512", NULL,
-     "Most client connections at once. At the limit effdetd stops accepting and new clients "
-     "wait in the kernel's listen backlog until a connection closes. 0 = no limit."},
+     "Most client connections at once. At the limit the connection doing the least (idle, or "
+     "the slowest unfinished request, at least 0.5 s old) is closed to make room; when every "
+     "connection is busy with a request, new clients wait in the kernel's listen backlog until "
+     "one closes. 0 = no limit."},
+    {"header_timeout_s", CFG_INT, OPT(header_timeout_s), 1, 3600, "10", NULL,
+     "A request's line and headers must arrive within this many seconds of its first byte (of "
+     "the accept, for a connection's first request), however steadily they trickle in; "
+     "otherwise the connection is closed."},
+    {"min_body_rate", CFG_LONG, OPT(min_body_rate), 0, 1073741824, "10240", NULL,
+     "Bytes per second a request body must average once header_timeout_s has passed since its "
+     "headers; a slower one is closed. 0 = no minimum."},
+    {"body_budget_bytes", CFG_LONG, OPT(body_budget_bytes), 0, 68719476736.0, "268435456", NULL,
+     "Request-body bytes held at once across all connections (by Content-Length, from the end "
+     "of the headers to the reply). A request that does not fit is answered 503 + Retry-After "
+     "before its body is read. 0 = no budget."},
     {"max_body_bytes", CFG_LONG, OPT(max_body_bytes), 1024, 1073741824, "16777216", NULL,
      "Largest request body; larger ones get 413."},
     {"max_header_bytes", CFG_LONG, OPT(max_header_bytes), 1024, 1048576, "16384", NULL,

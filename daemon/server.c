@@ -148,6 +148,8 @@ static void send_reply(server *s, struct evhttp_request *req, const req_info *ri
     snprintf(n, sizeof n, "%zu", body ? len : 0);
     evhttp_remove_header(h, "Content-Length");
     evhttp_add_header(h, "Content-Length", n);
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon) connlimit_idle(&s->conns, evcon);
     struct evbuffer *out = evbuffer_new();
     if (out && body && !head) evbuffer_add(out, body, len);
     char path[128];
@@ -305,7 +307,8 @@ static const char *label_cb(const void *arg, int cls) {
 }
 
 static void deadline_cb(evutil_socket_t fd, short what, void *arg);
-static void close_cb(struct evhttp_connection *evcon, void *arg);
+static void close_cb(void *arg);
+static void close_cb_untracked(struct evhttp_connection *evcon, void *arg);
 static void watch_cb(evutil_socket_t fd, short what, void *arg);
 
 /* libevent 2.1 stops reading a connection once its request is complete, so it does not
@@ -437,7 +440,8 @@ static void handle_detection(server *s, struct evhttp_request *req, req_info *ri
     struct timeval tv = {s->cfg.deadline_ms / 1000, (s->cfg.deadline_ms % 1000) * 1000};
     evtimer_add(j->deadline_ev, &tv);
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    if (evcon) evhttp_connection_set_closecb(evcon, close_cb, j);
+    if (evcon && connlimit_on_close(&s->conns, evcon, close_cb, j) != 0)
+        evhttp_connection_set_closecb(evcon, close_cb_untracked, j);
     watch_client(s, j, req);
     return;
 fail:
@@ -460,8 +464,10 @@ static void complete_job(server *s, job *j) {
     if (j->watch_ev) event_del(j->watch_ev);
     if (j->req) {
         struct evhttp_connection *evcon = evhttp_request_get_connection(j->req);
-        if (evcon) evhttp_connection_set_closecb(evcon, NULL, NULL);
+        if (evcon && connlimit_on_close(&s->conns, evcon, NULL, NULL) != 0)
+            evhttp_connection_set_closecb(evcon, NULL, NULL);
         if (j->client_gone || !j->status) {
+            if (evcon) connlimit_idle(&s->conns, evcon);
             /* Nobody reads this reply: evhttp frees a request already detached from
              * its connection without writing, or writes into the dead socket, fails
              * and frees the connection with the request. */
@@ -528,8 +534,8 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg) {
     if (queue_remove(&s->queue, j)) complete_job(s, j);
 }
 
-/* The client's connection closed while its job was pending. */
-static void close_cb(struct evhttp_connection *evcon, void *arg) {
+/* The client's connection closed while its job was pending (connlimit's hook). */
+static void close_cb(void *arg) {
     job *j = arg;
     server *s = j->srv;
     atomic_store(&j->cancelled, 1);
@@ -539,6 +545,10 @@ static void close_cb(struct evhttp_connection *evcon, void *arg) {
      * callback: forget it. A detached one (EOF while we held it) is ours to release. */
     if (j->req && evhttp_request_get_connection(j->req) != NULL) j->req = NULL;
     if (queue_remove(&s->queue, j)) complete_job(s, j);
+}
+
+static void close_cb_untracked(struct evhttp_connection *evcon, void *arg) {
+    close_cb(arg);
 }
 
 /* ------------------------------------------------------------- other routes */
@@ -669,6 +679,23 @@ static void handle_metrics(server *s, struct evhttp_request *req, req_info *ri) 
               "effdetd_build_info{version=\"%s\"} 1\n",
               queue_depth(&s->queue), s->queue_cap, s->nworkers, atomic_load(&s->busy),
               s->ready && !s->draining, EFFDET_VERSION);
+    const connlimit *cl = &s->conns;
+    sb_printf(&b,
+              "# HELP effdetd_connections_dropped_total Connections closed by effdetd: request line + headers "
+              "too slow (header_timeout_s), body too slow (min_body_rate), or to make room at max_connections."
+              "\n# TYPE effdetd_connections_dropped_total counter\n"
+              "effdetd_connections_dropped_total{reason=\"header_timeout\"} %lld\n"
+              "effdetd_connections_dropped_total{reason=\"body_rate\"} %lld\n"
+              "effdetd_connections_dropped_total{reason=\"cap\"} %lld\n"
+              "# HELP effdetd_connection_cap_pauses_total Times every connection was busy at max_connections "
+              "and new clients waited in the backlog.\n# TYPE effdetd_connection_cap_pauses_total counter\n"
+              "effdetd_connection_cap_pauses_total %lld\n"
+              "# HELP effdetd_body_budget_rejected_total Requests answered 503 because body_budget_bytes was "
+              "spent.\n# TYPE effdetd_body_budget_rejected_total counter\neffdetd_body_budget_rejected_total %lld\n"
+              "# HELP effdetd_body_bytes_held Request-body bytes reserved now (of body_budget_bytes).\n"
+              "# TYPE effdetd_body_bytes_held gauge\neffdetd_body_bytes_held %lld\n",
+              cl->dropped_header, cl->dropped_body, cl->dropped_cap, cl->pauses, cl->rejected_budget,
+              cl->budget_used);
     model_set *set = current_set(s);
     sb_puts(&b, "# HELP effdetd_model_info Loaded models.\n# TYPE effdetd_model_info gauge\n");
     for (int i = 0; set && i < set->count; i++) {
@@ -726,6 +753,10 @@ static void route(struct evhttp_request *req, void *arg) {
     char path[1024];
     request_path(req, path, sizeof path);
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon && connlimit_answered(&s->conns, evcon))
+        return; /* answered 503 (body budget) already; freed with its connection */
+    if (evcon) connlimit_busy(&s->conns, evcon);
     const char *bad = framing_error(req);
     if (bad) {
         ri.close = 1; /* what follows on this connection cannot be trusted */
@@ -820,6 +851,13 @@ static void start_reload(server *s) {
     }
 }
 
+static void conns_apply_config(server *s) {
+    s->conns.max = s->cfg.max_connections;
+    s->conns.header_timeout_ms = s->cfg.header_timeout_s * 1000;
+    s->conns.min_body_rate = s->cfg.min_body_rate;
+    s->conns.body_budget = s->cfg.body_budget_bytes;
+}
+
 /* Options that need a restart: the listening sockets, threads and queue exist already. */
 static void apply_reloaded_config(server *s, const effdetd_config *c) {
     if (strcmp(c->listen, s->cfg.listen) != 0 || c->workers != s->cfg.workers ||
@@ -838,7 +876,7 @@ static void apply_reloaded_config(server *s, const effdetd_config *c) {
     evhttp_set_max_body_size(s->http, s->cfg.max_body_bytes);
     evhttp_set_max_headers_size(s->http, s->cfg.max_header_bytes);
     evhttp_set_timeout(s->http, s->cfg.timeout_s);
-    s->conns.max = s->cfg.max_connections;
+    conns_apply_config(s);
 }
 
 static void reload_done_cb(evutil_socket_t fd, short what, void *arg) {
@@ -1026,6 +1064,7 @@ int server_start(server *s, char *err, size_t errlen) {
         snprintf(err, errlen, "libevent: out of memory");
         return -1;
     }
+    conns_apply_config(s);
     evhttp_set_bevcb(s->http, connlimit_bevcb, &s->conns);
 
     int adopted = adopt_systemd_sockets(s, err, errlen);
@@ -1094,9 +1133,9 @@ static void orphan_job(server *s, job *j) {
     if (j->deadline_ev) event_del(j->deadline_ev);
     if (!j->req) return;
     struct evhttp_connection *evcon = evhttp_request_get_connection(j->req);
-    if (evcon)
-        evhttp_connection_set_closecb(evcon, NULL, NULL);
-    else
+    if (evcon) {
+        if (connlimit_on_close(&s->conns, evcon, NULL, NULL) != 0) evhttp_connection_set_closecb(evcon, NULL, NULL);
+    } else
         evhttp_request_free(j->req);
     j->req = NULL;
 }

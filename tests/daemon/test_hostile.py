@@ -257,5 +257,86 @@ class Reload(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class SlowClients(unittest.TestCase):
+    def test_slow_headers_cannot_starve_others(self):
+        """20 sockets, each sending one header byte every 0.3 s, fill max_connections 20:
+        /healthz is still answered (the slowest are closed to make room), and every one of
+        them is closed by header_timeout_s (the per-read timeout never fired: each byte
+        reset it)."""
+        import threading
+        with Daemon("--max-connections", "20", "--header-timeout-s", "2", "--timeout-s", "30") as d:
+            socks = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(20)]
+            stop = threading.Event()
+            req = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+
+            def trickle():
+                for i in range(len(req)):
+                    for s in socks:
+                        try:
+                            s.send(req[i:i + 1])
+                        except OSError:
+                            pass
+                    if stop.wait(0.3):
+                        return
+            t = threading.Thread(target=trickle)
+            t.start()
+            try:
+                time.sleep(1.0)  # older than CONN_MIN_AGE_MS
+                for _ in range(3):
+                    t0 = time.time()
+                    self.assertEqual(d.request("GET", "/healthz", timeout=5)[0], 200)
+                    self.assertLess(time.time() - t0, 2 * SLOW)
+                time.sleep(2.5)  # header_timeout_s 2
+                closed = 0
+                for s in socks:
+                    s.settimeout(0.5)
+                    try:
+                        closed += s.recv(100) == b""
+                    except ConnectionResetError:
+                        closed += 1
+                    except socket.timeout:
+                        pass
+                self.assertEqual(closed, 20)
+            finally:
+                stop.set()
+                t.join()
+                for s in socks:
+                    s.close()
+            text = d.request("GET", "/metrics")[2].decode()
+            self.assertGreater(prom_value(text, "effdetd_connections_dropped_total", {"reason": "cap"}), 0, text)
+            self.assertGreater(prom_value(text, "effdetd_connections_dropped_total", {"reason": "header_timeout"}), 0)
+
+    def test_body_budget_and_body_rate(self):
+        """body_budget_bytes 1m: a stalled 700 kB upload holds 700 kB of it; a second 700 kB
+        request is answered 503 + Retry-After before its body is sent; the stalled one is
+        closed by min_body_rate; then the budget is free again."""
+        with Daemon("--body-budget-bytes", "1m", "--header-timeout-s", "1", "--min-body-rate", "100k",
+                    "--max-body-bytes", "2m") as d:
+            a = socket.create_connection(("127.0.0.1", d.port))
+            a.sendall(b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 700000\r\n\r\n"
+                      + b"x" * 100000)
+            time.sleep(0.2)
+            text = d.request("GET", "/metrics")[2].decode()
+            self.assertEqual(prom_value(text, "effdetd_body_bytes_held"), 700000)
+            b = socket.create_connection(("127.0.0.1", d.port))
+            b.sendall(b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 700000\r\n\r\n")
+            reply = read_all(b, timeout=5)
+            b.close()
+            replies = parse_replies(reply)
+            self.assertIn("503", replies[0][0])
+            self.assertEqual(replies[0][1].get("retry-after"), "1")
+            self.assertEqual(json.loads(replies[0][2])["error"]["code"], "busy")
+            t0 = time.time()
+            self.assertEqual(read_all(a, timeout=10), b"")  # closed without a reply
+            self.assertLess(time.time() - t0, 5 * SLOW)
+            a.close()
+            time.sleep(0.1)
+            text = d.request("GET", "/metrics")[2].decode()
+            self.assertEqual(prom_value(text, "effdetd_body_bytes_held"), 0)
+            self.assertEqual(prom_value(text, "effdetd_connections_dropped_total", {"reason": "body_rate"}), 1)
+            self.assertEqual(prom_value(text, "effdetd_body_budget_rejected_total"), 1)
+            self.assertEqual(d.request("POST", "/detect", IMAGE, JPEG)[0], 200)
+
+
 if __name__ == "__main__":
     unittest.main()
