@@ -183,6 +183,13 @@ int config_set(effdetd_config *c, const char *name, const char *value, const cha
             errf(err, errlen, "%s: %s: value longer than %zu bytes", where, name, o->size - 1);
             return -1;
         }
+        /* The file format has no escapes: a quote or a control byte in a value could not
+         * be written back (--check-config) and is never part of a path, address or key. */
+        for (const unsigned char *q = (const unsigned char *)value; *q; q++)
+            if (*q == '"' || *q < 0x20 || *q == 0x7f) {
+                errf(err, errlen, "%s: %s: a double quote or control character in the value", where, name);
+                return -1;
+            }
         if (o->type == CFG_ENUM && !enum_has(o->choices, value)) {
             errf(err, errlen, "%s: %s: '%s' is not one of %s", where, name, value, o->choices);
             return -1;
