@@ -241,6 +241,11 @@ static void scan(conn_rec *r, const unsigned char *p, size_t n, double now) {
 static void input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg) {
     conn_rec *r = arg;
     if (info->n_added == 0 || r->busy) return;
+    if (r->phase == PH_BODY && r->body_bytes + (long long)info->n_added < r->content_length) {
+        r->body_bytes += (long long)info->n_added; /* the common case: more of the body, nothing to parse */
+        r->req_bytes += (long long)info->n_added;
+        return;
+    }
     size_t len = evbuffer_get_length(buf);
     size_t from = len > info->n_added ? len - info->n_added : 0;
     double now = mono_ms();
