@@ -364,7 +364,8 @@ int config_build(effdetd_config *c, const char *path, const char *const *overrid
             if (*p == '_') *p = '-';
         if (config_set(c, overrides[2 * i], overrides[2 * i + 1], where, err, errlen)) return -1;
     }
-    if (c->api_key_file[0]) return config_read_key_file(c->api_key_file, c->api_key, sizeof c->api_key, err, errlen);
+    if (c->api_key_file[0])
+        return config_read_key_file(c->api_key_file, c->api_key, sizeof c->api_key, err, errlen);
     return 0;
 }
 
@@ -380,7 +381,8 @@ int config_read_key_file(const char *path, char *key, size_t cap, char *err, siz
     size_t n = ok ? strcspn(line, "\r\n") : 0;
     while (n > 0 && isspace((unsigned char)line[n - 1])) n--;
     if (n == 0 || n >= cap) {
-        errf(err, errlen, "api_key_file %s: %s", path, n ? "the key is too long" : "no key on the first line");
+        errf(err, errlen, "api_key_file %s: %s", path,
+             n ? "the key is too long" : "no key on the first line");
         return -1;
     }
     memcpy(key, line, n);

@@ -22,8 +22,8 @@ typedef struct {
     int queue_size; /* 0 = 2 x workers */
     int deadline_ms;
     int drain_timeout_ms;
-    int timeout_s; /* connection read/write inactivity timeout */
-    int max_connections; /* 0 = no cap */
+    int timeout_s;               /* connection read/write inactivity timeout */
+    int max_connections;         /* 0 = no cap */
     int header_timeout_s;        /* request line + headers must arrive within this */
     long long min_body_rate;     /* bytes/s a body must keep up, after header_timeout_s; 0 = none */
     long long body_budget_bytes; /* request bodies held at once (Content-Length); 0 = no budget */

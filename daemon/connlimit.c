@@ -162,14 +162,16 @@ static int header_is(const char *line, int len, const char *name, const char **v
  * for the client to read the reply. */
 static void reject_budget(conn_rec *r) {
     connlimit *cl = r->cl;
-    static const char body[] = "{\"error\":{\"code\":\"busy\",\"message\":\"too many request bodies are being "
-                               "received at once (body_budget_bytes); retry\"}}";
+    static const char body[] =
+        "{\"error\":{\"code\":\"busy\",\"message\":\"too many request bodies are being "
+        "received at once (body_budget_bytes); retry\"}}";
     char msg[512];
-    int n = snprintf(msg, sizeof msg,
-                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-                     "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n"
-                     "Content-Length: %zu\r\n\r\n%s",
-                     sizeof body - 1, body);
+    int n =
+        snprintf(msg, sizeof msg,
+                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                 "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n"
+                 "Content-Length: %zu\r\n\r\n%s",
+                 sizeof body - 1, body);
     cl->rejected_budget++;
     r->phase = PH_REJECTED;
     r->answered = 1;
@@ -268,9 +270,9 @@ static int grow_index(connlimit *cl, int fd) {
     if (fd < cl->nfd) return 0;
     int n = cl->nfd ? cl->nfd : 64;
     while (n <= fd) n *= 2;
-    conn_rec **b = realloc(cl->byfd, (size_t)n * sizeof *b);
+    conn_rec **b = realloc(cl->byfd, (size_t)n * sizeof(conn_rec *));
     if (!b) return -1;
-    memset(b + cl->nfd, 0, (size_t)(n - cl->nfd) * sizeof *b);
+    memset(b + cl->nfd, 0, (size_t)(n - cl->nfd) * sizeof(conn_rec *));
     cl->byfd = b;
     cl->nfd = n;
     return 0;
@@ -309,7 +311,8 @@ static conn_rec *victim(connlimit *cl, double now) {
     for (conn_rec *r = cl->head; r; r = r->next) {
         if (!r->evcon || r->busy || r->phase == PH_DONE || now - r->t_accept < CONN_MIN_AGE_MS) continue;
         double rate = rate_of(r, now);
-        if (!best || rate < best_rate || (rate == best_rate && r->t_start < best->t_start)) best = r, best_rate = rate;
+        if (!best || rate < best_rate || (rate == best_rate && r->t_start < best->t_start))
+            best = r, best_rate = rate;
     }
     return best;
 }
@@ -440,8 +443,8 @@ void connlimit_stop(connlimit *cl) {
 }
 
 void connlimit_free(connlimit *cl) {
-    while (cl->head) {
-        conn_rec *r = cl->head;
+    for (conn_rec *r = cl->head, *next; r; r = next) {
+        next = r->next;
         if (r->evcon) evhttp_connection_set_closecb(r->evcon, NULL, NULL);
         rec_free(r);
     }

@@ -38,7 +38,7 @@ int queue_push(job_queue *q, void *item) {
 
 int queue_pop_or_kick(job_queue *q, void **item, unsigned *seen) {
     pthread_mutex_lock(&q->mu);
-    while (q->count == 0 && !q->closed && (!seen || q->kicks == *seen)) pthread_cond_wait(&q->nonempty, &q->mu);
+    while (q->count == 0 && !q->closed && q->kicks == *seen) pthread_cond_wait(&q->nonempty, &q->mu);
     int r;
     if (q->count > 0) {
         *item = q->items[q->head];
@@ -56,8 +56,16 @@ int queue_pop_or_kick(job_queue *q, void **item, unsigned *seen) {
 }
 
 void *queue_pop(job_queue *q) {
+    pthread_mutex_lock(&q->mu);
+    while (q->count == 0 && !q->closed) pthread_cond_wait(&q->nonempty, &q->mu);
     void *item = NULL;
-    return queue_pop_or_kick(q, &item, NULL) == 1 ? item : NULL;
+    if (q->count > 0) {
+        item = q->items[q->head];
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return item;
 }
 
 void queue_kick(job_queue *q) {

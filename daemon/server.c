@@ -103,8 +103,8 @@ static void request_path(struct evhttp_request *req, char *out, size_t cap) {
 
 /* The page may run its own inline script and style and talk to this origin only; API
  * replies may run nothing. Neither may be framed (clickjacking) or MIME-sniffed. */
-#define CSP_PAGE                                                                                           \
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data: "  \
+#define CSP_PAGE                                                                                             \
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data: "       \
     "blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 #define CSP_API "default-src 'none'; frame-ancestors 'none'"
 
@@ -562,7 +562,8 @@ static int authorized_get(server *s, struct evhttp_request *req) {
     params_init(&p);
     char err[128];
     const char *key = NULL;
-    if (q && params_parse_urlencoded(&p, q, strlen(q), err, sizeof err) == 0) key = params_get(&p, "api_key", NULL);
+    if (q && params_parse_urlencoded(&p, q, strlen(q), err, sizeof err) == 0)
+        key = params_get(&p, "api_key", NULL);
     return authorized(s, req, key);
 }
 
@@ -680,22 +681,23 @@ static void handle_metrics(server *s, struct evhttp_request *req, req_info *ri) 
               queue_depth(&s->queue), s->queue_cap, s->nworkers, atomic_load(&s->busy),
               s->ready && !s->draining, EFFDET_VERSION);
     const connlimit *cl = &s->conns;
-    sb_printf(&b,
-              "# HELP effdetd_connections_dropped_total Connections closed by effdetd: request line + headers "
-              "too slow (header_timeout_s), body too slow (min_body_rate), or to make room at max_connections."
-              "\n# TYPE effdetd_connections_dropped_total counter\n"
-              "effdetd_connections_dropped_total{reason=\"header_timeout\"} %lld\n"
-              "effdetd_connections_dropped_total{reason=\"body_rate\"} %lld\n"
-              "effdetd_connections_dropped_total{reason=\"cap\"} %lld\n"
-              "# HELP effdetd_connection_cap_pauses_total Times every connection was busy at max_connections "
-              "and new clients waited in the backlog.\n# TYPE effdetd_connection_cap_pauses_total counter\n"
-              "effdetd_connection_cap_pauses_total %lld\n"
-              "# HELP effdetd_body_budget_rejected_total Requests answered 503 because body_budget_bytes was "
-              "spent.\n# TYPE effdetd_body_budget_rejected_total counter\neffdetd_body_budget_rejected_total %lld\n"
-              "# HELP effdetd_body_bytes_held Request-body bytes reserved now (of body_budget_bytes).\n"
-              "# TYPE effdetd_body_bytes_held gauge\neffdetd_body_bytes_held %lld\n",
-              cl->dropped_header, cl->dropped_body, cl->dropped_cap, cl->pauses, cl->rejected_budget,
-              cl->budget_used);
+    sb_printf(
+        &b,
+        "# HELP effdetd_connections_dropped_total Connections closed by effdetd: request line + headers "
+        "too slow (header_timeout_s), body too slow (min_body_rate), or to make room at max_connections."
+        "\n# TYPE effdetd_connections_dropped_total counter\n"
+        "effdetd_connections_dropped_total{reason=\"header_timeout\"} %lld\n"
+        "effdetd_connections_dropped_total{reason=\"body_rate\"} %lld\n"
+        "effdetd_connections_dropped_total{reason=\"cap\"} %lld\n"
+        "# HELP effdetd_connection_cap_pauses_total Times every connection was busy at max_connections "
+        "and new clients waited in the backlog.\n# TYPE effdetd_connection_cap_pauses_total counter\n"
+        "effdetd_connection_cap_pauses_total %lld\n"
+        "# HELP effdetd_body_budget_rejected_total Requests answered 503 because body_budget_bytes was "
+        "spent.\n# TYPE effdetd_body_budget_rejected_total counter\neffdetd_body_budget_rejected_total %lld\n"
+        "# HELP effdetd_body_bytes_held Request-body bytes reserved now (of body_budget_bytes).\n"
+        "# TYPE effdetd_body_bytes_held gauge\neffdetd_body_bytes_held %lld\n",
+        cl->dropped_header, cl->dropped_body, cl->dropped_cap, cl->pauses, cl->rejected_budget,
+        cl->budget_used);
     model_set *set = current_set(s);
     sb_puts(&b, "# HELP effdetd_model_info Loaded models.\n# TYPE effdetd_model_info gauge\n");
     for (int i = 0; set && i < set->count; i++) {
@@ -897,14 +899,15 @@ static void reload_done_cb(evutil_socket_t fd, short what, void *arg) {
             if (!kept) atomic_store(&old->models[i]->retired, 1);
         }
         s->reload_set = NULL;
-        model_set_unref(old); /* jobs still running hold their own reference */
+        model_set_unref(old);  /* jobs still running hold their own reference */
         queue_kick(&s->queue); /* idle workers free the retired models' contexts now */
         /* A reload that kept an old model because the new file is broken is a failed
          * reload: operators alert on effdetd_reloads_total{result="failed"}. */
         int failures = s->set->failures;
         if (!first && failures) {
             s->met.reloads_failed++;
-            log_error(&s->log, "reload failed for %d model(s): serving the previous version of each", failures);
+            log_error(&s->log, "reload failed for %d model(s): serving the previous version of each",
+                      failures);
         } else if (!first)
             s->met.reloads_ok++;
         s->ready = 1;
@@ -1085,7 +1088,8 @@ int server_start(server *s, char *err, size_t errlen) {
     }
     s->port = bound_port(s->bound[0]);
     for (int i = 0; i < s->nbound; i++)
-        connlimit_add_listener(&s->conns, evhttp_bound_socket_get_listener(s->bound[i]), bound_port(s->bound[i]));
+        connlimit_add_listener(&s->conns, evhttp_bound_socket_get_listener(s->bound[i]),
+                               bound_port(s->bound[i]));
     if (s->cfg.port_file[0] && write_port_file(s->cfg.port_file, s->port, err, errlen)) return -1;
 
     s->done_ev = event_new(s->base, -1, 0, done_cb, s);
@@ -1134,7 +1138,8 @@ static void orphan_job(server *s, job *j) {
     if (!j->req) return;
     struct evhttp_connection *evcon = evhttp_request_get_connection(j->req);
     if (evcon) {
-        if (connlimit_on_close(&s->conns, evcon, NULL, NULL) != 0) evhttp_connection_set_closecb(evcon, NULL, NULL);
+        if (connlimit_on_close(&s->conns, evcon, NULL, NULL) != 0)
+            evhttp_connection_set_closecb(evcon, NULL, NULL);
     } else
         evhttp_request_free(j->req);
     j->req = NULL;

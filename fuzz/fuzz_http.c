@@ -4,9 +4,9 @@
  * One real server on 127.0.0.1, started once; each input is sent on a fresh loopback
  * connection, the write side shut, and the loop run until the server closes it. */
 #include <errno.h>
-#include <signal.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,10 +34,12 @@ static void pump(void) {
 }
 
 static int start(void) {
+    /* clang-format off */
     static char *ov[] = {"model", "tests/fixtures/weights.safetensors", "listen", "127.0.0.1:0",
                          "workers", "1", "warmup", "no", "access_log", "no", "log_level", "error",
                          "timeout_s", "2", "header_timeout_s", "1", "max_body_bytes", "256k",
                          "body_budget_bytes", "1m", "api_key", "k", "max_connections", "64"};
+    /* clang-format on */
     char err[512];
     srv.overrides = ov; /* the model load (a reload) builds the configuration again */
     srv.noverrides = (int)(sizeof ov / sizeof *ov / 2);

@@ -28,8 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     st_file f;
     if (st_open(path, &f, &e) == EFFDET_OK) {
         for (int i = 0; i < f.num_tensors; i++)
-            if (!f.tensors[i].name || (size_t)(f.tensors[i].data - (const uint8_t *)f.map) + f.tensors[i].nbytes >
-                                          f.map_size)
+            if (!f.tensors[i].name ||
+                (size_t)(f.tensors[i].data - (const uint8_t *)f.map) + f.tensors[i].nbytes > f.map_size)
                 abort(); /* every tensor lies inside the file */
         st_close(&f);
     }
