@@ -29,7 +29,12 @@ static const cfg_option options[] = {
      "name in alphabetical order."},
     {"api_key", CFG_STRING, OPT(api_key), 0, 0, "", NULL,
      "When set, detection and model endpoints require `Authorization: Bearer KEY` or the "
-     "DeepStack form field api_key=KEY (401 otherwise). /healthz, /readyz and /metrics stay open."},
+     "DeepStack form field api_key=KEY (401 otherwise). /healthz, /readyz and /metrics stay open. "
+     "A key given as --api-key is visible to every local user in /proc/PID/cmdline: prefer this "
+     "file (mode 600), api_key_file or the EFFDETD_API_KEY environment variable."},
+    {"api_key_file", CFG_STRING, OPT(api_key_file), 0, 0, "", NULL,
+     "Read api_key from the first line of this file (at start and on every reload; a systemd "
+     "credential such as $CREDENTIALS_DIRECTORY/api_key works). Overrides api_key."},
     {"instance", CFG_STRING, OPT(instance), 0, 0, "", NULL,
      "This replica's name: the `instance` label of every metric and the `instance` field of "
      "GET /v1/models. Empty: HOSTNAME:PORT (the bound port). Printable ASCII without quotes, "
@@ -53,8 +58,21 @@ static const cfg_option options[] = {
     {"timeout_s", CFG_INT, OPT(timeout_s), 1, 3600, "30", NULL,
      "Connection inactivity timeout (read and write): closes idle keep-alive and slow clients."},
     {"max_connections", CFG_INT, OPT(max_connections), 0, 1000000, "512", NULL,
-     "Most client connections at once. At the limit effdetd stops accepting and new clients "
-     "wait in the kernel's listen backlog until a connection closes. 0 = no limit."},
+     "Most client connections at once. At the limit the connection doing the least (idle, or "
+     "the slowest unfinished request, at least 0.5 s old) is closed to make room; when every "
+     "connection is busy with a request, new clients wait in the kernel's listen backlog until "
+     "one closes. 0 = no limit."},
+    {"header_timeout_s", CFG_INT, OPT(header_timeout_s), 1, 3600, "10", NULL,
+     "A request's line and headers must arrive within this many seconds of its first byte (of "
+     "the accept, for a connection's first request), however steadily they trickle in; "
+     "otherwise the connection is closed."},
+    {"min_body_rate", CFG_LONG, OPT(min_body_rate), 0, 1073741824, "10240", NULL,
+     "Bytes per second a request body must average once header_timeout_s has passed since its "
+     "headers; a slower one is closed. 0 = no minimum."},
+    {"body_budget_bytes", CFG_LONG, OPT(body_budget_bytes), 0, 68719476736.0, "268435456", NULL,
+     "Request-body bytes held at once across all connections (by Content-Length, from the end "
+     "of the headers to the reply). A request that does not fit is answered 503 + Retry-After "
+     "before its body is read. 0 = no budget."},
     {"max_body_bytes", CFG_LONG, OPT(max_body_bytes), 1024, 1073741824, "16777216", NULL,
      "Largest request body; larger ones get 413."},
     {"max_header_bytes", CFG_LONG, OPT(max_header_bytes), 1024, 1048576, "16384", NULL,
@@ -169,6 +187,13 @@ int config_set(effdetd_config *c, const char *name, const char *value, const cha
             errf(err, errlen, "%s: %s: value longer than %zu bytes", where, name, o->size - 1);
             return -1;
         }
+        /* The file format has no escapes: a quote or a control byte in a value could not
+         * be written back (--check-config) and is never part of a path, address or key. */
+        for (const unsigned char *q = (const unsigned char *)value; *q; q++)
+            if (*q == '"' || *q < 0x20 || *q == 0x7f) {
+                errf(err, errlen, "%s: %s: a double quote or control character in the value", where, name);
+                return -1;
+            }
         if (o->type == CFG_ENUM && !enum_has(o->choices, value)) {
             errf(err, errlen, "%s: %s: '%s' is not one of %s", where, name, value, o->choices);
             return -1;
@@ -334,6 +359,8 @@ int config_build(effdetd_config *c, const char *path, const char *const *overrid
                  size_t errlen) {
     config_defaults(c);
     if (path && config_load_file(c, path, err, errlen)) return -1;
+    const char *env = getenv("EFFDETD_API_KEY");
+    if (env && *env && config_set(c, "api_key", env, "EFFDETD_API_KEY", err, errlen)) return -1;
     for (int i = 0; i < n; i++) {
         char where[80];
         snprintf(where, sizeof where, "--%s", overrides[2 * i]);
@@ -341,6 +368,29 @@ int config_build(effdetd_config *c, const char *path, const char *const *overrid
             if (*p == '_') *p = '-';
         if (config_set(c, overrides[2 * i], overrides[2 * i + 1], where, err, errlen)) return -1;
     }
+    if (c->api_key_file[0])
+        return config_read_key_file(c->api_key_file, c->api_key, sizeof c->api_key, err, errlen);
+    return 0;
+}
+
+int config_read_key_file(const char *path, char *key, size_t cap, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        errf(err, errlen, "api_key_file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[CFG_STR_MAX + 2];
+    int ok = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    size_t n = ok ? strcspn(line, "\r\n") : 0;
+    while (n > 0 && isspace((unsigned char)line[n - 1])) n--;
+    if (n == 0 || n >= cap) {
+        errf(err, errlen, "api_key_file %s: %s", path,
+             n ? "the key is too long" : "no key on the first line");
+        return -1;
+    }
+    memcpy(key, line, n);
+    key[n] = '\0';
     return 0;
 }
 

@@ -16,14 +16,18 @@ typedef struct {
     char default_model[CFG_STR_MAX];
     char api_key[CFG_STR_MAX];
     char instance[CFG_STR_MAX]; /* metrics label and /v1/models field; "" = hostname:port */
+    char api_key_file[CFG_STR_MAX]; /* the key is this file's first line (read at start and reload) */
     char log_level[16];
     int workers; /* 0 = number of cores */
     int threads_per_worker;
     int queue_size; /* 0 = 2 x workers */
     int deadline_ms;
     int drain_timeout_ms;
-    int timeout_s; /* connection read/write inactivity timeout */
-    int max_connections; /* 0 = no cap */
+    int timeout_s;               /* connection read/write inactivity timeout */
+    int max_connections;         /* 0 = no cap */
+    int header_timeout_s;        /* request line + headers must arrive within this */
+    long long min_body_rate;     /* bytes/s a body must keep up, after header_timeout_s; 0 = none */
+    long long body_budget_bytes; /* request bodies held at once (Content-Length); 0 = no budget */
     long long max_body_bytes;
     long long max_header_bytes;
     long long max_pixels;
@@ -69,10 +73,14 @@ int config_parse_text(effdetd_config *c, const char *text, size_t len, const cha
 /* Read and parse a file. */
 int config_load_file(effdetd_config *c, const char *path, char *err, size_t errlen);
 
-/* Defaults, then the file (when path is not NULL), then overrides: n (name, value)
- * pairs flattened as overrides[2*i], overrides[2*i+1], reported as "--name". */
+/* Defaults, then the file (when path is not NULL), then the EFFDETD_API_KEY environment
+ * variable, then overrides: n (name, value) pairs flattened as overrides[2*i],
+ * overrides[2*i+1], reported as "--name"; last api_key_file, when set, gives api_key. */
 int config_build(effdetd_config *c, const char *path, const char *const *overrides, int n, char *err,
                  size_t errlen);
+
+/* The first line of path, trailing whitespace removed, into key. */
+int config_read_key_file(const char *path, char *key, size_t cap, char *err, size_t errlen);
 
 /* Cross-option checks (a model source is given, ...). */
 int config_validate(const effdetd_config *c, char *err, size_t errlen);

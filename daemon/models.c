@@ -194,6 +194,7 @@ int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg,
     atomic_init(&s->refs, 1);
     for (int i = 0; i < nsrc; i++) {
         model_entry *m = load_one(cfg, src[i].name, src[i].path, old, lg, next_id);
+        if (!m) s->failures++;
         if (!m && (m = find_by_name(old, src[i].name)) != NULL) {
             log_warn(lg, "model %s: keeping the previously loaded %s", src[i].name, m->path);
             model_entry_ref(m);

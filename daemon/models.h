@@ -31,6 +31,7 @@ typedef struct {
     int count;
     model_entry **models; /* sorted by name */
     int default_index;
+    int failures; /* models that failed to load while building it (old ones kept or dropped) */
 } model_set;
 
 model_entry *model_entry_ref(model_entry *m);
@@ -41,8 +42,8 @@ void model_set_unref(model_set *s);
 /* Load the models the config names. Models of `old` whose file is unchanged are reused;
  * a model that fails to load is logged and, when `old` has one of that name, the old one
  * is kept. Each new model is warmed up (one detection on a blank image) when cfg->warmup.
- * *next_id hands out model ids. -1 with a message when no model could be loaded or the
- * default model is missing. */
+ * *next_id hands out model ids; (*out)->failures counts the models that failed. -1 with a message when no
+ * model could be loaded or the default model is missing. */
 int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg, atomic_ullong *next_id,
                     model_set **out, char *err, size_t errlen);
 

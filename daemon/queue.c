@@ -10,6 +10,7 @@ int queue_init(job_queue *q, int capacity) {
     if (!q->items) return -1;
     q->cap = capacity;
     q->head = q->count = q->closed = 0;
+    q->kicks = 0;
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->nonempty, NULL);
     return 0;
@@ -35,6 +36,25 @@ int queue_push(job_queue *q, void *item) {
     return ok ? 0 : -1;
 }
 
+int queue_pop_or_kick(job_queue *q, void **item, unsigned *seen) {
+    pthread_mutex_lock(&q->mu);
+    while (q->count == 0 && !q->closed && q->kicks == *seen) pthread_cond_wait(&q->nonempty, &q->mu);
+    int r;
+    if (q->count > 0) {
+        *item = q->items[q->head];
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
+        r = 1;
+    } else if (q->closed)
+        r = -1;
+    else {
+        *seen = q->kicks;
+        r = 0;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return r;
+}
+
 void *queue_pop(job_queue *q) {
     pthread_mutex_lock(&q->mu);
     while (q->count == 0 && !q->closed) pthread_cond_wait(&q->nonempty, &q->mu);
@@ -46,6 +66,13 @@ void *queue_pop(job_queue *q) {
     }
     pthread_mutex_unlock(&q->mu);
     return item;
+}
+
+void queue_kick(job_queue *q) {
+    pthread_mutex_lock(&q->mu);
+    q->kicks++;
+    pthread_cond_broadcast(&q->nonempty);
+    pthread_mutex_unlock(&q->mu);
 }
 
 int queue_remove(job_queue *q, void *item) {

@@ -38,6 +38,7 @@ static const char *reason_phrase(int status) {
     case 405: return "Method Not Allowed";
     case 413: return "Payload Too Large";
     case 415: return "Unsupported Media Type";
+    case 501: return "Not Implemented";
     case 422: return "Unprocessable Entity";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
@@ -52,12 +53,29 @@ typedef struct {
     double t0;
     const char *model;
     int detections;
+    int close; /* close the connection after this reply */
 } req_info;
+
+/* Control bytes, spaces, quotes, backslashes and non-ASCII of a client's URI as \xNN:
+ * one request is one log line whatever it sends, and a terminal shows it as is. */
+static void log_escape(const char *in, char *out, size_t cap) {
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 5 < cap; p++) {
+        if (*p <= 0x20 || *p >= 0x7f || *p == '"' || *p == '\\') {
+            out[o++] = '\\', out[o++] = 'x', out[o++] = hex[*p >> 4], out[o++] = hex[*p & 15];
+        } else
+            out[o++] = (char)*p;
+    }
+    out[o] = '\0';
+}
 
 static void access_log(server *s, const char *method, const char *path, int status, size_t bytes, double ms,
                        const char *model, int detections, const char *rid) {
     if (!s->cfg.access_log) return;
-    log_info(&s->log, "%s %s %d %zu %.1fms model=%s detections=%d rid=%s", method, path, status, bytes, ms,
+    char safe[4 * 128 + 8];
+    log_escape(path, safe, sizeof safe);
+    log_info(&s->log, "%s %s %d %zu %.1fms model=%s detections=%d rid=%s", method, safe, status, bytes, ms,
              model && *model ? model : "-", detections, rid && *rid ? rid : "-");
 }
 
@@ -87,6 +105,8 @@ static const char *method_name(struct evhttp_request *req) {
     case EVHTTP_REQ_DELETE: return "DELETE";
     case EVHTTP_REQ_OPTIONS: return "OPTIONS";
     case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
     default: return "OTHER";
     }
 }
@@ -99,18 +119,60 @@ static void request_path(struct evhttp_request *req, char *out, size_t cap) {
     out[n] = '\0';
 }
 
-/* Send a reply and account for it. `body` may be NULL. */
+/* The page may run its own inline script and style and talk to this origin only; API
+ * replies may run nothing. Neither may be framed (clickjacking) or MIME-sniffed. */
+#define CSP_PAGE                                                                                             \
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data: "       \
+    "blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+#define CSP_API "default-src 'none'; frame-ancestors 'none'"
+
+static void security_headers(struct evkeyvalq *h, const char *type) {
+    int page = type && strncmp(type, "text/html", 9) == 0;
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    evhttp_add_header(h, "X-Frame-Options", "DENY");
+    evhttp_add_header(h, "Content-Security-Policy", page ? CSP_PAGE : CSP_API);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+}
+
+/* Once a reply that must end its connection is written. libevent 2.1 ignores
+ * "Connection: close" after some requests (CONNECT): shut the socket down, and its
+ * read callback sees EOF and frees the connection. */
+static void close_after_reply(struct evhttp_request *req, void *arg) {
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd >= 0) shutdown(fd, SHUT_RDWR);
+}
+
+/* Send a reply and account for it. `body` may be NULL. A HEAD request gets the headers
+ * of the GET, Content-Length included, and no body: libevent 2.1 would write the body
+ * and leave the length out, and a keep-alive client would misread the next reply. */
 static void send_reply(server *s, struct evhttp_request *req, const req_info *ri, int status,
                        const char *type, const char *body, size_t len) {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     if (type) evhttp_add_header(h, "Content-Type", type);
+    security_headers(h, type);
     if (status == 503) evhttp_add_header(h, "Retry-After", RETRY_AFTER_S);
-    if (s->draining) evhttp_add_header(h, "Connection", "close");
+    if (s->draining || ri->close) {
+        evhttp_add_header(h, "Connection", "close");
+        /* libevent looks at the request's own Connection header to close after a
+         * CONNECT, not at the reply's. */
+        evhttp_add_header(evhttp_request_get_input_headers(req), "Connection", "close");
+    }
+    if (ri->close) evhttp_request_set_on_complete_cb(req, close_after_reply, NULL);
+    /* Always our own length: libevent leaves it out for HEAD and CONNECT. */
+    int head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
+    char n[32];
+    snprintf(n, sizeof n, "%zu", body ? len : 0);
+    evhttp_remove_header(h, "Content-Length");
+    evhttp_add_header(h, "Content-Length", n);
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon) connlimit_idle(&s->conns, evcon);
     char rid[129];
     request_id(req, rid, sizeof rid);
     if (rid[0]) evhttp_add_header(h, "X-Request-Id", rid);
     struct evbuffer *out = evbuffer_new();
-    if (out && body) evbuffer_add(out, body, len);
+    if (out && body && !head) evbuffer_add(out, body, len);
     char path[128];
     request_path(req, path, sizeof path);
     const char *method = method_name(req);
@@ -266,7 +328,8 @@ static const char *label_cb(const void *arg, int cls) {
 }
 
 static void deadline_cb(evutil_socket_t fd, short what, void *arg);
-static void close_cb(struct evhttp_connection *evcon, void *arg);
+static void close_cb(void *arg);
+static void close_cb_untracked(struct evhttp_connection *evcon, void *arg);
 static void watch_cb(evutil_socket_t fd, short what, void *arg);
 
 /* libevent 2.1 stops reading a connection once its request is complete, so it does not
@@ -304,7 +367,15 @@ static void handle_detection(server *s, struct evhttp_request *req, req_info *ri
     atomic_init(&j->cancelled, 0);
     request_path(req, j->path, sizeof j->path);
     intake in = {0};
-    if ((status = read_body(s, req, j, &in, &code, msg, sizeof msg)) != 0) goto fail;
+    status = read_body(s, req, j, &in, &code, msg, sizeof msg);
+    /* The API key first: a client without it learns nothing about its request. The key
+     * may be a query parameter or a form field, so the body is parsed before. */
+    if (!authorized(s, req, params_get(&in.params, "api_key", NULL))) {
+        status = 401, code = "unauthorized";
+        snprintf(msg, sizeof msg, "missing or wrong API key");
+        goto fail;
+    }
+    if (status) goto fail;
 
     char api_key[256] = "";
     if (kind == JOB_COMPAT) {
@@ -327,11 +398,6 @@ static void handle_detection(server *s, struct evhttp_request *req, req_info *ri
         const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
         if (!params_get(&in.params, "render", NULL) && accept && content_type_is(accept, "image/jpeg"))
             j->dp.render = RENDER_JPEG;
-    }
-    if (!authorized(s, req, api_key)) {
-        status = 401, code = "unauthorized";
-        snprintf(msg, sizeof msg, "missing or wrong API key");
-        goto fail;
     }
     if (!(j->set = current_set(s))) {
         status = 503, code = "not_ready";
@@ -395,7 +461,8 @@ static void handle_detection(server *s, struct evhttp_request *req, req_info *ri
     struct timeval tv = {s->cfg.deadline_ms / 1000, (s->cfg.deadline_ms % 1000) * 1000};
     evtimer_add(j->deadline_ev, &tv);
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    if (evcon) evhttp_connection_set_closecb(evcon, close_cb, j);
+    if (evcon && connlimit_on_close(&s->conns, evcon, close_cb, j) != 0)
+        evhttp_connection_set_closecb(evcon, close_cb_untracked, j);
     watch_client(s, j, req);
     return;
 fail:
@@ -407,7 +474,7 @@ fail:
 static void check_drain(server *s);
 
 static void complete_job(server *s, job *j) {
-    req_info ri = {j->endpoint, j->t_arrive_ms, j->model ? j->model->name : NULL, j->detections};
+    req_info ri = {j->endpoint, j->t_arrive_ms, j->model ? j->model->name : NULL, j->detections, 0};
     s->outstanding--;
     if (j->status && j->t_start_ms > 0) {
         hist_observe(&s->met.queue_wait, (j->t_start_ms - j->t_arrive_ms) / 1e3);
@@ -418,8 +485,10 @@ static void complete_job(server *s, job *j) {
     if (j->watch_ev) event_del(j->watch_ev);
     if (j->req) {
         struct evhttp_connection *evcon = evhttp_request_get_connection(j->req);
-        if (evcon) evhttp_connection_set_closecb(evcon, NULL, NULL);
+        if (evcon && connlimit_on_close(&s->conns, evcon, NULL, NULL) != 0)
+            evhttp_connection_set_closecb(evcon, NULL, NULL);
         if (j->client_gone || !j->status) {
+            if (evcon) connlimit_idle(&s->conns, evcon);
             /* Nobody reads this reply: evhttp frees a request already detached from
              * its connection without writing, or writes into the dead socket, fails
              * and frees the connection with the request. */
@@ -488,8 +557,8 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg) {
     if (queue_remove(&s->queue, j)) complete_job(s, j);
 }
 
-/* The client's connection closed while its job was pending. */
-static void close_cb(struct evhttp_connection *evcon, void *arg) {
+/* The client's connection closed while its job was pending (connlimit's hook). */
+static void close_cb(void *arg) {
     job *j = arg;
     server *s = j->srv;
     atomic_store(&j->cancelled, 1);
@@ -501,11 +570,29 @@ static void close_cb(struct evhttp_connection *evcon, void *arg) {
     if (queue_remove(&s->queue, j)) complete_job(s, j);
 }
 
+static void close_cb_untracked(struct evhttp_connection *evcon, void *arg) {
+    close_cb(arg);
+}
+
 /* ------------------------------------------------------------- other routes */
+
+/* The api_key query parameter of a GET (docs/api.md: every route that needs the key
+ * takes it as Authorization: Bearer or ?api_key=). */
+static int authorized_get(server *s, struct evhttp_request *req) {
+    if (!s->cfg.api_key[0]) return 1;
+    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    param_list p;
+    params_init(&p);
+    char err[128];
+    const char *key = NULL;
+    if (q && params_parse_urlencoded(&p, q, strlen(q), err, sizeof err) == 0)
+        key = params_get(&p, "api_key", NULL);
+    return authorized(s, req, key);
+}
 
 static void handle_models(server *s, struct evhttp_request *req, req_info *ri) {
     if (!method_ok(s, req, ri, JOB_DETECT, 0)) return;
-    if (!authorized(s, req, NULL)) {
+    if (!authorized_get(s, req)) {
         send_error(s, req, ri, JOB_DETECT, 401, "unauthorized", "missing or wrong API key");
         return;
     }
@@ -552,7 +639,7 @@ static void handle_custom_list(server *s, struct evhttp_request *req, req_info *
         method_ok(s, req, ri, JOB_COMPAT, 1);
         return;
     }
-    if (!authorized(s, req, NULL)) {
+    if (!authorized_get(s, req)) {
         send_error(s, req, ri, JOB_COMPAT, 401, "unauthorized", "missing or wrong API key");
         return;
     }
@@ -618,6 +705,24 @@ static void handle_metrics(server *s, struct evhttp_request *req, req_info *ri) 
               "effdetd_build_info{version=\"%s\"} 1\n",
               queue_depth(&s->queue), s->queue_cap, s->nworkers, atomic_load(&s->busy),
               s->ready && !s->draining, EFFDET_VERSION);
+    const connlimit *cl = &s->conns;
+    sb_printf(
+        &b,
+        "# HELP effdetd_connections_dropped_total Connections closed by effdetd: request line + headers "
+        "too slow (header_timeout_s), body too slow (min_body_rate), or to make room at max_connections."
+        "\n# TYPE effdetd_connections_dropped_total counter\n"
+        "effdetd_connections_dropped_total{reason=\"header_timeout\"} %lld\n"
+        "effdetd_connections_dropped_total{reason=\"body_rate\"} %lld\n"
+        "effdetd_connections_dropped_total{reason=\"cap\"} %lld\n"
+        "# HELP effdetd_connection_cap_pauses_total Times every connection was busy at max_connections "
+        "and new clients waited in the backlog.\n# TYPE effdetd_connection_cap_pauses_total counter\n"
+        "effdetd_connection_cap_pauses_total %lld\n"
+        "# HELP effdetd_body_budget_rejected_total Requests answered 503 because body_budget_bytes was "
+        "spent.\n# TYPE effdetd_body_budget_rejected_total counter\neffdetd_body_budget_rejected_total %lld\n"
+        "# HELP effdetd_body_bytes_held Request-body bytes reserved now (of body_budget_bytes).\n"
+        "# TYPE effdetd_body_bytes_held gauge\neffdetd_body_bytes_held %lld\n",
+        cl->dropped_header, cl->dropped_body, cl->dropped_cap, cl->pauses, cl->rejected_budget,
+        cl->budget_used);
     model_set *set = current_set(s);
     sb_puts(&b, "# HELP effdetd_model_info Loaded models.\n# TYPE effdetd_model_info gauge\n");
     for (int i = 0; set && i < set->count; i++) {
@@ -661,11 +766,56 @@ static void handle_samples(server *s, struct evhttp_request *req, req_info *ri, 
     }
 }
 
+static int is_digits(const char *v) {
+    if (!*v) return 0;
+    for (; *v; v++)
+        if (*v < '0' || *v > '9') return 0;
+    return 1;
+}
+
+/* Message framing libevent 2.1 accepts but must not: it reads the body by the first
+ * Content-Length and parses what follows as the next request, so a proxy that uses
+ * another length (or Transfer-Encoding) would let a client smuggle a request through.
+ * Refused: several Content-Length values that differ, one that is not 1*DIGIT ("+3"),
+ * Content-Length with Transfer-Encoding, and any Transfer-Encoding but "chunked". */
+static const char *framing_error(struct evhttp_request *req) {
+    const char *cl = NULL;
+    int te = 0;
+    const struct evkeyval *kv;
+    for (kv = evhttp_request_get_input_headers(req)->tqh_first; kv; kv = kv->next.tqe_next) {
+        if (strcasecmp(kv->key, "Content-Length") == 0) {
+            if (!is_digits(kv->value)) return "Content-Length is not a decimal number";
+            if (cl && strcmp(cl, kv->value) != 0) return "conflicting Content-Length headers";
+            cl = kv->value;
+        } else if (strcasecmp(kv->key, "Transfer-Encoding") == 0) {
+            if (te++ || strcasecmp(kv->value, "chunked") != 0) return "unsupported Transfer-Encoding";
+        }
+    }
+    if (cl && te) return "Content-Length together with Transfer-Encoding";
+    return NULL;
+}
+
 static void route(struct evhttp_request *req, void *arg) {
     server *s = arg;
-    req_info ri = {EP_OTHER, now_ms(), NULL, 0};
+    req_info ri = {EP_OTHER, now_ms(), NULL, 0, 0};
     char path[1024];
     request_path(req, path, sizeof path);
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon && connlimit_answered(&s->conns, evcon))
+        return; /* answered 503 (body budget) already; freed with its connection */
+    if (evcon) connlimit_busy(&s->conns, evcon);
+    const char *bad = framing_error(req);
+    if (bad) {
+        ri.close = 1; /* what follows on this connection cannot be trusted */
+        send_error(s, req, &ri, JOB_DETECT, 400, "bad_request", bad);
+        return;
+    }
+    if (cmd == EVHTTP_REQ_CONNECT || cmd == EVHTTP_REQ_TRACE) {
+        ri.close = 1;
+        send_error(s, req, &ri, JOB_DETECT, 501, "not_implemented", "CONNECT and TRACE are not supported");
+        return;
+    }
     static const char custom[] = "/v1/vision/custom/";
     if (strcmp(path, "/detect") == 0)
         ri.ep = EP_DETECT, handle_detection(s, req, &ri, JOB_DETECT, NULL);
@@ -767,6 +917,13 @@ static void set_instance(server *s) {
     snprintf(s->instance, sizeof s->instance, "%s:%d", host, s->port);
 }
 
+static void conns_apply_config(server *s) {
+    s->conns.max = s->cfg.max_connections;
+    s->conns.header_timeout_ms = s->cfg.header_timeout_s * 1000;
+    s->conns.min_body_rate = s->cfg.min_body_rate;
+    s->conns.body_budget = s->cfg.body_budget_bytes;
+}
+
 /* Options that need a restart: the listening sockets, threads and queue exist already. */
 static void apply_reloaded_config(server *s, const effdetd_config *c) {
     if (strcmp(c->listen, s->cfg.listen) != 0 || c->workers != s->cfg.workers ||
@@ -785,7 +942,7 @@ static void apply_reloaded_config(server *s, const effdetd_config *c) {
     evhttp_set_max_body_size(s->http, s->cfg.max_body_bytes);
     evhttp_set_max_headers_size(s->http, s->cfg.max_header_bytes);
     evhttp_set_timeout(s->http, s->cfg.timeout_s);
-    s->conns.max = s->cfg.max_connections;
+    conns_apply_config(s);
     set_instance(s);
 }
 
@@ -807,8 +964,17 @@ static void reload_done_cb(evutil_socket_t fd, short what, void *arg) {
             if (!kept) atomic_store(&old->models[i]->retired, 1);
         }
         s->reload_set = NULL;
-        model_set_unref(old); /* jobs still running hold their own reference */
-        if (!first) s->met.reloads_ok++;
+        model_set_unref(old);  /* jobs still running hold their own reference */
+        queue_kick(&s->queue); /* idle workers free the retired models' contexts now */
+        /* A reload that kept an old model because the new file is broken is a failed
+         * reload: operators alert on effdetd_reloads_total{result="failed"}. */
+        int failures = s->set->failures;
+        if (!first && failures) {
+            s->met.reloads_failed++;
+            log_error(&s->log, "reload failed for %d model(s): serving the previous version of each",
+                      failures);
+        } else if (!first)
+            s->met.reloads_ok++;
         s->ready = 1;
         log_info(&s->log, "%s: %d model(s), default %s", first ? "ready" : "reloaded", s->set->count,
                  s->set->models[s->set->default_index]->name);
@@ -956,7 +1122,8 @@ int server_start(server *s, char *err, size_t errlen) {
         return -1;
     }
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
+                                            EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
     evhttp_set_max_body_size(s->http, s->cfg.max_body_bytes);
     evhttp_set_max_headers_size(s->http, s->cfg.max_header_bytes);
     evhttp_set_timeout(s->http, s->cfg.timeout_s);
@@ -965,6 +1132,7 @@ int server_start(server *s, char *err, size_t errlen) {
         snprintf(err, errlen, "libevent: out of memory");
         return -1;
     }
+    conns_apply_config(s);
     evhttp_set_bevcb(s->http, connlimit_bevcb, &s->conns);
 
     int adopted = adopt_systemd_sockets(s, err, errlen);
@@ -986,7 +1154,8 @@ int server_start(server *s, char *err, size_t errlen) {
     s->port = bound_port(s->bound[0]);
     set_instance(s);
     for (int i = 0; i < s->nbound; i++)
-        connlimit_add_listener(&s->conns, evhttp_bound_socket_get_listener(s->bound[i]), bound_port(s->bound[i]));
+        connlimit_add_listener(&s->conns, evhttp_bound_socket_get_listener(s->bound[i]),
+                               bound_port(s->bound[i]));
     if (s->cfg.port_file[0] && write_port_file(s->cfg.port_file, s->port, err, errlen)) return -1;
 
     s->done_ev = event_new(s->base, -1, 0, done_cb, s);
@@ -1029,6 +1198,19 @@ int server_run(server *s) {
     return s->exit_code;
 }
 
+static void orphan_job(server *s, job *j) {
+    if (j->watch_ev) event_del(j->watch_ev);
+    if (j->deadline_ev) event_del(j->deadline_ev);
+    if (!j->req) return;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(j->req);
+    if (evcon) {
+        if (connlimit_on_close(&s->conns, evcon, NULL, NULL) != 0)
+            evhttp_connection_set_closecb(evcon, NULL, NULL);
+    } else
+        evhttp_request_free(j->req);
+    j->req = NULL;
+}
+
 void server_free(server *s) {
     if (s->reloading) {
         pthread_join(s->reload_thread, NULL);
@@ -1051,9 +1233,15 @@ void server_free(server *s) {
     job *j = s->done_head;
     s->done_head = s->done_tail = NULL;
     pthread_mutex_unlock(&s->mu);
+    /* Every unfinished job is on the done list now (the workers drained the queue). Cut
+     * its ties to libevent before evhttp_free: that frees the connections and would call
+     * a close callback on a job freed here. A request libevent detached from its dead
+     * connection (EOF while we held it) is ours to free. */
     while (j) {
         job *next = j->next;
-        job_free(j); /* their requests are freed with the connections by evhttp_free */
+        orphan_job(s, j);
+        job_free(j);
+        s->outstanding--;
         j = next;
     }
     for (int i = 0; i < 4; i++)

@@ -3,6 +3,7 @@
  * A worker never touches the evhttp request: the loop owns it. */
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +113,7 @@ static effdet_context *context_for(worker *w, model_entry *m, effdet_error *e, e
 /* Free contexts of models a reload dropped. (Not "models outside the current set": the
  * loader warms up contexts of the next set before the loop swaps it in.) */
 static void prune_contexts(worker *w) {
+    int freed = 0;
     for (int i = 0; i < w->nctx;) {
         if (!atomic_load(&w->ctx[i].model->retired)) {
             i++;
@@ -120,7 +122,15 @@ static void prune_contexts(worker *w) {
         effdet_context_free(w->ctx[i].ctx);
         model_entry_unref(w->ctx[i].model);
         w->ctx[i] = w->ctx[--w->nctx];
+        freed = 1;
     }
+#ifdef __GLIBC__
+    /* glibc raises its mmap threshold after the first large free, so later arenas come
+     * from the heap and stay in the process when freed: hand them back. */
+    if (freed) malloc_trim(0);
+#else
+    (void)freed;
+#endif
 }
 
 static const char *label_of(const model_entry *m, int class_id, char *buf, size_t cap) {
@@ -300,8 +310,16 @@ done:
 static void *worker_main(void *arg) {
     worker *w = arg;
     server *s = w->srv;
-    job *j;
-    while ((j = queue_pop(&s->queue)) != NULL) {
+    void *item;
+    unsigned kicks = 0;
+    int r;
+    while ((r = queue_pop_or_kick(&s->queue, &item, &kicks)) >= 0) {
+        if (r == 0) { /* a reload retired models: free their contexts now, not at the next job */
+            adopt_inbox(w);
+            prune_contexts(w);
+            continue;
+        }
+        job *j = item;
         atomic_fetch_add(&s->busy, 1);
         run_job(w, j);
         if (!j->t_end_ms) j->t_end_ms = now_ms();

@@ -25,6 +25,10 @@ void letterbox_geometry(int img_w, int img_h, int target_w, int target_h, letter
     info->scale = s;
     info->resized_w = (int)(img_w * s); /* Python int(): truncation toward zero */
     info->resized_h = (int)(img_h * s);
+    /* A very long, thin image (16000x8 in 512) would truncate to 0 rows: keep one, so
+     * a valid JPEG is never refused for its shape. Equal to Python's int() elsewhere. */
+    if (info->resized_w < 1) info->resized_w = 1;
+    if (info->resized_h < 1) info->resized_h = 1;
     info->img_scale = (float)(1.0 / s);
 }
 

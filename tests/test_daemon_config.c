@@ -155,6 +155,23 @@ START_TEST(validate_and_round_trip) {
 }
 END_TEST
 
+/* fuzz_config found it: an unquoted value holding a quote was accepted, and
+ * config_write's output for it (--check-config) did not parse again. */
+START_TEST(values_with_quotes_or_control_bytes_are_refused) {
+    effdetd_config c;
+    char err[512];
+    config_defaults(&c);
+    static const char bad1[] = "listen 127.s 2\024!akeY \"a b#c\n";
+    ck_assert_int_eq(config_parse_text(&c, bad1, sizeof bad1 - 1, "f", err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "f:1: listen: a double quote or control character"));
+    static const char bad2[] = "api_key ab\"c\n";
+    ck_assert_int_eq(config_parse_text(&c, bad2, sizeof bad2 - 1, "f", err, sizeof err), -1);
+    static const char good[] = "api_key \"a b#c\"\n";
+    ck_assert_int_eq(config_parse_text(&c, good, sizeof good - 1, "f", err, sizeof err), 0);
+    ck_assert_str_eq(c.api_key, "a b#c");
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("daemon_config");
     TCase *tc = tcase_create("config");
@@ -164,6 +181,7 @@ int main(void) {
     tcase_add_test(tc, overrides_win_over_file);
     tcase_add_test(tc, listen_forms);
     tcase_add_test(tc, validate_and_round_trip);
+    tcase_add_test(tc, values_with_quotes_or_control_bytes_are_refused);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -56,6 +56,38 @@ START_TEST(close_drains_then_ends) {
 }
 END_TEST
 
+/* A kick wakes a waiting consumer without an item (a reload's retired contexts are
+ * freed by idle workers at once); items still come first. */
+static job_queue kick_q;
+static void *kick_waiter(void *arg) {
+    void *it = NULL;
+    unsigned seen = 0;
+    intptr_t r = queue_pop_or_kick(&kick_q, &it, &seen);
+    return (void *)r;
+}
+
+START_TEST(kick_wakes_idle_consumer) {
+    ck_assert_int_eq(queue_init(&kick_q, 4), 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, kick_waiter, NULL), 0);
+    queue_kick(&kick_q);
+    void *r;
+    pthread_join(t, &r);
+    ck_assert_int_eq((intptr_t)r, 0);
+    unsigned seen = 0;
+    void *it = NULL;
+    queue_kick(&kick_q);
+    ck_assert_int_eq(queue_push(&kick_q, &item[1]), 0);
+    ck_assert_int_eq(queue_pop_or_kick(&kick_q, &it, &seen), 1);
+    ck_assert_ptr_eq(it, &item[1]);
+    ck_assert_int_eq(queue_pop_or_kick(&kick_q, &it, &seen), 0);
+    ck_assert_uint_eq(seen, 2);
+    queue_close(&kick_q);
+    ck_assert_int_eq(queue_pop_or_kick(&kick_q, &it, &seen), -1);
+    queue_destroy(&kick_q);
+}
+END_TEST
+
 enum { PRODUCERS = 4, CONSUMERS = 3, PER_PRODUCER = 5000 };
 static job_queue shared_q;
 static int seen[PRODUCERS * PER_PRODUCER];
@@ -98,6 +130,7 @@ int main(void) {
     tcase_add_test(tc, bounded_fifo);
     tcase_add_test(tc, remove_keeps_order);
     tcase_add_test(tc, close_drains_then_ends);
+    tcase_add_test(tc, kick_wakes_idle_consumer);
     tcase_add_test(tc, concurrent_exactly_once);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

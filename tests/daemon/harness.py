@@ -298,3 +298,22 @@ def prom_value(text, name, labels=None):
         if labels is None or all(got.get(k) == v for k, v in labels.items()):
             return float(m.group(3))
     return None
+
+
+def flat_jpeg(width, height):
+    """A valid baseline greyscale JPEG of any size, every 8x8 block flat mid-grey: one
+    one-bit Huffman code for DC category 0 and one for EOB, so each block is two zero
+    bits. Cheap to make in pure Python, expensive to decode when large."""
+    def seg(marker, payload):
+        return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+    dqt = seg(0xDB, bytes([0]) + bytes([1] * 64))
+    sof = seg(0xC0, bytes([8]) + height.to_bytes(2, "big") + width.to_bytes(2, "big") + bytes([1, 1, 0x11, 0]))
+    one_code = bytes([1] + [0] * 15) + bytes([0])  # one symbol (0x00) with a 1-bit code
+    dht = seg(0xC4, bytes([0x00]) + one_code + bytes([0x10]) + one_code)
+    sos = seg(0xDA, bytes([1, 1, 0x00, 0, 63, 0]))
+    blocks = ((width + 7) // 8) * ((height + 7) // 8)
+    nbits = 2 * blocks
+    data = bytearray((nbits + 7) // 8)
+    if nbits % 8:  # pad the last byte with 1-bits
+        data[-1] = (1 << (8 - nbits % 8)) - 1
+    return b"\xFF\xD8" + dqt + sof + dht + sos + bytes(data) + b"\xFF\xD9"

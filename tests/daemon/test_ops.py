@@ -158,10 +158,13 @@ class Signals(unittest.TestCase):
                 deadline = time.time() + 30 * SLOW
                 while time.time() < deadline:
                     text = d.request("GET", "/metrics")[2].decode()
-                    if prom_value(text, "effdetd_reloads_total", {"result": "ok"}) == 1:
+                    if prom_value(text, "effdetd_reloads_total", {"result": "failed"}) == 1:
                         break
                     time.sleep(0.05)
-                self.assertEqual(prom_value(text, "effdetd_reloads_total", {"result": "ok"}), 1, d.stderr())
+                # A broken model file makes the reload a failed one (the alert of
+                # docs/operations.md), even though the other models were reloaded.
+                self.assertEqual(prom_value(text, "effdetd_reloads_total", {"result": "failed"}), 1, d.stderr())
+                self.assertEqual(prom_value(text, "effdetd_reloads_total", {"result": "ok"}), 0, d.stderr())
                 self.assertIn("keeping the previously loaded", d.stderr())
                 _, _, models = d.json("GET", "/v1/models")
                 self.assertEqual([m["name"] for m in models["models"]], ["cam", "porch", "yard"])
@@ -302,23 +305,32 @@ class Load(unittest.TestCase):
 
 
 class ConnectionLimit(unittest.TestCase):
-    def test_excess_clients_wait_in_the_backlog(self):
-        """max_connections 3: three idle clients hold every slot; a fourth is connected by
-        the kernel but not served until two of them leave; then it is, and so are others."""
+    def test_excess_clients_wait_then_idle_ones_make_room(self):
+        """max_connections 3: three idle clients hold every slot. A fourth that comes at
+        once is connected by the kernel but not served (the three are younger than
+        CONN_MIN_AGE_MS, 0.5 s); once they are older, the idlest is closed to make room
+        and the fourth is served; below the cap everyone is served at once."""
         with Daemon("--max-connections", "3", "--timeout-s", "30") as d:
             idle = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(3)]
-            time.sleep(0.3 * SLOW)  # the loop accepts them
+            t0 = time.time()
             extra = socket.create_connection(("127.0.0.1", d.port))
             extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            extra.settimeout(1.0 * SLOW)
+            extra.settimeout(0.3)
             with self.assertRaises(socket.timeout):
                 extra.recv(100)
-            idle[0].close()
-            idle[1].close()
             extra.settimeout(5 * SLOW)
             self.assertTrue(extra.recv(100).startswith(b"HTTP/1.1 200"))
+            self.assertGreater(time.time() - t0, 0.4)
             extra.close()
-            idle[2].close()
+            closed = 0
+            for s in idle:
+                s.settimeout(0.2)
+                try:
+                    closed += s.recv(10) == b""
+                except socket.timeout:
+                    pass
+                s.close()
+            self.assertGreaterEqual(closed, 1)
             for _ in range(5):  # below the limit again: served at once
                 self.assertEqual(d.request("GET", "/healthz", timeout=5 * SLOW)[0], 200)
             self.assertEqual(d.proc.poll(), None)

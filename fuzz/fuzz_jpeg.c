@@ -1,0 +1,31 @@
+/* libFuzzer target: what the daemon does with a client's image bytes before inference:
+ * probe the JPEG header, decode (with and without DCT scaling, under a pixel limit) and
+ * letterbox into a network input. Checks the decoded size agrees with the probe. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "effdet.h"
+#include "preprocess.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    int w = 0, h = 0;
+    effdet_error e = {{0}};
+    if (effdet_image_probe_jpeg(data, size, &w, &h, &e) != EFFDET_OK) return 0;
+    if (w <= 0 || h <= 0) abort();
+    static uint8_t canvas[96 * 64 * 3];
+    for (int dct = 0; dct < 2; dct++) {
+        effdet_decode_opts o = {4000000, dct, 96, 64};
+        effdet_image img = {0};
+        if (effdet_image_decode_jpeg(data, size, &o, &img, &e) != EFFDET_OK) continue;
+        if (img.width <= 0 || img.height <= 0 || (long long)img.width * img.height > 4000000) abort();
+        if (!dct && (img.width != w || img.height != h)) abort(); /* unscaled: the probe's size */
+        letterbox_info li;
+        if (letterbox_rgb(&img, 96, 64, canvas, &li, &e) != EFFDET_OK) abort(); /* any valid image fits */
+        if (li.resized_w < 1 || li.resized_w > 96 || li.resized_h < 1 || li.resized_h > 64) abort();
+        effdet_image_free(&img);
+    }
+    return 0;
+}
