@@ -7,13 +7,15 @@
  *     operation outside the kernel mode would raise SIGFPE);
  *   - the pool's own threads run with FTZ|DAZ;
  *   - on black and noise frames every level (baseline, avx2, avx512 where the CPU has
- *     them) gives finite outputs that agree with the baseline level's, and the same
- *     number of detections: within the parity tolerance (1e-3 of the tensor's largest
- *     value) on the black frame; within 1e-2 on noise, where the random-weight d0 blows
- *     activations up to ~1e4 and amplifies rounding ~10-100x per backbone stage
- *     (measured, baseline vs FMA levels: feat_0 9e-7, feat_1 1e-5, feat_2 1e-3, BiFPN
- *     2.4e-3; one level at 1 vs 2 threads: 5e-4). A mishandled subnormal or a wrong
- *     kernel shows up as a non-finite value or an error of order 1.
+ *     them) gives finite outputs that agree with the baseline level's within 1e-2 of
+ *     each tensor's largest value, and the same number of detections. Not the parity
+ *     tolerance (1e-3): on these frames, far from any image it was trained for (here:
+ *     random weights), d0 blows activations up to ~1e4 and amplifies rounding 10-100x
+ *     per backbone stage. Measured on an AMD Zen 5, baseline (no FMA) vs the FMA levels,
+ *     noise: feat_0 9e-7, feat_1 1e-5, feat_2 1e-3, BiFPN 2.4e-3; black frame: 4.3e-4
+ *     with OpenBLAS as Haswell, 1.2e-3 with its own kernels; one level at 1 vs 2
+ *     threads: 5e-4. A mishandled subnormal or a wrong kernel shows up as a non-finite
+ *     value or an error of order 1.
  */
 #include <check.h>
 #include <math.h>
@@ -238,7 +240,7 @@ static void check_levels(const char *model, int threads) {
                     effdet_get_tensor(e.ctx, kinds[k], lv, &t);
                     size_t len = (size_t)t.h * t.w * t.c;
                     double d = tu_rel_err(out + at, ref[which] + at, len);
-                    ck_assert_msg(d <= (which ? 1e-2 : 1e-3), "%s %s, %s kernels: tensor %d %s differs from baseline by %g", info->name,
+                    ck_assert_msg(d <= 1e-2, "%s %s, %s kernels: tensor %d %s differs from baseline by %g", info->name,
                                   which ? "noise" : "black frame", effdet_context_isa(e.ctx), k, level_name[lv], d);
                     at += len;
                 }
