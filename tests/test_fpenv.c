@@ -7,12 +7,15 @@
  *     operation outside the kernel mode would raise SIGFPE);
  *   - the pool's own threads run with FTZ|DAZ;
  *   - on black and noise frames every level (baseline, avx2, avx512 where the CPU has
- *     them) gives finite outputs that agree with the baseline level's, and the same
- *     number of detections: within the parity tolerance (1e-3 of the tensor's largest
- *     value) on the black frame; within 1e-2 on noise, where the random-weight d0 blows
- *     activations up to ~1e4 and amplifies rounding ~10-100x per backbone stage
- *     (measured, baseline vs FMA levels: feat_0 9e-7, feat_1 1e-5, feat_2 1e-3, BiFPN
- *     2.4e-3; one level at 1 vs 2 threads: 5e-4). A mishandled subnormal or a wrong
+ *     them) gives finite outputs, the same number of detections, and agrees with the
+ *     baseline level: the first backbone feature (P3: stem and the first three stages)
+ *     within 1e-4 of its largest value, every BiFPN/head output within 5e-2. Not the
+ *     parity tolerance (1e-3) at the end: on these frames, far from any image (and with
+ *     random weights), d0 blows activations up to ~1e4 and amplifies rounding 10-100x
+ *     per later backbone stage. Measured on an AMD Zen 5, baseline (no FMA) vs the FMA
+ *     levels, noise: feat_0 9e-7, feat_1 1e-5, feat_2 1e-3, BiFPN 2.4e-3 (OpenBLAS as
+ *     Haswell) and heads up to 1.2e-2 (OpenBLAS's own kernels); black frame 4.3e-4 /
+ *     1.2e-3; one level at 1 vs 2 threads: 5e-4. A mishandled subnormal or a wrong
  *     kernel shows up as a non-finite value or an error of order 1.
  */
 #include <check.h>
@@ -194,7 +197,7 @@ static void check_levels(const char *model, int threads) {
     cpu_detect(&f);
     const char *saved = getenv("EFFDET_ISA");
     char *saved_copy = saved ? strdup(saved) : NULL;
-    float *ref[2] = {NULL, NULL};
+    float *ref[2] = {NULL, NULL}, *ref_feat[2] = {NULL, NULL};
     int ref_count[2] = {0, 0};
     for (int l = 0; l < ISA_COUNT; l++) {
         if (!cpu_supports(&f, (isa_level)l) && l != ISA_BASELINE) continue;
@@ -222,13 +225,22 @@ static void check_levels(const char *model, int threads) {
             size_t bad = 0;
             for (size_t i = 0; i < n; i++) bad += !isfinite(out[i]);
             ck_assert_msg(bad == 0, "%zu outputs are not finite", bad);
+            effdet_tensor f0;
+            ck_assert_int_eq(effdet_get_tensor(e.ctx, EFFDET_T_FEAT, 0, &f0), EFFDET_OK);
+            size_t nf = (size_t)f0.h * f0.w * f0.c;
             if (!ref[which]) {
+                ref_feat[which] = malloc(nf * sizeof(float));
+                ck_assert_ptr_nonnull(ref_feat[which]);
+                memcpy(ref_feat[which], f0.data, nf * sizeof(float));
                 ref[which] = out;
                 ref_count[which] = r.count;
                 printf("  %s %s, %s kernels: %d detections\n", info->name, which ? "noise" : "black frame",
                        effdet_context_isa(e.ctx), r.count);
                 continue;
             }
+            double df = tu_rel_err(f0.data, ref_feat[which], nf);
+            ck_assert_msg(df <= 1e-4, "%s %s, %s kernels: feat_0 differs from baseline by %g", info->name,
+                          which ? "noise" : "black frame", effdet_context_isa(e.ctx), df);
             /* Per tensor, like test_parity. */
             size_t at = 0;
             for (int k = 0; k < 3; k++)
@@ -238,12 +250,12 @@ static void check_levels(const char *model, int threads) {
                     effdet_get_tensor(e.ctx, kinds[k], lv, &t);
                     size_t len = (size_t)t.h * t.w * t.c;
                     double d = tu_rel_err(out + at, ref[which] + at, len);
-                    ck_assert_msg(d <= (which ? 1e-2 : 1e-3), "%s %s, %s kernels: tensor %d %s differs from baseline by %g", info->name,
+                    ck_assert_msg(d <= 5e-2, "%s %s, %s kernels: tensor %d %s differs from baseline by %g", info->name,
                                   which ? "noise" : "black frame", effdet_context_isa(e.ctx), k, level_name[lv], d);
                     at += len;
                 }
-            printf("  %s %s, %s kernels: %d detections, outputs within %.2g of baseline\n", info->name,
-                   which ? "noise" : "black frame", effdet_context_isa(e.ctx), r.count,
+            printf("  %s %s, %s kernels: %d detections, feat_0 within %.2g of baseline, outputs within %.2g\n",
+                   info->name, which ? "noise" : "black frame", effdet_context_isa(e.ctx), r.count, df,
                    tu_rel_err(out, ref[which], n));
             ck_assert_int_eq(r.count, ref_count[which]);
             free(out);
@@ -254,6 +266,8 @@ static void check_levels(const char *model, int threads) {
     }
     free(ref[0]);
     free(ref[1]);
+    free(ref_feat[0]);
+    free(ref_feat[1]);
     if (saved_copy) setenv("EFFDET_ISA", saved_copy, 1);
     else
         unsetenv("EFFDET_ISA");
