@@ -16,7 +16,7 @@ import sys
 import tempfile
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, os.environ.get("BUILD", "build"), "effdet-detect")
 
 B0_STAGES = [("ds", 1, 3, 1, 16, 1), ("ir", 6, 3, 2, 24, 2), ("ir", 6, 5, 2, 40, 2), ("ir", 6, 3, 2, 80, 3),
