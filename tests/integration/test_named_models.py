@@ -2,10 +2,11 @@
 
 No released checkpoint can be fetched here, so this writes state dicts with effdet's own
 tensor names and shapes for tf_efficientdet_d1, d3, d6 and efficientdet_d0 (the PyTorch
-variant), derived here in Python from NOTES.md, independently of lib/arch.c. The derived
-parameter counts must equal the reference numbers the issue quotes (which validates the
-derivation), then effdet-detect must load each file (every tensor used, every shape
-right) and run the network on it. Weights are zeros with unit BN variance: the outputs
+variant), derived here in Python from effdet's architecture rules (compound scaling of
+the B0 stage table, the BiFPN cell, the heads: docs/engine.md), independently of
+lib/arch.c. The derived parameter counts must equal the reference numbers the issue
+quotes (which validates the derivation), then effdet-detect must load each file (every
+tensor used, every shape right) and run the network on it. Weights are zeros with unit BN variance: the outputs
 are meaningless, the names and shapes are what is under test."""
 import json
 import math
