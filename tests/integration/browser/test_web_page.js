@@ -243,7 +243,7 @@ async function main() {
       assert(/^text\/html/.test(ctype) && /charset=utf-8/i.test(ctype), 'Content-Type is "' + ctype + '"');
       const html = await resp.text();
       /* byte for byte the file that daemon/web.c embeds at build time */
-      const source = fs.readFileSync(path.join(__dirname, '..', '..', 'web', 'index.html'), 'utf8');
+      const source = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'web', 'index.html'), 'utf8');
       assert(html === source, 'GET / (' + html.length + ' chars) is not web/index.html (' + source.length + ' chars): rebuild effdetd?');
       const external = html.match(/\b(?:src|href)\s*=\s*["']?(?:https?:)?\/\/[^"'\s>]+/gi);
       assert(!external, 'the page references external assets: ' + (external || []).join(', '));
