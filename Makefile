@@ -41,10 +41,11 @@ LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o) $(KERNEL_OBJ)
 LIB_A      := $(BUILD)/libeffdet.a
 DAEMON_SRC := $(wildcard daemon/*.c)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/%.o)
-# tests/test_ops.c tests the kernels directly: one binary per ISA level (mk/kernels.mk).
-TEST_SRC   := $(filter-out tests/test_ops.c,$(wildcard tests/test_*.c))
-TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%) $(KERNEL_TEST_BIN)
-TESTUTIL_OBJ := $(BUILD)/tests/testutil.o
+# Check unit tests: tests/unit/test_X.c -> $(BUILD)/tests/unit/test_X.o -> $(BUILD)/tests/test_X.
+# tests/unit/test_kernels.c tests the kernels directly: one binary per ISA level (mk/kernels.mk).
+TEST_SRC   := $(filter-out tests/unit/test_kernels.c,$(wildcard tests/unit/test_*.c))
+TEST_BIN   := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%) $(KERNEL_TEST_BIN)
+TESTUTIL_OBJ := $(BUILD)/tests/unit/testutil.o
 
 BINS := $(BUILD)/effdet-detect $(BUILD)/effdet-bench $(BUILD)/effdet-eval
 ifneq ($(DAEMON_SRC),)
@@ -78,18 +79,19 @@ $(BUILD)/daemon/%.o: daemon/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(EVENT_CFLAGS) -c $< -o $@
 
-$(BUILD)/tests/%.o: tests/%.c
+$(BUILD)/tests/unit/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
 
-$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TESTUTIL_OBJ) $(LIB_A)
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(TESTUTIL_OBJ) $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
 
 tests: $(TEST_BIN) $(BINS)
 
-# Runs every Check binary and script test; prints each suite's summary and a total.
+# Runs every unit test binary and every integration test (tests/run-tests.sh); prints
+# each suite's summary and a total.
 check: tests
-	@BUILD=$(BUILD) tests/run-tests.sh
+	@BUILD=$(BUILD) KERNEL_ISAS="$(KERNEL_ISAS)" tests/run-tests.sh
 
 # ctuuninitvar: every effdet_error* is an output parameter (written, never read first);
 # cppcheck's cross-file check flags callers that pass an uninitialised one.
@@ -101,7 +103,7 @@ lint:
 	clang-tidy --quiet $(KERNEL_SRC) -- -std=c11 -D_GNU_SOURCE $(KERNEL_LINT_FLAGS) -Ilib/include -Ilib $(PKG_CFLAGS)
 
 format:
-	clang-format -i lib/*.c lib/*.h lib/include/*.h tools/*.c bench/*.c tests/*.c tests/*.h $(wildcard daemon/*.[ch])
+	clang-format -i lib/*.c lib/*.h lib/include/*.h tools/*.c bench/*.c tests/unit/*.c tests/unit/*.h $(wildcard daemon/*.[ch])
 
 clean:
 	rm -rf build

@@ -43,7 +43,7 @@ cp "$model" "$tmp/model.safetensors"
 pid=$!
 SOAK_PID=$pid SOAK_DIR=$tmp SOAK_SECONDS=$duration python3 - <<'EOF'
 import http.client, os, random, signal, socket, sys, threading, time
-sys.path.insert(0, "tests/daemon")
+sys.path.insert(0, "tests/integration/daemon")
 from harness import flat_jpeg, multipart
 
 pid, tmp, secs = int(os.environ["SOAK_PID"]), os.environ["SOAK_DIR"], float(os.environ["SOAK_SECONDS"])

@@ -11,7 +11,7 @@ CLUSTER_ARGS   ?=
 
 .PHONY: cluster
 cluster: $(BUILD)/effdetd
-	@test -n "$(filter command line environment,$(origin MODEL))" || \
+	@test -n "$(MODEL)" || \
 	  { echo "make cluster: give the model: make cluster N=3 MODEL=path/to.safetensors"; exit 1; }
 	EFFDETD=$(BUILD)/effdetd deploy/cluster.sh run $(CLUSTER_DIR) $(CLUSTER_LISTEN) $(N) $(CLUSTER_PORT) \
 	  "$(MODEL)" $(CLUSTER_ARGS)

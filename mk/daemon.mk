@@ -9,26 +9,27 @@ $(BUILD)/tests/test_daemon_metrics: $(BUILD)/daemon/metrics.o $(BUILD)/daemon/sb
 
 # ------------------------------------------------------------------ make run
 # Checks the Debian build dependencies (installs them with apt as root or via sudo,
-# otherwise prints the apt command and stops), builds, fetches the default model when
-# MODEL is not given and $(MODELS_DIR)/tf_efficientdet_d0.safetensors is absent, and runs
-# effdetd in the foreground on 127.0.0.1:8080. When that fetch fails (no network), it
-# serves the trained demo model shipped in the repository instead (models/shapes.safetensors:
-# circles, squares and triangles; the page offers sample images for it) and says so.
+# otherwise prints the apt command and stops), builds, and runs effdetd in the foreground
+# on 127.0.0.1:8080 with MODEL, a weights file. Without MODEL it serves the named model
+# MODEL_NAME (mk/model.mk; tf_efficientdet_d0 unless given), fetching it with `make model`
+# when $(MODELS_DIR)/$(MODEL_NAME).safetensors is absent. When that fetch fails (no
+# network), it serves the trained demo model shipped in the repository instead
+# (models/shapes.safetensors: circles, squares and triangles; the page offers sample
+# images for it) and says so.
 #   make run
 #   make run MODEL=../shared/reference/d0/weights.safetensors
+#   make run MODEL_NAME=tf_efficientdet_d3
 #   make run RUN_LISTEN=0.0.0.0:8080 RUN_ARGS="--workers 2 --api-key secret"
 BUILD_DEPS := build-essential pkg-config python3 libopenblas-dev libjson-c-dev libjpeg62-turbo-dev libevent-dev
 RUN_LISTEN ?= 127.0.0.1:8080
 RUN_ARGS   ?=
 DEMO_MODEL := models/shapes.safetensors
-# mk/model.mk gives MODEL a default *name* (`make model`); `make run` takes a *path*
-# from the command line or the environment only.
-ifneq ($(filter command line environment,$(origin MODEL)),)
+ifneq ($(MODEL),)
   RUN_MODEL := $(MODEL)
   RUN_FETCH := no
 else
-  # recursive: MODELS_DIR comes from mk/model.mk, read after this file
-  RUN_MODEL = $(MODELS_DIR)/tf_efficientdet_d0.safetensors
+  # recursive: MODELS_DIR and MODEL_NAME come from mk/model.mk, read after this file
+  RUN_MODEL = $(MODELS_DIR)/$(MODEL_NAME).safetensors
   RUN_FETCH := yes
 endif
 

@@ -3,7 +3,7 @@
 
 # IoUs and thresholds must round exactly as pycocotools' numpy does: no fused multiply-add.
 $(BUILD)/tools/coco_eval.o: CFLAGS += -ffp-contract=off
-$(BUILD)/tests/test_coco_eval.o: CFLAGS += -Itools
+$(BUILD)/tests/unit/test_coco_eval.o: CFLAGS += -Itools
 $(BUILD)/tests/test_coco_eval: $(BUILD)/tools/coco_eval.o
 
 build/fuzz/fuzz_coco_annotations: fuzz/fuzz_coco_annotations.c tools/coco_eval.c tools/coco_eval.h

@@ -26,19 +26,19 @@ KERNEL_LINT_FLAGS := -DEFFDET_KERNEL_ISA=baseline $(ISA_FLAGS_baseline)
 KERNEL_CFLAGS = -fvect-cost-model=dynamic -DEFFDET_KERNEL_ISA=$(1) $(ISA_FLAGS_$(1))
 
 KERNEL_OBJ      := $(foreach i,$(KERNEL_ISAS),$(patsubst lib/%.c,$(BUILD)/lib/isa-$(i)/%.o,$(KERNEL_SRC)))
-# tests/test_ops.c calls one level's kernels (and mathfun.h's helpers) directly.
-KERNEL_TEST_BIN := $(foreach i,$(KERNEL_ISAS),$(BUILD)/tests/test_ops_$(i))
+# tests/unit/test_kernels.c calls one level's kernels (and mathfun.h's helpers) directly.
+KERNEL_TEST_BIN := $(foreach i,$(KERNEL_ISAS),$(BUILD)/tests/test_kernels_$(i))
 
 define kernel_rules
 $(BUILD)/lib/isa-$(1)/%.o: lib/%.c
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS) $(call KERNEL_CFLAGS,$(1)) -c $$< -o $$@
 
-$(BUILD)/tests/test_ops_$(1).o: tests/test_ops.c
+$(BUILD)/tests/unit/test_kernels_$(1).o: tests/unit/test_kernels.c
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS) $$(CHECK_CFLAGS) $(call KERNEL_CFLAGS,$(1)) -c $$< -o $$@
 
-$(BUILD)/tests/test_ops_$(1): $(BUILD)/tests/test_ops_$(1).o $(BUILD)/tests/testutil.o $(BUILD)/libeffdet.a
+$(BUILD)/tests/test_kernels_$(1): $(BUILD)/tests/unit/test_kernels_$(1).o $(BUILD)/tests/unit/testutil.o $(BUILD)/libeffdet.a
 	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(CHECK_LIBS) $$(LDLIBS)
 endef
 $(foreach i,$(KERNEL_ISAS),$(eval $(call kernel_rules,$(i))))

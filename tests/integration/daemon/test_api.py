@@ -55,13 +55,13 @@ class Api(unittest.TestCase):
         status, h, body = self.d.request("GET", "/")
         self.assertEqual(status, 200)
         self.assertTrue(h["content-type"].startswith("text/html"))
-        self.assertEqual(body, read(os.path.join(os.path.dirname(__file__), "..", "..", "web", "index.html")))
+        self.assertEqual(body, read(os.path.join(os.path.dirname(__file__), "..", "..", "..", "web", "index.html")))
 
     def test_samples(self):
         """The demo model's sample images, embedded in the daemon, byte for byte."""
         status, h, body = self.d.request("GET", "/samples")
         doc = check("/samples", "GET", status, h, body)
-        samples = os.path.join(os.path.dirname(__file__), "..", "..", "models", "samples")
+        samples = os.path.join(os.path.dirname(__file__), "..", "..", "..", "models", "samples")
         self.assertEqual(sorted(doc["samples"]), sorted(os.listdir(samples)))
         for name in doc["samples"]:
             status, h, body = self.d.request("GET", "/samples/" + name)

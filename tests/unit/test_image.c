@@ -227,7 +227,8 @@ START_TEST(test_letterbox_tiny_from_own_decode) {
 END_TEST
 
 START_TEST(test_letterbox_geometry) {
-    /* expected numbers: NOTES.md §1.2 and the fixtures' detections.json "preprocess" */
+    /* expected numbers: s = min(T_h / h, T_w / w) in double, resized (int)(w*s) x (int)(h*s),
+     * img_scale = 1 / s (effdet's ResizePad), and the fixtures' detections.json "preprocess" */
     letterbox_info li;
     letterbox_geometry(640, 480, 512, 512, &li);
     ck_assert_int_eq(li.resized_w, 512);
@@ -247,8 +248,9 @@ START_TEST(test_letterbox_geometry) {
 }
 END_TEST
 
-/* Pillow's BILINEAR resample written out directly (NOTES.md §1.3), one output sample
- * at a time, for sizes the fixtures do not cover (upscaling, one axis unchanged). */
+/* Pillow's BILINEAR resample (an antialiased triangle filter, docs/images.md "Letterbox")
+ * written out directly, one output sample at a time, for sizes the fixtures do not cover
+ * (upscaling, one axis unchanged). */
 static void reference_axis_weights(int n, int m, int i, int *lo, int *hi, int32_t *wq) {
     double scale = (double)n / m, fs = fmax(scale, 1.0), support = fs;
     double center = (i + 0.5) * scale;

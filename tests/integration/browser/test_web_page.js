@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /*
  * End-to-end test of effdetd's built-in page in headless Debian chromium (playwright-core).
- * tests/browser.test.sh starts the daemon and runs this with its URL:
+ * tests/integration/test_web_page.sh starts the daemon and runs this with its URL:
  *
- *   node tests/browser/browser.test.js --url http://127.0.0.1:PORT --image coco_000000000257.jpg
+ *   node tests/integration/browser/test_web_page.js --url http://127.0.0.1:PORT --image coco_000000000257.jpg
  *        --out-dir build/browser [--screenshot docs/screenshot.png]
  *        [--keyed-url http://127.0.0.1:PORT2 --api-key KEY]   (a daemon configured with api_key)
  *        [--demo-url http://127.0.0.1:PORT3]   (a daemon serving the shipped demo model)
@@ -243,7 +243,7 @@ async function main() {
       assert(/^text\/html/.test(ctype) && /charset=utf-8/i.test(ctype), 'Content-Type is "' + ctype + '"');
       const html = await resp.text();
       /* byte for byte the file that daemon/web.c embeds at build time */
-      const source = fs.readFileSync(path.join(__dirname, '..', '..', 'web', 'index.html'), 'utf8');
+      const source = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'web', 'index.html'), 'utf8');
       assert(html === source, 'GET / (' + html.length + ' chars) is not web/index.html (' + source.length + ' chars): rebuild effdetd?');
       const external = html.match(/\b(?:src|href)\s*=\s*["']?(?:https?:)?\/\/[^"'\s>]+/gi);
       assert(!external, 'the page references external assets: ' + (external || []).join(', '));

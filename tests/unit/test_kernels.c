@@ -1,9 +1,10 @@
 /*
  * The compute kernels against straightforward reference implementations written here
  * (plain loops over explicit padding, double accumulation), on odd shapes, both
- * padding styles (TF "SAME" as NOTES.md §2 computes it, and symmetric (k-1)/2), with no
- * pool and with 2- and 3-thread pools. Every op except pwconv must give bit-identical
- * results whatever the thread count; pwconv's sgemm blocking may differ in the last bits.
+ * padding styles (TF "SAME" computed from the input size as tf_same() below, and
+ * symmetric (k-1)/2), with no pool and with 2- and 3-thread pools. Every op except
+ * pwconv must give bit-identical results whatever the thread count; pwconv's sgemm
+ * blocking may differ in the last bits.
  */
 #include <cblas.h>
 #include <check.h>
@@ -68,7 +69,7 @@ static void assert_identical(const float *a, const float *b, size_t n, const cha
     ck_assert_msg(memcmp(a, b, n * sizeof *a) == 0, "%s: results differ between thread counts", what);
 }
 
-/* TF "SAME" (NOTES.md §2): out = ceil(in / s), total = max((out-1)*s + k - in, 0),
+/* TF "SAME" (docs/engine.md, Padding): out = ceil(in / s), total = max((out-1)*s + k - in, 0),
  * before = total / 2. Returns the output size. */
 static int tf_same(int in, int k, int s, int *before) {
     int out = (in + s - 1) / s;
@@ -390,8 +391,8 @@ START_TEST(test_dwconv) {
 }
 END_TEST
 
-/* The D0 padding cases named in NOTES.md §2, checked on the helper itself so the
- * geometries above really cover them. */
+/* The D0 cases, stride 2 on even sizes (k3: 0 before, 1 after; k5: 1 before, 2 after),
+ * checked on the helper itself so the geometries above really cover them. */
 START_TEST(test_tf_same_padding_cases) {
     int before;
     ck_assert_int_eq(tf_same(16, 3, 2, &before), 8);

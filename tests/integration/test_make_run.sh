@@ -5,7 +5,7 @@
 # MODELS_DIR, so that this test never downloads anything even where a network exists.
 # Prints "N passed, N failed".
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 # make run rebuilds $BUILD/effdetd when it is out of date: with the same flags it was built
 # with (run-tests.sh passes BUILD only; build/san is the Makefile's SANITIZE build).

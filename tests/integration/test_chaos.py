@@ -9,7 +9,7 @@ replica it was tried on gave), no reset, no 502/504, and every 200 is in a repli
 access log under the request's X-Request-Id. Prints requests, status counts and p50/p99
 per phase, and writes them to $BUILD/chaos/result.json (docs/scaling.md quotes them).
 
-Usage: python3 tests/chaos_test.py [--model PATH] [--threads N] [--scale S]
+Usage: python3 tests/integration/test_chaos.py [--model PATH] [--threads N] [--scale S]
 """
 import argparse
 import http.client
@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("BUILD", "build")
 EFFDETD = os.path.join(ROOT, BUILD, "effdetd")
 SHARED = os.environ.get("EFFDET_SHARED", os.path.join(ROOT, "..", "shared", "reference"))

@@ -1,5 +1,5 @@
 """Detections against a reference, the way ../shared/reference/README.md says to judge
-them so that a test holds on any CPU (tests/test_detect.c does the same in C):
+them so that a test holds on any CPU (tests/unit/test_detect.c does the same in C):
 
 - the same set: same class, box within 1e-3 of its largest coordinate, score within
   `score_tol`;

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("BUILD", "build")
 TOOL = os.path.join(ROOT, BUILD, "effdet-eval")
 SHARED = os.environ.get("EFFDET_SHARED", os.path.join(ROOT, "..", "shared", "reference"))

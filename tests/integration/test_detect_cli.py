@@ -12,7 +12,7 @@ import unittest
 
 from detmatch import mismatches
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("BUILD", "build")
 TOOL = os.path.join(ROOT, BUILD, "effdet-detect")
 FIX = os.path.join(ROOT, "tests", "fixtures")
@@ -55,7 +55,7 @@ def shared_dir():
 
 
 class DetMatch(unittest.TestCase):
-    """tests/detmatch.py itself: what it lets through and what it does not."""
+    """tests/integration/detmatch.py itself: what it lets through and what it does not."""
     REF = [{"cls": c, "score": s, "x1": 10.0 * i, "y1": 0.0, "x2": 10.0 * i + 5, "y2": 5.0}
            for i, (c, s) in enumerate([(1, 0.9), (2, 0.5), (3, 0.49995), (4, 0.3), (5, 0.1), (6, 0.09995)])]
     SPARE = {"cls": 7, "score": 0.09990, "x1": 99.0, "y1": 0.0, "x2": 104.0, "y2": 5.0}
@@ -111,7 +111,7 @@ class Dump(unittest.TestCase):
             dets = json.load(open(os.path.join(out, "detections.json")))
             ref = json.load(open(os.path.join(ref_dir, "detections.json")))
             for frame in ("detections_network", "detections_image"):
-                # the same set, in order up to near-ties (tests/detmatch.py)
+                # the same set, in order up to near-ties (tests/integration/detmatch.py)
                 self.assertEqual(mismatches(dets[frame], ref[frame]), [], f"{ref_dir} {frame}")
             n = len(floats(os.path.join(out, "topk_logit.f32")))
             self.assertEqual(n, 5000)
@@ -146,7 +146,7 @@ class Images(unittest.TestCase):
             j = json.loads(p.stdout)
             ref = json.load(open(os.path.join(s, "d0", "detections.json")))["detections_image"]
             self.assertEqual((j["width"], j["height"]), (640, 480))
-            # the same set as the reference, in order up to near-ties (tests/detmatch.py);
+            # the same set as the reference, in order up to near-ties (tests/integration/detmatch.py);
             # and as the float64 evaluation, within 2x PyTorch fp32's own score distance
             self.assertEqual(mismatches(j["detections"], ref), [])
             ref64 = json.load(open(os.path.join(s, "d0", "detections64.json")))["detections_image"]

@@ -3,7 +3,7 @@
 # unit file and the man pages say, the installed configuration parses and points at
 # the service's models directory, and uninstall leaves only the configuration.
 set -eu
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 dest=$(mktemp -d)
 trap 'rm -rf "$dest"' EXIT

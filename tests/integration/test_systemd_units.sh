@@ -3,7 +3,7 @@
 # score of `systemd-analyze security` at or below 2.0 ("OK"). Skipped (loudly) when
 # systemd-analyze is not installed (apt-get install systemd).
 set -eu
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 if ! command -v systemd-analyze >/dev/null; then
   echo "NOTICE: systemd-analyze not installed; skipping unit checks"

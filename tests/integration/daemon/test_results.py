@@ -8,15 +8,15 @@ import unittest
 
 from harness import D0_MODEL, FIXTURES, ROOT, SHARED, TINY_MODEL, Daemon, check, have_shared, multipart, read
 
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-from detmatch import SCORE_TOL_FP32, mismatches  # noqa: E402  (tests/detmatch.py)
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from detmatch import SCORE_TOL_FP32, mismatches  # noqa: E402  (tests/integration/detmatch.py)
 
 JPEG = {"Content-Type": "image/jpeg"}
 
 
 def compare(test, got, ref, n):
     """Top-n detections: the same set as the reference's top n, in order up to near-ties
-    (tests/detmatch.py: any CPU's rounding passes, nothing else does)."""
+    (tests/integration/detmatch.py: any CPU's rounding passes, nothing else does)."""
     test.assertGreaterEqual(len(got), n)
     test.assertEqual(mismatches(got[:n], ref[:n]), [])
 

@@ -1,6 +1,6 @@
 """Tests for tools/effdet-convert and tools/fetch-model.sh (Python standard library only).
 
-Run from the repository root via tests/convert.test.sh. The expected outputs are the
+Run from the repository root: python3 -B tests/integration/test_convert.py. The expected outputs are the
 reference fixtures' weights.safetensors; the hand-made checkpoints below are written by a
 small torch.save replica in this file (legacy and zip layouts as torch/serialization.py
 writes them), not by the converter.
@@ -22,21 +22,21 @@ import types
 import unittest
 import zipfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONVERT = os.path.join(ROOT, "tools", "effdet-convert")
 FETCH = os.path.join(ROOT, "tools", "fetch-model.sh")
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 SHARED = os.environ.get("EFFDET_SHARED") or os.path.join(ROOT, "..", "shared", "reference")
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.dont_write_bytecode = True
 # The converter checks tensors against this build's engine (the sanitizer build's under
 # `make SANITIZE=... check`); subprocesses inherit it.
 ENGINE = os.path.join(ROOT, os.environ.get("BUILD", "build"), "effdet-detect")
 os.environ.setdefault("EFFDET_DETECT", ENGINE)
 import convert_effdet  # noqa: E402
-import named_models_test  # noqa: E402  (independent state-dict derivation for named models)
+import test_named_models as named_models  # noqa: E402  (independent state-dict derivation for named models)
 
 
 # ---------------------------------------------------------------- safetensors reading (independent of the tool)
@@ -437,9 +437,9 @@ class ConverterStructure(unittest.TestCase):
 
 def synthesised_checkpoint(path, name, legacy=True, num_classes=90, kind="HalfStorage"):
     """A torch.save file with a named model's tensor names and shapes (zeros), derived by
-    tests/named_models_test.py independently of the engine."""
-    b, _image, fpn, cells, head, fusion, tf, _params = named_models_test.MODELS[name]
-    shapes = named_models_test.state_dict_shapes(b, fpn, cells, head, fusion, tf, num_classes)
+    tests/named_models.py independently of the engine."""
+    b, _image, fpn, cells, head, fusion, tf, _params = named_models.MODELS[name]
+    shapes = named_models.state_dict_shapes(b, fpn, cells, head, fusion, tf, num_classes)
     state, storages = collections.OrderedDict(), []
     for i, (k, shape) in enumerate(shapes.items()):
         st = ZeroStorage(kind, str(i), max(1, math.prod(shape)))
@@ -572,8 +572,8 @@ class ConverterInfers(unittest.TestCase):
         self.refused([src, self.out, "--name", "tf_efficientdet_d3"], "--num-classes 20")
 
     def shapes_of(self, name, num_classes=90):
-        b, _image, fpn, cells, head, fusion, tf, _params = named_models_test.MODELS[name]
-        return named_models_test.state_dict_shapes(b, fpn, cells, head, fusion, tf, num_classes)
+        b, _image, fpn, cells, head, fusion, tf, _params = named_models.MODELS[name]
+        return named_models.state_dict_shapes(b, fpn, cells, head, fusion, tf, num_classes)
 
     def test_d6_and_d7_need_the_file_name_or_name(self):
         shapes = self.shapes_of("tf_efficientdet_d6")

@@ -5,12 +5,12 @@
 #   deploy/prometheus.yml      promtool check config; our /metrics: promtool check metrics
 #   deploy/k8s/*.yaml          yamllint; kubectl (client only, no cluster) decodes every
 #                              object, the Deployment and Services into their typed
-#                              structs; tests/deploy_check.py checks they fit together
+#                              structs; tests/integration/deploy_check.py checks they fit together
 # A tool that is not installed is skipped with a NOTICE (CI installs them all:
 # .ci/packages.txt; kubectl is not a Debian 12 package, .ci/run installs
 # kubernetes-client when no kubectl is present).
 set -eu
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 tmp=$(mktemp -d)
 pid=
@@ -104,7 +104,7 @@ if have kubectl; then
   # Typed decoding: a wrong type (replicas: "3", a port as text) fails here.
   k set env --local -f deploy/k8s/deployment.yaml -o name CHECK=1 >/dev/null
   k set selector --local -f deploy/k8s/service.yaml app.kubernetes.io/name=effdetd -o name >/dev/null
-  python3 -B tests/deploy_check.py
+  python3 -B tests/integration/deploy_check.py
   echo "kubectl: deploy/k8s ok"
   ok=$((ok + 1))
 else

@@ -1,5 +1,5 @@
 /*
- * Post-processing against the reference: anchors from the NOTES.md §6 formula, top-k
+ * Post-processing against the reference: anchors from effdet's formula (below), top-k
  * against topk_*.{f32,i32} and a full stable sort, detections against detections.json,
  * and NMS / soft-NMS against straightforward re-implementations written here.
  */
@@ -110,7 +110,8 @@ static double now_ms(void) {
 
 /* ---------------------------------------------------------------- anchors */
 
-/* NOTES.md §6 for one global anchor index, written out independently of anchors.c. */
+/* effdet's anchor for one global anchor index (level P3 first, row-major over (y, x), then
+ * a = octave * 3 + aspect; docs/engine.md, Anchors), written out independently of anchors.c. */
 static void anchor_by_formula(const effdet_arch *a, int index, float out[4]) {
     static const double aspect[3][2] = {{1.0, 1.0}, {1.4, 0.7}, {0.7, 1.4}};
     int l = 0, offset = 0;
@@ -619,8 +620,9 @@ static void decode_reference(const anchor_grid *g, const head_outputs *h, int an
     out[3] = cy + hh / 2;
 }
 
-/* The plain per-class greedy loop of NOTES.md §7.6 over all candidates, then the kept
- * boxes of all classes in score (= top-k) order. */
+/* effdet's plain per-class greedy NMS (best first; drop every later box of the class with
+ * IoU > 0.5, strictly) over all candidates, then the kept boxes of all classes in score
+ * (= top-k) order. */
 START_TEST(test_hard_nms_vs_reference) {
     effdet_arch a;
     anchor_grid g;

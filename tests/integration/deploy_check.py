@@ -2,7 +2,7 @@
 /readyz and /healthz on the container's port, the grace period covers the preStop
 sleep plus the drain, the ConfigMap's effdetd.conf is valid for effdetd itself, the
 user is the image's. The manifests are read through `kubectl annotate --local -o json`
-(no cluster, no PyYAML needed). Run by tests/deploy.test.sh."""
+(no cluster, no PyYAML needed). Run by tests/integration/test_deploy.sh."""
 import json
 import os
 import re
@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("BUILD", "build")
 
 

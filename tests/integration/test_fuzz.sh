@@ -6,7 +6,7 @@
 # fuzzing adds about 3 minutes plus the build. `make fuzz FUZZ_SECONDS=600` runs longer.
 # Skipped (loudly) when clang cannot build libFuzzer targets.
 set -eu
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 secs=${FUZZ_SECONDS:-8}
 if [ "${CI:-}" = true ]; then

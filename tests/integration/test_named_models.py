@@ -2,10 +2,11 @@
 
 No released checkpoint can be fetched here, so this writes state dicts with effdet's own
 tensor names and shapes for tf_efficientdet_d1, d3, d6 and efficientdet_d0 (the PyTorch
-variant), derived here in Python from NOTES.md, independently of lib/arch.c. The derived
-parameter counts must equal the reference numbers the issue quotes (which validates the
-derivation), then effdet-detect must load each file (every tensor used, every shape
-right) and run the network on it. Weights are zeros with unit BN variance: the outputs
+variant), derived here in Python from effdet's architecture rules (compound scaling of
+the B0 stage table, the BiFPN cell, the heads: docs/engine.md), independently of
+lib/arch.c. The derived parameter counts must equal the reference numbers the issue
+quotes (which validates the derivation), then effdet-detect must load each file (every
+tensor used, every shape right) and run the network on it. Weights are zeros with unit BN variance: the outputs
 are meaningless, the names and shapes are what is under test."""
 import json
 import math
@@ -16,7 +17,7 @@ import sys
 import tempfile
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, os.environ.get("BUILD", "build"), "effdet-detect")
 
 B0_STAGES = [("ds", 1, 3, 1, 16, 1), ("ir", 6, 3, 2, 24, 2), ("ir", 6, 5, 2, 40, 2), ("ir", 6, 3, 2, 80, 3),

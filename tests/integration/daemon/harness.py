@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 BUILD = os.environ.get("BUILD", "build")
 EFFDETD = os.environ.get("EFFDETD_BIN") or os.path.join(ROOT, BUILD, "effdetd")
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")

@@ -56,7 +56,7 @@ START_TEST(test_b0_blocks_and_wiring) {
     ck_assert_int_eq(a.feature_ch[2], 320);
     ck_assert_int_eq(a.level_h[0], 64);
     ck_assert_int_eq(a.level_h[4], 4);
-    /* NOTES.md §4 node table. */
+    /* effdet's BiFPN cell (docs/engine.md, BiFPN): nodes 5..12 follow P3..P7 (ids 0..4). */
     static const int inputs[8][3] = {{3, 4, -1}, {2, 5, -1}, {1, 6, -1}, {0, 7, -1},
                                      {1, 7, 8},  {2, 6, 9},  {3, 5, 10}, {4, 11, -1}};
     static const int levels[8] = {6, 5, 4, 3, 4, 5, 6, 7};

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end test of the built-in web page (issue 5) in a real browser: starts effdetd on
 # loopback (ephemeral port) with the d0 fixture weights, then drives Debian's chromium
-# headless with playwright-core (tests/browser/browser.test.js; docs/web.md explains it).
+# headless with playwright-core (tests/integration/browser/test_web_page.js; docs/web.md explains it).
 #
 #   EFFDET_SKIP_BROWSER=1       skip this test (loudly) - the only way it is ever skipped
-#   EFFDET_SKIP_SHARED=1        skip it when ../shared/reference is absent (as tests/testutil.c)
+#   EFFDET_SKIP_SHARED=1        skip it when ../shared/reference is absent (as tests/unit/testutil.c)
 #   EFFDET_SHARED=dir           the shared fixtures elsewhere
 #   EFFDET_UPDATE_SCREENSHOT=1  also copy the screenshot to docs/screenshot.png
 #   CHROMIUM=path               another chromium binary (default /usr/bin/chromium)
 set -u
 BUILD=${BUILD:-build}
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 fail() {
     echo "*** browser test: $* ***" >&2
@@ -51,11 +51,11 @@ HINT="install them (apt-get install chromium nodejs npm) or set EFFDET_SKIP_BROW
 command -v node >/dev/null || fail "node not found: $HINT"
 [ -x "$CHROMIUM" ] || fail "chromium not found at $CHROMIUM: $HINT"
 
-# playwright-core from npm, at the version pinned in tests/browser/package-lock.json.
-if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
+# playwright-core from npm, at the version pinned in tests/integration/browser/package-lock.json.
+if [ ! -f tests/integration/browser/node_modules/playwright-core/package.json ]; then
     command -v npm >/dev/null || fail "npm not found: $HINT"
-    echo "installing playwright-core into tests/browser/node_modules (npm)"
-    (cd tests/browser && npm install --no-audit --no-fund --loglevel=error) || fail "npm install failed (it needs the npm registry once; EFFDET_SKIP_BROWSER=1 skips this test)"
+    echo "installing playwright-core into tests/integration/browser/node_modules (npm)"
+    (cd tests/integration/browser && npm install --no-audit --no-fund --loglevel=error) || fail "npm install failed (it needs the npm registry once; EFFDET_SKIP_BROWSER=1 skips this test)"
 fi
 
 tmp=$(mktemp -d)
@@ -112,7 +112,7 @@ daemon_names=(main keyed demo)
 out_dir=$BUILD/browser
 shot_args=()
 if [ "${EFFDET_UPDATE_SCREENSHOT:-}" = 1 ]; then shot_args=(--screenshot docs/screenshot.png); fi
-CHROMIUM=$CHROMIUM node tests/browser/browser.test.js --url "http://127.0.0.1:$(cat "$tmp/main.port")" \
+CHROMIUM=$CHROMIUM node tests/integration/browser/test_web_page.js --url "http://127.0.0.1:$(cat "$tmp/main.port")" \
     --keyed-url "http://127.0.0.1:$(cat "$tmp/keyed.port")" --api-key "$key" \
     --demo-url "http://127.0.0.1:$(cat "$tmp/demo.port")" \
     --image "$IMAGE" --out-dir "$out_dir" "${shot_args[@]}"
