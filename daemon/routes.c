@@ -42,31 +42,30 @@ static void route_vision_custom(server *s, struct evhttp_request *req, req_info 
     free(name);
 }
 
-/* DeepStack/CodeProject.AI: Blue Iris asks for the custom models it can use. */
-static void route_custom_list(server *s, struct evhttp_request *req, req_info *ri, const char *rest) {
+/* The model lists, after the API key: GET /v1/models, or (kind JOB_COMPAT) DeepStack's
+ * /v1/vision/custom/list, where Blue Iris asks for the custom models it can use. */
+static void send_model_list(server *s, struct evhttp_request *req, req_info *ri, job_kind kind) {
     if (!authorized_get(s, req)) {
-        send_error(s, req, ri, JOB_COMPAT, 401, "unauthorized", "missing or wrong API key");
+        send_error(s, req, ri, kind, 401, "unauthorized", "missing or wrong API key");
         return;
     }
     model_set *set = server_models(s);
     sbuf b;
     sb_init(&b);
-    write_custom_list_json(&b, set);
+    if (kind == JOB_COMPAT)
+        write_custom_list_json(&b, set);
+    else
+        write_models_json(&b, s->loop.instance, set);
     model_set_unref(set);
     send_sbuf(s, req, ri, 200, "application/json", &b);
 }
 
+static void route_custom_list(server *s, struct evhttp_request *req, req_info *ri, const char *rest) {
+    send_model_list(s, req, ri, JOB_COMPAT);
+}
+
 static void route_models(server *s, struct evhttp_request *req, req_info *ri, const char *rest) {
-    if (!authorized_get(s, req)) {
-        send_error(s, req, ri, JOB_DETECT, 401, "unauthorized", "missing or wrong API key");
-        return;
-    }
-    model_set *set = server_models(s);
-    sbuf b;
-    sb_init(&b);
-    write_models_json(&b, s->loop.instance, set);
-    model_set_unref(set);
-    send_sbuf(s, req, ri, 200, "application/json", &b);
+    send_model_list(s, req, ri, JOB_DETECT);
 }
 
 static void route_update(server *s, struct evhttp_request *req, req_info *ri, const char *rest) {
