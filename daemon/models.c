@@ -2,6 +2,8 @@
  * runs on the workers' own contexts: worker.c.) */
 #include "models.h"
 
+#include "errf.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -116,7 +118,7 @@ static int list_sources(const effdetd_config *cfg, model_src **out, int *n, char
     if (cfg->models_dir[0]) {
         DIR *d = opendir(cfg->models_dir);
         if (!d) {
-            snprintf(err, errlen, "models_dir %s: %s", cfg->models_dir, strerror(errno));
+            errf(err, errlen, "models_dir %s: %s", cfg->models_dir, strerror(errno));
             free(src);
             return -1;
         }
@@ -148,7 +150,7 @@ static int list_sources(const effdetd_config *cfg, model_src **out, int *n, char
     return 0;
 oom:
     free(src);
-    snprintf(err, errlen, "out of memory listing models");
+    errf(err, errlen, "out of memory listing models");
     return -1;
 }
 
@@ -162,7 +164,7 @@ int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg,
     if (!s || !(s->models = calloc((size_t)(nsrc ? nsrc : 1), sizeof(model_entry *)))) {
         free(s);
         free(src);
-        snprintf(err, errlen, "out of memory");
+        errf(err, errlen, "out of memory");
         return -1;
     }
     atomic_init(&s->refs, 1);
@@ -177,7 +179,7 @@ int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg,
     }
     free(src);
     if (s->count == 0) {
-        snprintf(err, errlen, nsrc ? "no model could be loaded" : "no *.safetensors model found");
+        errf(err, errlen, "%s", nsrc ? "no model could be loaded" : "no *.safetensors model found");
         goto fail;
     }
     char want[CFG_STR_MAX] = "";
@@ -191,7 +193,7 @@ int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg,
         for (int i = 0; i < s->count; i++)
             if (strcmp(s->models[i]->name, want) == 0) found = i;
         if (found < 0) {
-            snprintf(err, errlen, "default model '%s' is not loaded", want);
+            errf(err, errlen, "default model '%s' is not loaded", want);
             goto fail;
         }
         s->default_index = found;

@@ -116,7 +116,7 @@ static int write_port_file(const char *path, int port, char *err, size_t errlen)
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "port_file %s: %s", path, strerror(errno));
+        errf(err, errlen, "port_file %s: %s", path, strerror(errno));
         return -1;
     }
     return 0;
@@ -146,7 +146,7 @@ static int adopt_systemd_sockets(server *s, char *err, size_t errlen) {
         evutil_make_socket_closeonexec(fd);
         struct evhttp_bound_socket *b = evhttp_accept_socket_with_handle(s->loop.http, fd);
         if (!b) {
-            snprintf(err, errlen, "LISTEN_FDS: cannot accept on fd %d", fd);
+            errf(err, errlen, "LISTEN_FDS: cannot accept on fd %d", fd);
             return -1;
         }
         s->loop.bound[s->loop.nbound++] = b;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "errf.h"
 #include "reply_json.h"
 #include "server.h"
 
@@ -302,13 +303,13 @@ done:
 int workers_start(server *s, char *err, size_t errlen) {
     s->work.workers = calloc((size_t)s->work.nworkers, sizeof *s->work.workers);
     if (!s->work.workers) {
-        snprintf(err, errlen, "out of memory");
+        errf(err, errlen, "out of memory");
         return -1;
     }
     for (int i = 0; i < s->work.nworkers; i++) {
         s->work.workers[i].srv = s;
         if (pthread_create(&s->work.workers[i].thread, NULL, worker_main, &s->work.workers[i]) != 0) {
-            snprintf(err, errlen, "cannot start worker thread %d", i);
+            errf(err, errlen, "cannot start worker thread %d", i);
             queue_close(&s->work.queue);
             for (int k = 0; k < i; k++) pthread_join(s->work.workers[k].thread, NULL);
             free(s->work.workers);
