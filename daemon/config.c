@@ -3,10 +3,11 @@
  * bounds and defaults (tests/daemon/test_config_doc.py checks they agree). */
 #include "config.h"
 
+#include "errf.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,89 +15,89 @@
 #define OPT(field) offsetof(effdetd_config, field), sizeof(((effdetd_config *)0)->field)
 
 static const cfg_option options[] = {
-    {"listen", CFG_STRING, OPT(listen), 0, 0, "127.0.0.1:8080", NULL,
+    {"listen", CFG_STRING, OPT(listen), 0, 0, "127.0.0.1:8080", NULL, CFG_RESTART,
      "Address and port to listen on: ADDR:PORT, [IPv6]:PORT. Port 0 picks a free port. Ignored when "
      "systemd passes a socket (LISTEN_FDS)."},
-    {"port_file", CFG_STRING, OPT(port_file), 0, 0, "", NULL,
+    {"port_file", CFG_STRING, OPT(port_file), 0, 0, "", NULL, CFG_RESTART,
      "Write the bound TCP port to this file once listening (useful with port 0)."},
-    {"model", CFG_STRING, OPT(model), 0, 0, "", NULL,
+    {"model", CFG_STRING, OPT(model), 0, 0, "", NULL, 0,
      "Path of a .safetensors model. Its name is the file stem (tf_efficientdet_d0.safetensors -> "
      "tf_efficientdet_d0)."},
-    {"models_dir", CFG_STRING, OPT(models_dir), 0, 0, "", NULL,
+    {"models_dir", CFG_STRING, OPT(models_dir), 0, 0, "", NULL, 0,
      "Directory of models: every *.safetensors in it is loaded and named by its file stem."},
-    {"default_model", CFG_STRING, OPT(default_model), 0, 0, "", NULL,
+    {"default_model", CFG_STRING, OPT(default_model), 0, 0, "", NULL, 0,
      "Model used when a request names none. Empty: the `model` option's model, else the first "
      "name in alphabetical order."},
-    {"api_key", CFG_STRING, OPT(api_key), 0, 0, "", NULL,
+    {"api_key", CFG_STRING, OPT(api_key), 0, 0, "", NULL, 0,
      "When set, detection and model endpoints require `Authorization: Bearer KEY` or the "
      "DeepStack form field api_key=KEY (401 otherwise). /healthz, /readyz and /metrics stay open. "
      "A key given as --api-key is visible to every local user in /proc/PID/cmdline: prefer this "
      "file (mode 600), api_key_file or the EFFDETD_API_KEY environment variable."},
-    {"api_key_file", CFG_STRING, OPT(api_key_file), 0, 0, "", NULL,
+    {"api_key_file", CFG_STRING, OPT(api_key_file), 0, 0, "", NULL, 0,
      "Read api_key from the first line of this file (at start and on every reload; a systemd "
      "credential such as $CREDENTIALS_DIRECTORY/api_key works). Overrides api_key."},
-    {"instance", CFG_STRING, OPT(instance), 0, 0, "", NULL,
+    {"instance", CFG_STRING, OPT(instance), 0, 0, "", NULL, 0,
      "This replica's name: the `instance` label of every metric and the `instance` field of "
      "GET /v1/models. Empty: HOSTNAME:PORT (the bound port). Printable ASCII without quotes, "
      "backslashes or spaces."},
-    {"log_level", CFG_ENUM, OPT(log_level), 0, 0, "info", "error|warn|info|debug",
+    {"log_level", CFG_ENUM, OPT(log_level), 0, 0, "info", "error|warn|info|debug", 0,
      "Least severe message written to stderr."},
-    {"access_log", CFG_BOOL, OPT(access_log), 0, 1, "yes", NULL,
+    {"access_log", CFG_BOOL, OPT(access_log), 0, 1, "yes", NULL, 0,
      "One line per request: method, path, status, bytes, ms, model, detections, rid (X-Request-Id)."},
-    {"workers", CFG_INT, OPT(workers), 0, 256, "0", NULL,
+    {"workers", CFG_INT, OPT(workers), 0, 256, "0", NULL, CFG_RESTART,
      "Worker threads running detections, each with its own engine context. 0 = number of CPU "
      "cores."},
-    {"threads_per_worker", CFG_INT, OPT(threads_per_worker), 1, 64, "1", NULL,
+    {"threads_per_worker", CFG_INT, OPT(threads_per_worker), 1, 64, "1", NULL, CFG_RESTART,
      "Threads each worker's engine context may use for one image."},
-    {"queue_size", CFG_INT, OPT(queue_size), 0, 65536, "0", NULL,
+    {"queue_size", CFG_INT, OPT(queue_size), 0, 65536, "0", NULL, CFG_RESTART,
      "Jobs waiting for a worker; when full, requests get 503 + Retry-After at once. 0 = twice the "
      "number of workers, at least 8."},
-    {"deadline_ms", CFG_INT, OPT(deadline_ms), 1, 3600000, "10000", NULL,
+    {"deadline_ms", CFG_INT, OPT(deadline_ms), 1, 3600000, "10000", NULL, 0,
      "A job still queued this long after its request arrived is not run: answered 504."},
-    {"drain_timeout_ms", CFG_INT, OPT(drain_timeout_ms), 0, 3600000, "30000", NULL,
+    {"drain_timeout_ms", CFG_INT, OPT(drain_timeout_ms), 0, 3600000, "30000", NULL, 0,
      "On SIGTERM/SIGINT, how long to wait for queued and running jobs before exiting."},
-    {"timeout_s", CFG_INT, OPT(timeout_s), 1, 3600, "30", NULL,
+    {"timeout_s", CFG_INT, OPT(timeout_s), 1, 3600, "30", NULL, 0,
      "Connection inactivity timeout (read and write): closes idle keep-alive and slow clients."},
-    {"max_connections", CFG_INT, OPT(max_connections), 0, 1000000, "512", NULL,
+    {"max_connections", CFG_INT, OPT(max_connections), 0, 1000000, "512", NULL, 0,
      "Most client connections at once. At the limit the connection doing the least (idle, or "
      "the slowest unfinished request, at least 0.5 s old) is closed to make room; when every "
      "connection is busy with a request, new clients wait in the kernel's listen backlog until "
      "one closes. 0 = no limit."},
-    {"header_timeout_s", CFG_INT, OPT(header_timeout_s), 1, 3600, "10", NULL,
+    {"header_timeout_s", CFG_INT, OPT(header_timeout_s), 1, 3600, "10", NULL, 0,
      "A request's line and headers must arrive within this many seconds of its first byte (of "
      "the accept, for a connection's first request), however steadily they trickle in; "
      "otherwise the connection is closed."},
-    {"min_body_rate", CFG_LONG, OPT(min_body_rate), 0, 1073741824, "10240", NULL,
+    {"min_body_rate", CFG_LONG, OPT(min_body_rate), 0, 1073741824, "10240", NULL, 0,
      "Bytes per second a request body must average once header_timeout_s has passed since its "
      "headers; a slower one is closed. 0 = no minimum."},
-    {"body_budget_bytes", CFG_LONG, OPT(body_budget_bytes), 0, 68719476736.0, "268435456", NULL,
+    {"body_budget_bytes", CFG_LONG, OPT(body_budget_bytes), 0, 68719476736.0, "268435456", NULL, 0,
      "Request-body bytes held at once across all connections (by Content-Length, from the end "
      "of the headers to the reply). A request that does not fit is answered 503 + Retry-After "
      "before its body is read. 0 = no budget."},
-    {"max_body_bytes", CFG_LONG, OPT(max_body_bytes), 1024, 1073741824, "16777216", NULL,
+    {"max_body_bytes", CFG_LONG, OPT(max_body_bytes), 1024, 1073741824, "16777216", NULL, 0,
      "Largest request body; larger ones get 413."},
-    {"max_header_bytes", CFG_LONG, OPT(max_header_bytes), 1024, 1048576, "16384", NULL,
+    {"max_header_bytes", CFG_LONG, OPT(max_header_bytes), 1024, 1048576, "16384", NULL, 0,
      "Largest request line + headers; larger ones are refused."},
-    {"max_pixels", CFG_LONG, OPT(max_pixels), 1, 1000000000, "40000000", NULL,
+    {"max_pixels", CFG_LONG, OPT(max_pixels), 1, 1000000000, "40000000", NULL, 0,
      "Largest image (width x height), checked from the JPEG header before decoding (413)."},
-    {"max_parts", CFG_INT, OPT(max_parts), 1, 1024, "16", NULL,
+    {"max_parts", CFG_INT, OPT(max_parts), 1, 1024, "16", NULL, 0,
      "Most parts accepted in one multipart/form-data body."},
-    {"threshold", CFG_DOUBLE, OPT(threshold), 0, 1, "0.25", NULL,
+    {"threshold", CFG_DOUBLE, OPT(threshold), 0, 1, "0.25", NULL, 0,
      "Default score threshold of POST /detect (the `threshold` parameter overrides it)."},
-    {"max_detections", CFG_INT, OPT(max_detections), 1, 5000, "100", NULL,
+    {"max_detections", CFG_INT, OPT(max_detections), 1, 5000, "100", NULL, 0,
      "Default maximum number of detections of POST /detect."},
-    {"compat_min_confidence", CFG_DOUBLE, OPT(compat_min_confidence), 0, 1, "0.4", NULL,
+    {"compat_min_confidence", CFG_DOUBLE, OPT(compat_min_confidence), 0, 1, "0.4", NULL, 0,
      "Default min_confidence of the DeepStack-compatible routes (DeepStack's own default)."},
-    {"compat_max_predictions", CFG_INT, OPT(compat_max_predictions), 1, 5000, "20", NULL,
+    {"compat_max_predictions", CFG_INT, OPT(compat_max_predictions), 1, 5000, "20", NULL, 0,
      "Most predictions returned by the DeepStack-compatible routes. Frigate copies them into a "
      "fixed 20-row array, so more than 20 breaks it."},
-    {"warmup", CFG_BOOL, OPT(warmup), 0, 1, "yes", NULL,
+    {"warmup", CFG_BOOL, OPT(warmup), 0, 1, "yes", NULL, 0,
      "Run one detection on a blank image per model before reporting ready."},
-    {"allow_dct_scaling", CFG_BOOL, OPT(allow_dct_scaling), 0, 1, "no", NULL,
+    {"allow_dct_scaling", CFG_BOOL, OPT(allow_dct_scaling), 0, 1, "no", NULL, 0,
      "Let libjpeg decode large images at 1/2..1/8 scale (faster, not bit-exact)."},
-    {"render_quality", CFG_INT, OPT(render_quality), 1, 100, "85", NULL,
+    {"render_quality", CFG_INT, OPT(render_quality), 1, 100, "85", NULL, 0,
      "JPEG quality of POST /detect?render=jpeg."},
-    {NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL},
+    {NULL, 0, 0, 0, 0, 0, NULL, NULL, 0, NULL},
 };
 
 const cfg_option *config_options(void) {
@@ -109,13 +110,20 @@ const cfg_option *config_find(const char *name) {
     return NULL;
 }
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
+void config_keep_restart_options(effdetd_config *next, const effdetd_config *cur, char *changed, size_t cap) {
+    size_t used = 0;
+    if (cap) changed[0] = '\0';
+    for (const cfg_option *o = options; o->name; o++) {
+        if (!(o->flags & CFG_RESTART)) continue;
+        char *n = (char *)next + o->offset;
+        const char *c = (const char *)cur + o->offset;
+        int differs =
+            o->type == CFG_STRING || o->type == CFG_ENUM ? strcmp(n, c) != 0 : memcmp(n, c, o->size) != 0;
+        if (!differs) continue;
+        memcpy(n, c, o->size);
+        int w = snprintf(changed + used, cap - used, "%s%s", used ? ", " : "", o->name);
+        if (w > 0 && (size_t)w < cap - used) used += (size_t)w;
+    }
 }
 
 static int parse_bool(const char *v, int *out) {

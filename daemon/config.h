@@ -15,7 +15,7 @@ typedef struct {
     char models_dir[CFG_STR_MAX]; /* every *.safetensors in it, named by file stem */
     char default_model[CFG_STR_MAX];
     char api_key[CFG_STR_MAX];
-    char instance[CFG_STR_MAX]; /* metrics label and /v1/models field; "" = hostname:port */
+    char instance[CFG_STR_MAX];     /* metrics label and /v1/models field; "" = hostname:port */
     char api_key_file[CFG_STR_MAX]; /* the key is this file's first line (read at start and reload) */
     char log_level[16];
     int workers; /* 0 = number of cores */
@@ -51,12 +51,21 @@ typedef struct {
     double min, max;     /* numeric bounds, inclusive */
     const char *def;     /* default, as it would be written in the file */
     const char *choices; /* CFG_ENUM: "a|b|c" */
+    int flags;           /* CFG_RESTART */
     const char *help;
 } cfg_option;
+
+/* A reload keeps the running value of this option (listening sockets, threads and the
+ * queue exist already): it takes effect at the next restart. */
+#define CFG_RESTART 1
 
 /* The option table, terminated by a NULL name. */
 const cfg_option *config_options(void);
 const cfg_option *config_find(const char *name);
+
+/* For every CFG_RESTART option whose value differs between cur and next: put cur's value
+ * back into next and append the option's name to `changed` (", "-separated; "" if none). */
+void config_keep_restart_options(effdetd_config *next, const effdetd_config *cur, char *changed, size_t cap);
 
 /* Every option to its default. */
 void config_defaults(effdetd_config *c);

@@ -38,15 +38,12 @@ static const cfg_option *option_for_flag(const char *arg) {
     return config_find(name);
 }
 
-/* Models must be loadable for --check-config to pass: loads them (no warm-up). */
+/* Models must be loadable for --check-config to pass: loads them (no warm-up: that runs
+ * on the workers' contexts). */
 static int check_models(const effdetd_config *cfg, logger *lg) {
-    effdetd_config c = *cfg;
-    c.warmup = 0;
     model_set *set = NULL;
-    atomic_ullong ids;
-    atomic_init(&ids, 0);
     char err[512];
-    if (model_set_build(&c, NULL, lg, &ids, &set, err, sizeof err)) {
+    if (model_set_build(cfg, NULL, lg, &set, err, sizeof err)) {
         fprintf(stderr, "effdetd: %s\n", err);
         return -1;
     }
@@ -123,7 +120,7 @@ int main(int argc, char **argv) {
     s->config_path = config_path;
     s->overrides = ov;
     s->noverrides = nov;
-    s->exit_code = 0;
+    s->loop.exit_code = 0;
     signal(SIGPIPE, SIG_IGN);
     int rc;
     if (server_start(s, err, sizeof err)) {

@@ -112,3 +112,48 @@ void metrics_add_label(const char *text, size_t len, const char *name, const cha
         }
     }
 }
+
+void metrics_write_gauges(const metrics_gauges *g, sbuf *out) {
+    sb_printf(out,
+              "# HELP effdetd_queue_depth Jobs waiting for a worker.\n# TYPE effdetd_queue_depth gauge\n"
+              "effdetd_queue_depth %d\n"
+              "# HELP effdetd_queue_capacity Queue size.\n# TYPE effdetd_queue_capacity gauge\n"
+              "effdetd_queue_capacity %d\n"
+              "# HELP effdetd_workers Worker threads.\n# TYPE effdetd_workers gauge\neffdetd_workers %d\n"
+              "# HELP effdetd_workers_busy Workers running a job.\n# TYPE effdetd_workers_busy gauge\n"
+              "effdetd_workers_busy %d\n"
+              "# HELP effdetd_ready 1 once models are loaded and warmed up.\n# TYPE effdetd_ready gauge\n"
+              "effdetd_ready %d\n"
+              "# HELP effdetd_build_info Version.\n# TYPE effdetd_build_info gauge\n"
+              "effdetd_build_info{version=\"%s\"} 1\n",
+              g->queue_depth, g->queue_capacity, g->workers, g->workers_busy, g->ready, EFFDET_VERSION);
+    sb_printf(
+        out,
+        "# HELP effdetd_connections_dropped_total Connections closed by effdetd: request line + headers "
+        "too slow (header_timeout_s), body too slow (min_body_rate), or to make room at max_connections."
+        "\n# TYPE effdetd_connections_dropped_total counter\n"
+        "effdetd_connections_dropped_total{reason=\"header_timeout\"} %lld\n"
+        "effdetd_connections_dropped_total{reason=\"body_rate\"} %lld\n"
+        "effdetd_connections_dropped_total{reason=\"cap\"} %lld\n"
+        "# HELP effdetd_connection_cap_pauses_total Times every connection was busy at max_connections "
+        "and new clients waited in the backlog.\n# TYPE effdetd_connection_cap_pauses_total counter\n"
+        "effdetd_connection_cap_pauses_total %lld\n"
+        "# HELP effdetd_body_budget_rejected_total Requests answered 503 because body_budget_bytes was "
+        "spent.\n# TYPE effdetd_body_budget_rejected_total counter\neffdetd_body_budget_rejected_total %lld\n"
+        "# HELP effdetd_body_bytes_held Request-body bytes reserved now (of body_budget_bytes).\n"
+        "# TYPE effdetd_body_bytes_held gauge\neffdetd_body_bytes_held %lld\n",
+        g->dropped_header, g->dropped_body, g->dropped_cap, g->cap_pauses, g->body_rejected, g->body_held);
+}
+
+void metrics_write_models(const model_set *set, sbuf *out) {
+    sb_puts(out, "# HELP effdetd_model_info Loaded models.\n# TYPE effdetd_model_info gauge\n");
+    for (int i = 0; set && i < set->count; i++) {
+        const effdet_info *inf = set->models[i]->info;
+        sb_puts(out, "effdetd_model_info{name=");
+        sb_json_str(out, set->models[i]->name); /* JSON escaping is valid label escaping */
+        sb_puts(out, ",architecture=");
+        sb_json_str(out, inf->name);
+        sb_printf(out, ",input=\"%dx%d\",classes=\"%d\",params=\"%lld\",default=\"%s\"} 1\n", inf->input_w,
+                  inf->input_h, inf->num_classes, inf->params, i == set->default_index ? "true" : "false");
+    }
+}

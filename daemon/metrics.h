@@ -3,6 +3,7 @@
 #ifndef EFFDETD_METRICS_H
 #define EFFDETD_METRICS_H
 
+#include "models.h"
 #include "sbuf.h"
 
 typedef enum {
@@ -45,6 +46,15 @@ void hist_observe(histogram *h, double seconds);
 /* Append the counters and histograms in the Prometheus text format. */
 void metrics_write(const metrics *m, sbuf *out);
 void hist_write(const histogram *h, const char *name, const char *help, sbuf *out);
+/* The gauges of one scrape, read by the loop from the queue, workers and connlimit. */
+typedef struct {
+    int queue_depth, queue_capacity, workers, workers_busy, ready;
+    long long dropped_header, dropped_body, dropped_cap, cap_pauses, body_rejected, body_held;
+} metrics_gauges;
+
+void metrics_write_gauges(const metrics_gauges *g, sbuf *out);
+/* effdetd_model_info: one sample per model of set (NULL while loading). */
+void metrics_write_models(const model_set *set, sbuf *out);
 /* Copy exposition text to out with the label name="value" added to every sample (value
  * must need no escaping: config_validate checks `instance`). */
 void metrics_add_label(const char *text, size_t len, const char *name, const char *value, sbuf *out);

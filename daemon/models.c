@@ -1,5 +1,8 @@
-/* Model set construction: directory scan, load, warm-up, reuse of unchanged files. */
+/* Model set construction: directory scan, load, reuse of unchanged files. (The warm-up
+ * runs on the workers' own contexts: worker.c.) */
 #include "models.h"
+
+#include "errf.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -50,28 +53,6 @@ model_entry *model_set_find(const model_set *s, const char *name) {
     return NULL;
 }
 
-/* One detection on a mid-grey image the size of the network input: proves the weights
- * run end to end and faults in every page of the mmapped file before the first request. */
-static effdet_status warm_up(const model_entry *m, int threads, effdet_error *err) {
-    effdet_context *ctx = NULL;
-    effdet_image img = {.rgb = NULL, .width = m->info->input_w, .height = m->info->input_h};
-    effdet_status st = effdet_context_create(m->model, threads, &ctx, err);
-    if (st != EFFDET_OK) return st;
-    img.rgb = malloc((size_t)img.width * (size_t)img.height * 3);
-    if (!img.rgb) {
-        effdet_context_free(ctx);
-        return EFFDET_ERR_NOMEM;
-    }
-    memset(img.rgb, 128, (size_t)img.width * (size_t)img.height * 3);
-    effdet_detect_opts o;
-    effdet_detect_opts_default(&o);
-    effdet_result r;
-    st = effdet_detect_image(ctx, &img, &o, &r, err);
-    free(img.rgb);
-    effdet_context_free(ctx);
-    return st;
-}
-
 static model_entry *find_by_name(model_set *s, const char *name) {
     if (!s) return NULL;
     for (int i = 0; i < s->count; i++)
@@ -81,8 +62,7 @@ static model_entry *find_by_name(model_set *s, const char *name) {
 
 /* Load path as `name`, or reuse old's model when its file is unchanged. NULL on failure
  * (logged; the caller decides whether to keep an old model). */
-static model_entry *load_one(const effdetd_config *cfg, const char *name, const char *path, model_set *old,
-                             const logger *lg, atomic_ullong *next_id) {
+static model_entry *load_one(const char *name, const char *path, model_set *old, const logger *lg) {
     struct stat st;
     if (stat(path, &st) != 0) {
         log_error(lg, "model %s: %s: %s", name, path, strerror(errno));
@@ -103,17 +83,13 @@ static model_entry *load_one(const effdetd_config *cfg, const char *name, const 
     m->dev = st.st_dev, m->ino = st.st_ino, m->size = st.st_size, m->mtime = st.st_mtim;
     effdet_error e = {{0}};
     effdet_status s = effdet_model_load(path, &m->model, &e);
-    if (s == EFFDET_OK) {
-        m->info = effdet_model_info(m->model);
-        if (cfg->warmup) s = warm_up(m, cfg->threads_per_worker, &e);
-    }
+    if (s == EFFDET_OK) m->info = effdet_model_info(m->model);
     if (s != EFFDET_OK) {
         log_error(lg, "model %s: %s: %s (%s)", name, path, e.msg, effdet_status_name(s));
         effdet_model_free(m->model);
         free(m);
         return NULL;
     }
-    m->id = atomic_fetch_add(next_id, 1) + 1;
     log_info(lg, "model %s: loaded %s (%s, %dx%d, %d classes, %lld params)", name, path, m->info->name,
              m->info->input_w, m->info->input_h, m->info->num_classes, m->info->params);
     return m;
@@ -142,7 +118,7 @@ static int list_sources(const effdetd_config *cfg, model_src **out, int *n, char
     if (cfg->models_dir[0]) {
         DIR *d = opendir(cfg->models_dir);
         if (!d) {
-            snprintf(err, errlen, "models_dir %s: %s", cfg->models_dir, strerror(errno));
+            errf(err, errlen, "models_dir %s: %s", cfg->models_dir, strerror(errno));
             free(src);
             return -1;
         }
@@ -174,12 +150,12 @@ static int list_sources(const effdetd_config *cfg, model_src **out, int *n, char
     return 0;
 oom:
     free(src);
-    snprintf(err, errlen, "out of memory listing models");
+    errf(err, errlen, "out of memory listing models");
     return -1;
 }
 
-int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg, atomic_ullong *next_id,
-                    model_set **out, char *err, size_t errlen) {
+int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg, model_set **out, char *err,
+                    size_t errlen) {
     model_src *src = NULL;
     int nsrc = 0;
     *out = NULL;
@@ -188,12 +164,12 @@ int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg,
     if (!s || !(s->models = calloc((size_t)(nsrc ? nsrc : 1), sizeof(model_entry *)))) {
         free(s);
         free(src);
-        snprintf(err, errlen, "out of memory");
+        errf(err, errlen, "out of memory");
         return -1;
     }
     atomic_init(&s->refs, 1);
     for (int i = 0; i < nsrc; i++) {
-        model_entry *m = load_one(cfg, src[i].name, src[i].path, old, lg, next_id);
+        model_entry *m = load_one(src[i].name, src[i].path, old, lg);
         if (!m) s->failures++;
         if (!m && (m = find_by_name(old, src[i].name)) != NULL) {
             log_warn(lg, "model %s: keeping the previously loaded %s", src[i].name, m->path);
@@ -203,7 +179,7 @@ int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg,
     }
     free(src);
     if (s->count == 0) {
-        snprintf(err, errlen, nsrc ? "no model could be loaded" : "no *.safetensors model found");
+        errf(err, errlen, "%s", nsrc ? "no model could be loaded" : "no *.safetensors model found");
         goto fail;
     }
     char want[CFG_STR_MAX] = "";
@@ -217,7 +193,7 @@ int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg,
         for (int i = 0; i < s->count; i++)
             if (strcmp(s->models[i]->name, want) == 0) found = i;
         if (found < 0) {
-            snprintf(err, errlen, "default model '%s' is not loaded", want);
+            errf(err, errlen, "default model '%s' is not loaded", want);
             goto fail;
         }
         s->default_index = found;

@@ -14,8 +14,7 @@
 
 typedef struct model_entry {
     atomic_int refs;
-    atomic_int retired;    /* set when a reload drops it: workers free their contexts */
-    unsigned long long id; /* unique per load */
+    atomic_int retired; /* set when a reload drops it: workers free their contexts */
     char name[128];
     char path[1024];
     effdet_model *model;
@@ -41,11 +40,10 @@ void model_set_unref(model_set *s);
 
 /* Load the models the config names. Models of `old` whose file is unchanged are reused;
  * a model that fails to load is logged and, when `old` has one of that name, the old one
- * is kept. Each new model is warmed up (one detection on a blank image) when cfg->warmup.
- * *next_id hands out model ids; (*out)->failures counts the models that failed. -1 with a message when no
+ * is kept. (*out)->failures counts the models that failed. -1 with a message when no
  * model could be loaded or the default model is missing. */
-int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg, atomic_ullong *next_id,
-                    model_set **out, char *err, size_t errlen);
+int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg, model_set **out, char *err,
+                    size_t errlen);
 
 /* Model by name; "" or NULL = the default model. NULL when unknown. */
 model_entry *model_set_find(const model_set *s, const char *name);

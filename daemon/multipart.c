@@ -2,19 +2,11 @@
  * the body length, header blocks by MP_MAX_PART_HEADERS; fuzzed by fuzz/fuzz_multipart.c. */
 #include "multipart.h"
 
+#include "errf.h"
+
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* RFC 2046 bchars: DIGIT / ALPHA / "'()+_,-./:=?" and space (not last). */
 static int is_bchar(int c) {

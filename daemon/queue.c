@@ -90,6 +90,13 @@ int queue_remove(job_queue *q, void *item) {
     return found;
 }
 
+void queue_visit(job_queue *q, void (*fn)(void *item)) {
+    if (!q->items) return; /* never initialised (start-up failed first) */
+    pthread_mutex_lock(&q->mu);
+    for (int i = 0; i < q->count; i++) fn(q->items[(q->head + i) % q->cap]);
+    pthread_mutex_unlock(&q->mu);
+}
+
 void queue_close(job_queue *q) {
     pthread_mutex_lock(&q->mu);
     q->closed = 1;

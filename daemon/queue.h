@@ -30,6 +30,8 @@ int queue_pop_or_kick(job_queue *q, void **item, unsigned *seen);
 void queue_kick(job_queue *q);
 /* Remove a queued item (a client that went away). 1 if it was queued, 0 otherwise. */
 int queue_remove(job_queue *q, void *item);
+/* Call fn on every queued item, under the queue's lock (fn must not touch the queue). */
+void queue_visit(job_queue *q, void (*fn)(void *item));
 void queue_close(job_queue *q);
 int queue_depth(job_queue *q);
 

@@ -1,60 +1,39 @@
 /* Worker threads: take a job from the queue, decode + detect on this worker's engine
  * context for the job's model, build the reply body, hand the job back to the loop.
  * A worker never touches the evhttp request: the loop owns it. */
-#include <event2/buffer.h>
-#include <event2/event.h>
+#include "worker.h"
+
 #include <malloc.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "sbuf.h"
+#include "clock.h"
+#include "errf.h"
+#include "reply_json.h"
 #include "server.h"
 
-double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-void json_error_body(sbuf *b, job_kind kind, int status, const char *code, const char *message) {
-    if (kind == JOB_COMPAT) {
-        /* DeepStack / CodeProject.AI clients read `success` and `error`. */
-        sb_puts(b, "{\"success\":false,\"error\":");
-        sb_json_str(b, message);
-        sb_printf(b, ",\"code\":%d}", status);
-    } else {
-        sb_puts(b, "{\"error\":{\"code\":");
-        sb_json_str(b, code);
-        sb_puts(b, ",\"message\":");
-        sb_json_str(b, message);
-        sb_puts(b, "}}");
-    }
-}
-
-static void job_fail(job *j, int status, const char *code, const char *message) {
-    sbuf b;
-    sb_init(&b);
-    json_error_body(&b, j->kind, status, code, message);
-    j->status = b.oom ? 500 : status;
-    j->content_type = "application/json";
-    j->resp = b.data;
-    j->resp_len = b.len;
-}
-
+/* An engine error as the job's reply: the status and code its kind deserves. */
 static void job_fail_engine(job *j, effdet_status st, const effdet_error *e) {
-    char msg[600];
-    snprintf(msg, sizeof msg, "%s", e->msg[0] ? e->msg : effdet_status_name(st));
+    reject r;
+    const char *msg = e->msg[0] ? e->msg : effdet_status_name(st);
     if (st == EFFDET_ERR_IMAGE)
-        job_fail(j, 400, "invalid_image", msg);
+        reject_with(&r, 400, "invalid_image", "%s", msg);
     else if (st == EFFDET_ERR_TOO_LARGE)
-        job_fail(j, 413, "image_too_large", msg);
+        reject_with(&r, 413, "image_too_large", "%s", msg);
     else if (st == EFFDET_ERR_NOMEM)
-        job_fail(j, 503, "out_of_memory", msg);
+        reject_with(&r, 503, "out_of_memory", "%s", msg);
     else
-        job_fail(j, 500, "internal", msg);
+        reject_with(&r, 500, "internal", "%s", msg);
+    job_fail(j, &r);
+}
+
+/* Contexts before the models they reference: a model must outlive its contexts. */
+static void free_contexts(ctx_entry *c, int n) {
+    for (int i = 0; i < n; i++) {
+        effdet_context_free(c[i].ctx);
+        model_entry_unref(c[i].model);
+    }
 }
 
 static int ctx_reserve(worker *w, int extra) {
@@ -71,21 +50,17 @@ static int ctx_reserve(worker *w, int extra) {
 /* Take the contexts the loader warmed up for this worker. */
 static void adopt_inbox(worker *w) {
     server *s = w->srv;
-    pthread_mutex_lock(&s->mu);
+    pthread_mutex_lock(&s->work.inbox_mu);
     ctx_entry *in = w->inbox;
     int n = w->ninbox;
     w->inbox = NULL;
     w->ninbox = 0;
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->work.inbox_mu);
     if (n && ctx_reserve(w, n) == 0) {
         memcpy(w->ctx + w->nctx, in, (size_t)n * sizeof *in);
         w->nctx += n;
-    } else {
-        for (int i = 0; i < n; i++) {
-            effdet_context_free(in[i].ctx);
-            model_entry_unref(in[i].model);
-        }
-    }
+    } else
+        free_contexts(in, n);
     free(in);
 }
 
@@ -102,7 +77,7 @@ static effdet_context *context_for(worker *w, model_entry *m, effdet_error *e, e
         return NULL;
     }
     effdet_context *ctx = NULL;
-    *st = effdet_context_create(m->model, w->srv->threads, &ctx, e);
+    *st = effdet_context_create(m->model, w->srv->work.threads, &ctx, e);
     if (*st != EFFDET_OK) return NULL;
     w->ctx[w->nctx].model = model_entry_ref(m);
     w->ctx[w->nctx].ctx = ctx;
@@ -119,8 +94,7 @@ static void prune_contexts(worker *w) {
             i++;
             continue;
         }
-        effdet_context_free(w->ctx[i].ctx);
-        model_entry_unref(w->ctx[i].model);
+        free_contexts(&w->ctx[i], 1);
         w->ctx[i] = w->ctx[--w->nctx];
         freed = 1;
     }
@@ -133,95 +107,6 @@ static void prune_contexts(worker *w) {
 #endif
 }
 
-static const char *label_of(const model_entry *m, int class_id, char *buf, size_t cap) {
-    const char *l = effdet_model_label(m->model, class_id - 1);
-    if (l) return l;
-    snprintf(buf, cap, "class_%d", class_id);
-    return buf;
-}
-
-static double clampd(double v, double lo, double hi) {
-    return v < lo ? lo : v > hi ? hi : v;
-}
-
-static void write_detect_json(job *j, const effdet_result *r, const effdet_detection *d, int n, sbuf *b) {
-    char lb[32];
-    sb_puts(b, "{\"model\":");
-    sb_json_str(b, j->model->name);
-    sb_printf(b, ",\"image\":{\"width\":%d,\"height\":%d},\"count\":%d,\"detections\":[", r->image_w,
-              r->image_h, n);
-    for (int i = 0; i < n; i++) {
-        sb_puts(b, i ? ",{\"label\":" : "{\"label\":");
-        sb_json_str(b, label_of(j->model, d[i].class_id, lb, sizeof lb));
-        sb_printf(b, ",\"class_id\":%d,\"score\":", d[i].class_id);
-        sb_json_num(b, d[i].score, 6);
-        sb_printf(b, ",\"box\":{\"x1\":%.2f,\"y1\":%.2f,\"x2\":%.2f,\"y2\":%.2f}}", d[i].x1, d[i].y1, d[i].x2,
-                  d[i].y2);
-    }
-    sb_printf(b,
-              "],\"timings_ms\":{\"queue\":%.3f,\"decode\":%.3f,\"inference\":%.3f,\"postprocess\":%.3f,"
-              "\"total\":%.3f}}",
-              j->t_start_ms - j->t_arrive_ms, j->decode_ms, j->infer_ms, j->post_ms,
-              j->t_end_ms - j->t_arrive_ms);
-}
-
-/* DeepStack / CodeProject.AI shape: integer pixel boxes, confidence 0..1, sorted by
- * confidence, at most compat_max predictions. */
-static void write_compat_json(job *j, const effdet_result *r, const effdet_detection *d, int n, sbuf *b) {
-    char lb[32];
-    sb_puts(b, "{\"success\":true,\"message\":");
-    if (n == 0)
-        sb_json_str(b, "No objects found");
-    else {
-        sbuf m;
-        sb_init(&m);
-        sb_puts(&m, "Found ");
-        for (int i = 0; i < n && i < 5; i++) {
-            if (i) sb_puts(&m, ", ");
-            sb_puts(&m, label_of(j->model, d[i].class_id, lb, sizeof lb));
-        }
-        if (n > 5) sb_puts(&m, "...");
-        sb_json_str(b, m.oom ? "Found objects" : m.data);
-        sb_free(&m);
-    }
-    sb_printf(b, ",\"count\":%d,\"predictions\":[", n);
-    for (int i = 0; i < n; i++) {
-        sb_puts(b, i ? ",{\"label\":" : "{\"label\":");
-        sb_json_str(b, label_of(j->model, d[i].class_id, lb, sizeof lb));
-        sb_puts(b, ",\"confidence\":");
-        sb_json_num(b, d[i].score, 6);
-        sb_printf(b, ",\"x_min\":%ld,\"y_min\":%ld,\"x_max\":%ld,\"y_max\":%ld}",
-                  lround(clampd(d[i].x1, 0, r->image_w)), lround(clampd(d[i].y1, 0, r->image_h)),
-                  lround(clampd(d[i].x2, 0, r->image_w)), lround(clampd(d[i].y2, 0, r->image_h)));
-    }
-    double infer = j->decode_ms + j->infer_ms + j->post_ms, process = j->t_end_ms - j->t_arrive_ms;
-    sb_printf(b,
-              "],\"duration\":%ld,\"inferenceMs\":%ld,\"processMs\":%ld,\"analysisRoundTripMs\":%ld,"
-              "\"moduleId\":\"effdetd\",\"moduleName\":\"effdetd\",\"command\":\"detect\",\"code\":200}",
-              lround(infer), lround(j->infer_ms), lround(process), lround(process));
-}
-
-/* X-Detections header of a rendered reply: compact JSON, capped so the header stays
- * well under common client header limits. */
-static char *detections_header(job *j, const effdet_detection *d, int n) {
-    enum { MAX_IN_HEADER = 50 };
-    char lb[32];
-    sbuf b;
-    sb_init(&b);
-    sb_printf(&b, "{\"model\":");
-    sb_json_str(&b, j->model->name);
-    sb_printf(&b, ",\"count\":%d,\"detections\":[", n);
-    for (int i = 0; i < n && i < MAX_IN_HEADER; i++) {
-        sb_puts(&b, i ? ",{\"label\":" : "{\"label\":");
-        sb_json_str(&b, label_of(j->model, d[i].class_id, lb, sizeof lb));
-        sb_printf(&b, ",\"score\":%.4f,\"box\":[%.1f,%.1f,%.1f,%.1f]}", d[i].score, d[i].x1, d[i].y1, d[i].x2,
-                  d[i].y2);
-    }
-    sb_printf(&b, "],\"truncated\":%s}", n > MAX_IN_HEADER ? "true" : "false");
-    if (b.oom) sb_free(&b);
-    return b.data;
-}
-
 static void run_job(worker *w, job *j) {
     effdet_error e = {{0}};
     effdet_status st = EFFDET_ERR_INTERNAL;
@@ -229,7 +114,9 @@ static void run_job(worker *w, job *j) {
     j->t_start_ms = now_ms();
     if (atomic_load(&j->cancelled)) return; /* the loop discards it */
     if (j->t_start_ms > j->deadline_ms) {
-        job_fail(j, 504, "deadline_exceeded", "the request waited in the queue past its deadline");
+        reject r;
+        reject_with(&r, 504, "deadline_exceeded", "the request waited in the queue past its deadline");
+        job_fail(j, &r);
         return;
     }
     effdet_context *ctx = context_for(w, j->model, &e, &st);
@@ -296,7 +183,9 @@ static void run_job(worker *w, job *j) {
         write_detect_json(j, &r, dets, n, &b);
     if (b.oom) {
         sb_free(&b);
-        job_fail(j, 503, "out_of_memory", "out of memory");
+        reject oom;
+        reject_with(&oom, 503, "out_of_memory", "out of memory");
+        job_fail(j, &oom);
         goto done;
     }
     j->resp = b.data;
@@ -313,24 +202,21 @@ static void *worker_main(void *arg) {
     void *item;
     unsigned kicks = 0;
     int r;
-    while ((r = queue_pop_or_kick(&s->queue, &item, &kicks)) >= 0) {
+    while ((r = queue_pop_or_kick(&s->work.queue, &item, &kicks)) >= 0) {
         if (r == 0) { /* a reload retired models: free their contexts now, not at the next job */
             adopt_inbox(w);
             prune_contexts(w);
             continue;
         }
         job *j = item;
-        atomic_fetch_add(&s->busy, 1);
+        atomic_fetch_add(&s->work.busy, 1);
         run_job(w, j);
         if (!j->t_end_ms) j->t_end_ms = now_ms();
-        atomic_fetch_sub(&s->busy, 1);
+        atomic_fetch_sub(&s->work.busy, 1);
         job_done(s, j);
         prune_contexts(w);
     }
-    for (int i = 0; i < w->nctx; i++) {
-        effdet_context_free(w->ctx[i].ctx);
-        model_entry_unref(w->ctx[i].model);
-    }
+    free_contexts(w->ctx, w->nctx);
     free(w->ctx);
     return NULL;
 }
@@ -348,9 +234,23 @@ static int set_has(const model_set *s, const model_entry *m) {
     return 0;
 }
 
-/* One detection on a mid-grey image: the first inference of a fresh context pays for
- * faulting in its arena; without this the first request on each worker is several
- * times slower than the rest (and Frigate's 0.1 s client timeout fires). */
+/* One detection on a mid-grey image the size of the network input: the first inference
+ * of a fresh context pays for faulting in its arena; without this the first request on
+ * each worker is several times slower than the rest (and Frigate's 0.1 s client timeout
+ * fires). The only warm-up: it runs on the contexts that will serve. */
+static effdet_status warm_up(effdet_context *ctx, const model_entry *m) {
+    effdet_image img = {.rgb = NULL, .width = m->info->input_w, .height = m->info->input_h};
+    size_t bytes = (size_t)img.width * (size_t)img.height * 3;
+    if (!(img.rgb = malloc(bytes))) return EFFDET_ERR_NOMEM;
+    memset(img.rgb, 128, bytes);
+    effdet_detect_opts o;
+    effdet_detect_opts_default(&o);
+    effdet_result r;
+    effdet_status st = effdet_detect_image(ctx, &img, &o, &r, NULL);
+    free(img.rgb);
+    return st;
+}
+
 static void *prepare_main(void *arg) {
     prepare_arg *a = arg;
     ctx_entry *made = calloc((size_t)a->set->count, sizeof *made);
@@ -358,25 +258,18 @@ static void *prepare_main(void *arg) {
     for (int i = 0; made && i < a->set->count; i++) {
         model_entry *m = a->set->models[i];
         effdet_context *ctx = NULL;
-        if (set_has(a->old, m) || effdet_context_create(m->model, a->srv->threads, &ctx, NULL) != EFFDET_OK)
+        if (set_has(a->old, m) ||
+            effdet_context_create(m->model, a->srv->work.threads, &ctx, NULL) != EFFDET_OK)
             continue;
-        if (a->warmup) {
-            effdet_image img = {.rgb = NULL, .width = m->info->input_w, .height = m->info->input_h};
-            size_t bytes = (size_t)img.width * (size_t)img.height * 3;
-            if ((img.rgb = malloc(bytes)) != NULL) {
-                memset(img.rgb, 128, bytes);
-                effdet_detect_opts o;
-                effdet_detect_opts_default(&o);
-                effdet_result r;
-                effdet_detect_image(ctx, &img, &o, &r, NULL);
-                free(img.rgb);
-            }
+        if (a->warmup && warm_up(ctx, m) != EFFDET_OK) {
+            effdet_context_free(ctx); /* the worker creates its own on first use */
+            continue;
         }
         made[n].model = model_entry_ref(m);
         made[n].ctx = ctx;
         n++;
     }
-    pthread_mutex_lock(&a->srv->mu);
+    pthread_mutex_lock(&a->srv->work.inbox_mu);
     ctx_entry *in = n ? realloc(a->w->inbox, (size_t)(a->w->ninbox + n) * sizeof *in) : NULL;
     if (in) {
         memcpy(in + a->w->ninbox, made, (size_t)n * sizeof *made);
@@ -384,25 +277,22 @@ static void *prepare_main(void *arg) {
         a->w->ninbox += n;
         n = 0;
     }
-    pthread_mutex_unlock(&a->srv->mu);
-    for (int i = 0; i < n; i++) { /* could not hand them over: the worker creates its own */
-        effdet_context_free(made[i].ctx);
-        model_entry_unref(made[i].model);
-    }
+    pthread_mutex_unlock(&a->srv->work.inbox_mu);
+    free_contexts(made, n); /* could not hand them over: the worker creates its own */
     free(made);
     return NULL;
 }
 
 void workers_prepare(server *s, model_set *set, model_set *old, int warmup) {
-    prepare_arg *args = calloc((size_t)s->nworkers, sizeof *args);
-    pthread_t *t = calloc((size_t)s->nworkers, sizeof *t);
-    int *started = calloc((size_t)s->nworkers, sizeof *started);
+    prepare_arg *args = calloc((size_t)s->work.nworkers, sizeof *args);
+    pthread_t *t = calloc((size_t)s->work.nworkers, sizeof *t);
+    int *started = calloc((size_t)s->work.nworkers, sizeof *started);
     if (!args || !t || !started) goto done; /* workers create contexts on first use */
-    for (int i = 0; i < s->nworkers; i++) {
-        args[i] = (prepare_arg){s, &s->workers[i], set, old, warmup};
+    for (int i = 0; i < s->work.nworkers; i++) {
+        args[i] = (prepare_arg){s, &s->work.workers[i], set, old, warmup};
         started[i] = pthread_create(&t[i], NULL, prepare_main, &args[i]) == 0;
     }
-    for (int i = 0; i < s->nworkers; i++)
+    for (int i = 0; i < s->work.nworkers; i++)
         if (started[i]) pthread_join(t[i], NULL);
 done:
     free(args);
@@ -411,61 +301,41 @@ done:
 }
 
 int workers_start(server *s, char *err, size_t errlen) {
-    s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
-    if (!s->workers) {
-        snprintf(err, errlen, "out of memory");
+    s->work.workers = calloc((size_t)s->work.nworkers, sizeof *s->work.workers);
+    if (!s->work.workers) {
+        errf(err, errlen, "out of memory");
         return -1;
     }
-    for (int i = 0; i < s->nworkers; i++) {
-        s->workers[i].srv = s;
-        s->workers[i].index = i;
-        if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) {
-            snprintf(err, errlen, "cannot start worker thread %d", i);
-            queue_close(&s->queue);
-            for (int k = 0; k < i; k++) pthread_join(s->workers[k].thread, NULL);
-            free(s->workers);
-            s->workers = NULL;
+    for (int i = 0; i < s->work.nworkers; i++) {
+        s->work.workers[i].srv = s;
+        if (pthread_create(&s->work.workers[i].thread, NULL, worker_main, &s->work.workers[i]) != 0) {
+            errf(err, errlen, "cannot start worker thread %d", i);
+            queue_close(&s->work.queue);
+            for (int k = 0; k < i; k++) pthread_join(s->work.workers[k].thread, NULL);
+            free(s->work.workers);
+            s->work.workers = NULL;
             return -1;
         }
     }
     return 0;
 }
 
+static void cancel_job(void *item) {
+    atomic_store(&((job *)item)->cancelled, 1);
+}
+
 void workers_join(server *s) {
-    queue_close(&s->queue);
-    for (int i = 0; s->workers && i < s->nworkers; i++) pthread_join(s->workers[i].thread, NULL);
-    for (int i = 0; s->workers && i < s->nworkers; i++) {
-        worker *w = &s->workers[i];
-        for (int k = 0; k < w->ninbox; k++) {
-            effdet_context_free(w->inbox[k].ctx);
-            model_entry_unref(w->inbox[k].model);
-        }
+    /* Jobs still queued after a drain timeout are never run: the workers skip them and
+     * hand them back for server_free. */
+    queue_visit(&s->work.queue, cancel_job);
+    queue_close(&s->work.queue);
+    for (int i = 0; s->work.workers && i < s->work.nworkers; i++)
+        pthread_join(s->work.workers[i].thread, NULL);
+    for (int i = 0; s->work.workers && i < s->work.nworkers; i++) {
+        worker *w = &s->work.workers[i];
+        free_contexts(w->inbox, w->ninbox);
         free(w->inbox);
     }
-    free(s->workers);
-    s->workers = NULL;
-}
-
-void job_done(server *s, job *j) {
-    pthread_mutex_lock(&s->mu);
-    j->next = NULL;
-    if (s->done_tail)
-        s->done_tail->next = j;
-    else
-        s->done_head = j;
-    s->done_tail = j;
-    pthread_mutex_unlock(&s->mu);
-    event_active(s->done_ev, EV_READ, 0);
-}
-
-void job_free(job *j) {
-    if (!j) return;
-    if (j->deadline_ev) event_free(j->deadline_ev);
-    if (j->watch_ev) event_free(j->watch_ev);
-    if (j->body) evbuffer_free(j->body);
-    model_set_unref(j->set);
-    free(j->class_mask);
-    free(j->resp);
-    free(j->x_detections);
-    free(j);
+    free(s->work.workers);
+    s->work.workers = NULL;
 }

@@ -29,8 +29,8 @@ static double mono(void) {
 
 static void pump(void) {
     struct timeval tv = {0, 1000};
-    event_base_loopexit(srv.base, &tv);
-    event_base_dispatch(srv.base);
+    event_base_loopexit(srv.loop.base, &tv);
+    event_base_dispatch(srv.loop.base);
 }
 
 static int start(void) {
@@ -50,8 +50,8 @@ static int start(void) {
         abort();
     }
     double t0 = mono();
-    while (!srv.ready && mono() - t0 < 30) pump();
-    if (!srv.ready) abort();
+    while (!srv.models.ready && mono() - t0 < 30) pump();
+    if (!srv.models.ready) abort();
     return 0;
 }
 
@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         start();
     }
     int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv.port)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv.loop.port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (c < 0) return 0;
     if (connect(c, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
@@ -88,6 +88,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
     }
     close(c);
-    while (srv.outstanding > 0 && mono() - t0 < 6) pump(); /* its job, if any, finished */
+    while (srv.drain.outstanding > 0 && mono() - t0 < 6) pump(); /* its job, if any, finished */
     return 0;
 }

@@ -1,9 +1,10 @@
 # effdetd: unit-test linkage, `make run`, `make install` / `uninstall`, `make fuzz`.
 
 # The daemon's Check tests link the daemon sources they test (pure C, no libevent).
-$(BUILD)/tests/test_daemon_config: $(BUILD)/daemon/config.o
-$(BUILD)/tests/test_daemon_params: $(BUILD)/daemon/params.o
-$(BUILD)/tests/test_daemon_multipart: $(BUILD)/daemon/multipart.o
+# errf.o is the parsers' shared message helper.
+$(BUILD)/tests/test_daemon_config: $(BUILD)/daemon/config.o $(BUILD)/daemon/errf.o
+$(BUILD)/tests/test_daemon_params: $(BUILD)/daemon/params.o $(BUILD)/daemon/errf.o
+$(BUILD)/tests/test_daemon_multipart: $(BUILD)/daemon/multipart.o $(BUILD)/daemon/errf.o
 $(BUILD)/tests/test_daemon_queue: $(BUILD)/daemon/queue.o
 $(BUILD)/tests/test_daemon_metrics: $(BUILD)/daemon/metrics.o $(BUILD)/daemon/sbuf.o
 
@@ -148,17 +149,17 @@ build/fuzz/libeffdet.a: $(FUZZ_LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-build/fuzz/fuzz_multipart: fuzz/fuzz_multipart.c daemon/multipart.c daemon/multipart.h
+build/fuzz/fuzz_multipart: fuzz/fuzz_multipart.c daemon/multipart.c daemon/multipart.h daemon/errf.c daemon/errf.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_multipart.c daemon/multipart.c
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_multipart.c daemon/multipart.c daemon/errf.c
 
-build/fuzz/fuzz_params: fuzz/fuzz_params.c daemon/params.c daemon/params.h
+build/fuzz/fuzz_params: fuzz/fuzz_params.c daemon/params.c daemon/params.h daemon/errf.c daemon/errf.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_params.c daemon/params.c
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_params.c daemon/params.c daemon/errf.c
 
-build/fuzz/fuzz_config: fuzz/fuzz_config.c daemon/config.c daemon/config.h
+build/fuzz/fuzz_config: fuzz/fuzz_config.c daemon/config.c daemon/config.h daemon/errf.c daemon/errf.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_config.c daemon/config.c -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/fuzz_config.c daemon/config.c daemon/errf.c -lm
 
 build/fuzz/fuzz_jpeg build/fuzz/fuzz_safetensors: build/fuzz/fuzz_%: fuzz/fuzz_%.c build/fuzz/libeffdet.a
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(PKG_LIBS) -lm
