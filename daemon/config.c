@@ -1,6 +1,6 @@
 /* Table-driven configuration parser. The table below is the single source of truth for
  * every option: config/effdetd.conf and effdetd.conf(5) document the same names,
- * bounds and defaults (tests/daemon/test_config_doc.py checks they agree). */
+ * bounds and defaults (tests/integration/daemon/test_config_doc.py checks they agree). */
 #include "config.h"
 
 #include "errf.h"
@@ -255,7 +255,7 @@ int config_set(effdetd_config *c, const char *name, const char *value, const cha
 void config_defaults(effdetd_config *c) {
     memset(c, 0, sizeof *c);
     for (const cfg_option *o = options; o->name; o++) {
-        /* The table's defaults are valid by construction (tests/test_daemon_config.c). */
+        /* The table's defaults are valid by construction (tests/unit/test_daemon_config.c). */
         if (config_set(c, o->name, o->def, "default", NULL, 0) != 0) abort();
     }
 }
