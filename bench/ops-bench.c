@@ -69,6 +69,19 @@ static const bench_case cases[] = {
     {K_PW, "pwconv 256x1152->192", 16, 16, 1152, 192, 0},
     {K_PW, "pwconv 4096x64->64 swish", 64, 64, 64, 64, 0},
     {K_PW, "pwconv 4096x64->810 (class)", 64, 64, 64, 810, 0},
+    /* The same shapes by each path: "blas" = OpenBLAS sgemm, "direct" = our kernel. */
+    {K_PW, "pwconv blas 65536x16->96 swish", 256, 256, 16, 96, 0},
+    {K_PW, "pwconv direct 65536x16->96 swish", 256, 256, 16, 96, 0},
+    {K_PW, "pwconv blas 16384x24->144 swish", 128, 128, 24, 144, 0},
+    {K_PW, "pwconv direct 16384x24->144 swish", 128, 128, 24, 144, 0},
+    {K_PW, "pwconv blas 16384x144->24", 128, 128, 144, 24, 0},
+    {K_PW, "pwconv direct 16384x144->24", 128, 128, 144, 24, 0},
+    {K_PW, "pwconv blas 4096x40->240 swish", 64, 64, 40, 240, 0},
+    {K_PW, "pwconv direct 4096x40->240 swish", 64, 64, 40, 240, 0},
+    {K_PW, "pwconv blas 4096x64->64 swish", 64, 64, 64, 64, 0},
+    {K_PW, "pwconv direct 4096x64->64 swish", 64, 64, 64, 64, 0},
+    {K_PW, "pwconv blas 256x1152->192", 16, 16, 1152, 192, 0},
+    {K_PW, "pwconv direct 256x1152->192", 16, 16, 1152, 192, 0},
     /* The SE of run_block: gates from row sums + folding into the projection (c x cout). */
     {K_SEFOLD, "se gates+fold 128x128x96 ->24", 128, 128, 96, 24, 4},
     {K_SEFOLD, "se gates+fold 16x16x1152 ->320", 16, 16, 1152, 320, 48},
@@ -112,7 +125,12 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
     case K_PW: {
         int rows = bc->h * bc->w;
         act_kind act = strstr(bc->name, "swish") ? ACT_SWISH : ACT_NONE;
-        op_pwconv(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
+        if (strstr(bc->name, "direct"))
+            op_pwconv_direct(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
+        else if (strstr(bc->name, "blas"))
+            op_pwconv_blas(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
+        else
+            op_pwconv(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
         *elems = (double)rows * bc->k_or_cout;
         *flops = *elems * 2 * bc->c;
         break;
