@@ -79,10 +79,12 @@ for isa, macro in (("avx512", "__AVX512F__"), ("avx2", "__AVX2__")):
     out.append("/* %s: ours >= 5%% faster on %d of %d shapes; sgemm/direct time ratio per shape in the comment. */"
                % (isa, n_direct, len(ent)))
     out.append("#define PWCONV_DIRECT_MAX_CIN %d" % max_cin)
+    out.append("/* clang-format off */")
     out.append("static const pwconv_choice pwconv_choices[] = {")
     for ci, co, tb, td in ent:
         out.append("    {%d, %d, %d}, /* %.2f */" % (ci, co, 1 if won[(ci, co)] else 0, tb / td if td > 0 else 0))
     out.append("};")
+    out.append("/* clang-format on */")
 out.append("#else")
 out.append("/* Baseline (SSE, no FMA): OpenBLAS only. */")
 out.append("#define PWCONV_DIRECT_MAX_CIN 0")

@@ -92,7 +92,7 @@ typedef struct {
  * and the accumulators live in registers (docs/kernels.md: no VLAs).
  */
 static inline __attribute__((always_inline)) void pwd_tile(const pwd_job *job, int r, int j0, int last, int M,
-                                                            int NV) {
+                                                           int NV) {
     const int cin = job->cin, cout = job->cout;
     const float *restrict in = job->in + (size_t)r * cin;
     const float *restrict w = job->w + j0;
@@ -105,7 +105,8 @@ static inline __attribute__((always_inline)) void pwd_tile(const pwd_job *job, i
         const float *wk = w + (size_t)k * cout;
         vfloat wv[PWD_MAX_NV];
 #pragma GCC unroll 3
-        for (int v = 0; v < NV; v++) wv[v] = v == NV - 1 ? load_part(wk + v * VLEN, last) : vload(wk + v * VLEN);
+        for (int v = 0; v < NV; v++)
+            wv[v] = v == NV - 1 ? load_part(wk + v * VLEN, last) : vload(wk + v * VLEN);
 #pragma GCC unroll 12
         for (int i = 0; i < M; i++) {
             vfloat a = broadcast(in[(size_t)i * cin + k]);
@@ -116,7 +117,7 @@ static inline __attribute__((always_inline)) void pwd_tile(const pwd_job *job, i
     vfloat b[PWD_MAX_NV];
 #pragma GCC unroll 3
     for (int v = 0; v < NV; v++)
-        b[v] = !job->bias            ? vsplat(0.0f)
+        b[v] = !job->bias    ? vsplat(0.0f)
                : v == NV - 1 ? load_part(job->bias + j0 + v * VLEN, last)
                              : vload(job->bias + j0 + v * VLEN);
     float *restrict out = job->out + (size_t)r * cout + j0;
@@ -135,7 +136,7 @@ static inline __attribute__((always_inline)) void pwd_tile(const pwd_job *job, i
 typedef void (*pwd_tile_fn)(const pwd_job *job, int r, int j0, int last);
 
 #define PWD_TILE(M, NV)                                                                                      \
-    static void pwd_tile_##M##x##NV(const pwd_job *job, int r, int j0, int last) {                          \
+    static void pwd_tile_##M##x##NV(const pwd_job *job, int r, int j0, int last) {                           \
         pwd_tile(job, r, j0, last, M, NV);                                                                   \
     }
 PWD_TILE(12, 1)

@@ -16,6 +16,7 @@ typedef struct {
 #if defined(__AVX512F__)
 /* avx512: ours >= 5% faster on 143 of 143 shapes; sgemm/direct time ratio per shape in the comment. */
 #define PWCONV_DIRECT_MAX_CIN 32767
+/* clang-format off */
 static const pwconv_choice pwconv_choices[] = {
     {16, 16, 1}, /* 1.67 */
     {16, 96, 1}, /* 1.63 */
@@ -161,9 +162,11 @@ static const pwconv_choice pwconv_choices[] = {
     {3072, 512, 1}, /* 1.73 */
     {3456, 576, 1}, /* 1.60 */
 };
+/* clang-format on */
 #elif defined(__AVX2__)
 /* avx2: ours >= 5% faster on 43 of 143 shapes; sgemm/direct time ratio per shape in the comment. */
 #define PWCONV_DIRECT_MAX_CIN 15
+/* clang-format off */
 static const pwconv_choice pwconv_choices[] = {
     {16, 16, 0}, /* 1.01 */
     {16, 96, 0}, /* 1.00 */
@@ -309,6 +312,7 @@ static const pwconv_choice pwconv_choices[] = {
     {3072, 512, 0}, /* 0.63 */
     {3456, 576, 0}, /* 0.81 */
 };
+/* clang-format on */
 #else
 /* Baseline (SSE, no FMA): OpenBLAS only. */
 #define PWCONV_DIRECT_MAX_CIN 0

@@ -396,7 +396,8 @@ static void ref_pwconv(const float *in, int rows, int cin, const float *wt, cons
     for (int r = 0; r < rows; r++)
         for (int co = 0; co < cout; co++) {
             double acc = bias ? bias[co] : 0.0;
-            for (int ci = 0; ci < cin; ci++) acc += (double)in[(size_t)r * cin + ci] * wt[(size_t)ci * cout + co];
+            for (int ci = 0; ci < cin; ci++)
+                acc += (double)in[(size_t)r * cin + ci] * wt[(size_t)ci * cout + co];
             ref[(size_t)r * cout + co] = ref_act(acc, act);
         }
 }
@@ -449,9 +450,9 @@ END_TEST
  * results beyond fp32 rounding. */
 START_TEST(test_pwconv_paths_agree) {
     pools p = make_pools();
-    static const int shapes[][3] = {{4096, 16, 96},  {1024, 96, 24},  {1024, 24, 144}, {512, 144, 40},
-                                    {256, 240, 80},  {256, 480, 112}, {64, 1152, 320}, {256, 64, 64},
-                                    {256, 64, 810},  {64, 64, 36},    {64, 320, 64},   {16, 112, 64}};
+    static const int shapes[][3] = {{4096, 16, 96}, {1024, 96, 24},  {1024, 24, 144}, {512, 144, 40},
+                                    {256, 240, 80}, {256, 480, 112}, {64, 1152, 320}, {256, 64, 64},
+                                    {256, 64, 810}, {64, 64, 36},    {64, 320, 64},   {16, 112, 64}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int rows = shapes[s][0], cin = shapes[s][1], cout = shapes[s][2];
         act_kind act = s % 3 == 0 ? ACT_SWISH : s % 3 == 1 ? ACT_NONE : ACT_SIGMOID;
@@ -471,10 +472,10 @@ START_TEST(test_pwconv_paths_agree) {
             maxchosen = dc > maxchosen ? dc : maxchosen;
             maxref = fabs(blas[e]) > maxref ? fabs(blas[e]) : maxref;
         }
-        ck_assert_msg(maxdiff <= 1e-5 * maxref + 1e-6, "%dx%d->%d: sgemm and direct differ by %g (max %g)", rows,
-                      cin, cout, maxdiff, maxref);
-        ck_assert_msg(maxchosen <= 1e-5 * maxref + 1e-6, "%dx%d->%d: op_pwconv matches neither path (%g)", rows,
-                      cin, cout, maxchosen);
+        ck_assert_msg(maxdiff <= 1e-5 * maxref + 1e-6, "%dx%d->%d: sgemm and direct differ by %g (max %g)",
+                      rows, cin, cout, maxdiff, maxref);
+        ck_assert_msg(maxchosen <= 1e-5 * maxref + 1e-6, "%dx%d->%d: op_pwconv matches neither path (%g)",
+                      rows, cin, cout, maxchosen);
         free(in);
         free(wt);
         free(bias);
