@@ -6,6 +6,8 @@
  *     -Ilib/include -Ilib bench/ops-bench.c lib/threadpool.c lib/op_*.c \
  *     $(pkg-config --cflags --libs openblas) -lm -pthread -o build/ops-bench
  * Prints the median of several runs (the machine is shared: medians, not best runs).
+ * With --pwconv-table ROWS it times the two 1x1 paths per shape instead (below;
+ * bench/pwconv-table.sh builds it and runs that mode at each level).
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -69,6 +71,19 @@ static const bench_case cases[] = {
     {K_PW, "pwconv 256x1152->192", 16, 16, 1152, 192, 0},
     {K_PW, "pwconv 4096x64->64 swish", 64, 64, 64, 64, 0},
     {K_PW, "pwconv 4096x64->810 (class)", 64, 64, 64, 810, 0},
+    /* The same shapes by each path: "blas" = OpenBLAS sgemm, "direct" = our kernel. */
+    {K_PW, "pwconv blas 65536x16->96 swish", 256, 256, 16, 96, 0},
+    {K_PW, "pwconv direct 65536x16->96 swish", 256, 256, 16, 96, 0},
+    {K_PW, "pwconv blas 16384x24->144 swish", 128, 128, 24, 144, 0},
+    {K_PW, "pwconv direct 16384x24->144 swish", 128, 128, 24, 144, 0},
+    {K_PW, "pwconv blas 16384x144->24", 128, 128, 144, 24, 0},
+    {K_PW, "pwconv direct 16384x144->24", 128, 128, 144, 24, 0},
+    {K_PW, "pwconv blas 4096x40->240 swish", 64, 64, 40, 240, 0},
+    {K_PW, "pwconv direct 4096x40->240 swish", 64, 64, 40, 240, 0},
+    {K_PW, "pwconv blas 4096x64->64 swish", 64, 64, 64, 64, 0},
+    {K_PW, "pwconv direct 4096x64->64 swish", 64, 64, 64, 64, 0},
+    {K_PW, "pwconv blas 256x1152->192", 16, 16, 1152, 192, 0},
+    {K_PW, "pwconv direct 256x1152->192", 16, 16, 1152, 192, 0},
     /* The SE of run_block: gates from row sums + folding into the projection (c x cout). */
     {K_SEFOLD, "se gates+fold 128x128x96 ->24", 128, 128, 96, 24, 4},
     {K_SEFOLD, "se gates+fold 16x16x1152 ->320", 16, 16, 1152, 320, 48},
@@ -112,7 +127,12 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
     case K_PW: {
         int rows = bc->h * bc->w;
         act_kind act = strstr(bc->name, "swish") ? ACT_SWISH : ACT_NONE;
-        op_pwconv(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
+        if (strstr(bc->name, "direct"))
+            op_pwconv_direct(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
+        else if (strstr(bc->name, "blas"))
+            op_pwconv_blas(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
+        else
+            op_pwconv(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
         *elems = (double)rows * bc->k_or_cout;
         *flops = *elems * 2 * bc->c;
         break;
@@ -156,8 +176,61 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
     }
 }
 
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/*
+ * --pwconv-table ROWS: for every "cin cout" line on stdin, the median thread CPU time
+ * (us) of op_pwconv_blas and of op_pwconv_direct on up to ROWS x cin -> cout + swish,
+ * one thread, the two paths alternating within each repetition so that both see the
+ * same load on a shared machine. Prints "cin cout rows blas_us direct_us", for
+ * bench/pwconv-table.sh to turn into lib/pwconv_table.h.
+ */
+static int pwconv_table(int rows) {
+    enum { TREPS = 11 };
+    size_t max_cin = 4096, max_cout = 4096;
+    float *a = buffer((size_t)rows * max_cin), *b = buffer((size_t)rows * max_cout);
+    float *w = buffer(max_cin * max_cout), *bias = buffer(max_cout);
+    int cin, cout;
+    while (scanf("%d %d", &cin, &cout) == 2) {
+        if (cin < 1 || cout < 1 || (size_t)cin > max_cin || (size_t)cout > max_cout) {
+            fprintf(stderr, "ops-bench: shape %d x %d outside 1..4096\n", cin, cout);
+            return 1;
+        }
+        /* The big late shapes run at fewer rows (D7's deepest levels have 2304) so the
+         * whole table takes minutes: ~2^27 multiply-adds per call, 256 rows at least. */
+        long fit = (1L << 27) / ((long)cin * cout) / 64 * 64;
+        int n = fit < 256 ? 256 : fit < rows ? (int)fit : rows;
+        double tb[TREPS], td[TREPS];
+        op_pwconv_blas(NULL, a, n, cin, w, bias, cout, ACT_SWISH, b); /* warm-up */
+        op_pwconv_direct(NULL, a, n, cin, w, bias, cout, ACT_SWISH, b);
+        for (int r = 0; r < TREPS; r++) {
+            double t0 = cpu_s();
+            op_pwconv_blas(NULL, a, n, cin, w, bias, cout, ACT_SWISH, b);
+            double t1 = cpu_s();
+            op_pwconv_direct(NULL, a, n, cin, w, bias, cout, ACT_SWISH, b);
+            double t2 = cpu_s();
+            tb[r] = t1 - t0;
+            td[r] = t2 - t1;
+        }
+        qsort(tb, TREPS, sizeof tb[0], cmp_double);
+        qsort(td, TREPS, sizeof td[0], cmp_double);
+        printf("%d %d %d %.1f %.1f\n", cin, cout, n, tb[TREPS / 2] * 1e6, td[TREPS / 2] * 1e6);
+        fflush(stdout);
+    }
+    free(a);
+    free(b);
+    free(w);
+    free(bias);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     openblas_set_num_threads(1);
+    if (argc == 3 && strcmp(argv[1], "--pwconv-table") == 0) return pwconv_table(atoi(argv[2]));
     const char *filter = argc > 1 ? argv[1] : NULL;
     size_t big = (size_t)512 * 512 * 96;
     float *a = buffer(big), *b = buffer(big), *c = buffer(big), *w = buffer(2000000), *scratch = buffer(4096);

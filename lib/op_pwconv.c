@@ -8,6 +8,7 @@
 
 #include "mathfun.h"
 #include "ops.h"
+#include "pwconv_table.h"
 
 /* Output floats per row block: ~128 KB, well inside L2, and enough rows (>= 64) that
  * OpenBLAS's per-call packing of the weights stays a small fraction of the work. */
@@ -45,8 +46,16 @@ static void pwconv_rows(void *p, int begin, int end) {
     }
 }
 
-void op_pwconv(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias,
-               int cout, act_kind act, float *out) {
+void op_pwconv_blas(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias,
+                    int cout, act_kind act, float *out) {
     pwconv_job job = {in, w, bias, out, cin, cout, act};
     threadpool_run(tp, rows, PW_MIN_BLOCK_ROWS, pwconv_rows, &job);
+}
+
+void op_pwconv(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias,
+               int cout, act_kind act, float *out) {
+    if (pwconv_direct_wins(cin, cout))
+        op_pwconv_direct(tp, in, rows, cin, w, bias, cout, act, out);
+    else
+        op_pwconv_blas(tp, in, rows, cin, w, bias, cout, act, out);
 }

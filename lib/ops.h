@@ -34,6 +34,8 @@
 #define op_dwconv KSYM(op_dwconv)
 #define op_dwconv_sum KSYM(op_dwconv_sum)
 #define op_pwconv KSYM(op_pwconv)
+#define op_pwconv_direct KSYM(op_pwconv_direct)
+#define op_pwconv_blas KSYM(op_pwconv_blas)
 #define op_se_gates KSYM(op_se_gates)
 #define op_scale_rows KSYM(op_scale_rows)
 #define op_scale_channels KSYM(op_scale_channels)
@@ -63,9 +65,19 @@ void op_dwconv_sum(threadpool *tp, const tensor *in, const float *w, const float
                    int pad_top, int pad_left, act_kind act, tensor *out, float *row_sums);
 
 /* Pointwise 1x1 conv as GEMM: out[rows x cout] = in[rows x cin] . w[cin x cout] + bias,
- * then act. rows = h * w. OpenBLAS sgemm, rows split across threads. */
+ * then act. rows = h * w, split across threads. Runs op_pwconv_direct or op_pwconv_blas,
+ * whichever lib/pwconv_table.h (measured per level and shape) says is faster. */
 void op_pwconv(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias,
                int cout, act_kind act, float *out);
+
+/* The same conv by OpenBLAS sgemm in row blocks, then bias + act per block. */
+void op_pwconv_blas(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias,
+                    int cout, act_kind act, float *out);
+
+/* The same conv by our own register-blocked kernel (lib/op_pwconv_direct.c), bias and act
+ * applied in registers. */
+void op_pwconv_direct(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias,
+                      int cout, act_kind act, float *out);
 
 /* The SE gates from op_dwconv_sum's row sums (rows x c, npix pixels in all):
  * gate = sigmoid(W2 . swish(W1 . mean + b1) + b2), c floats. scratch: rd floats. The

@@ -391,6 +391,103 @@ START_TEST(test_dwconv) {
 }
 END_TEST
 
+/* out[r][co] = act(bias[co] + sum_ci in[r][ci] * wt[ci][co]) in double; bias may be NULL. */
+static void ref_pwconv(const float *in, int rows, int cin, const float *wt, const float *bias, int cout,
+                       act_kind act, double *ref) {
+    for (int r = 0; r < rows; r++)
+        for (int co = 0; co < cout; co++) {
+            double acc = bias ? bias[co] : 0.0;
+            for (int ci = 0; ci < cin; ci++)
+                acc += (double)in[(size_t)r * cin + ci] * wt[(size_t)ci * cout + co];
+            ref[(size_t)r * cout + co] = ref_act(acc, act);
+        }
+}
+
+/* Our own kernel: every cout remainder (1, 15, 17 lanes; 33 = two vectors + 1 lane; 50
+ * = 4 vectors, split 2 + 2 with AVX-512; 80 = 5; 88 = 3 + 3 with an 8-lane tail), cin
+ * from 1 to 240, rows of one tile, of every tile remainder and of several row blocks,
+ * each activation, with and without bias, no pool and 2 and 3 threads (bit-identical
+ * results). The output buffer starts as NaN so that a column or row the kernel skips
+ * fails. */
+START_TEST(test_pwconv_direct) {
+    pools p = make_pools();
+    const int rows_list[] = {1, 7, 13, 100, 331, 2011};
+    const int cins[] = {1, 3, 16, 17, 240};
+    const int couts[] = {1, 15, 17, 33, 50, 80, 88};
+    int combo = 0;
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 5; j++)
+            for (int c = 0; c < 7; c++, combo++) {
+                int rows = rows_list[i], cin = cins[j], cout = couts[c];
+                if (rows * cin > 100000) continue; /* the big row counts only with small cin */
+                act_kind act = combo % 3 == 0 ? ACT_NONE : combo % 3 == 1 ? ACT_SWISH : ACT_SIGMOID;
+                float *in = random_floats((size_t)rows * cin, -2.0f, 2.0f);
+                float *wt = random_floats((size_t)cin * cout, -0.5f, 0.5f);
+                float *bias = combo % 2 ? random_floats((size_t)cout, -0.5f, 0.5f) : NULL;
+                size_t n = (size_t)rows * cout;
+                double *ref = alloc_doubles(n);
+                ref_pwconv(in, rows, cin, wt, bias, cout, act, ref);
+                float *got[3];
+                for (int t = 0; t < 3; t++) {
+                    got[t] = alloc_floats(n);
+                    for (size_t e = 0; e < n; e++) got[t][e] = NAN;
+                    op_pwconv_direct(p.pools[t], in, rows, cin, wt, bias, cout, act, got[t]);
+                    assert_close(got[t], ref, n, "op_pwconv_direct");
+                    /* Each output is the same k-order sum whichever tile holds its row. */
+                    if (t) assert_identical(got[0], got[t], n, "op_pwconv_direct");
+                }
+                for (int t = 0; t < 3; t++) free(got[t]);
+                free(in);
+                free(wt);
+                free(bias);
+                free(ref);
+            }
+    free_pools(&p);
+}
+END_TEST
+
+/* The two paths op_pwconv chooses between agree on D0's shapes (scaled-down rows) to
+ * ~1e-5 of the output's magnitude: the table can switch a layer without moving the
+ * results beyond fp32 rounding. */
+START_TEST(test_pwconv_paths_agree) {
+    pools p = make_pools();
+    static const int shapes[][3] = {{4096, 16, 96}, {1024, 96, 24},  {1024, 24, 144}, {512, 144, 40},
+                                    {256, 240, 80}, {256, 480, 112}, {64, 1152, 320}, {256, 64, 64},
+                                    {256, 64, 810}, {64, 64, 36},    {64, 320, 64},   {16, 112, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int rows = shapes[s][0], cin = shapes[s][1], cout = shapes[s][2];
+        act_kind act = s % 3 == 0 ? ACT_SWISH : s % 3 == 1 ? ACT_NONE : ACT_SIGMOID;
+        float *in = random_floats((size_t)rows * cin, -2.0f, 2.0f);
+        float *wt = random_floats((size_t)cin * cout, -0.2f, 0.2f);
+        float *bias = random_floats((size_t)cout, -0.5f, 0.5f);
+        size_t n = (size_t)rows * cout;
+        float *blas = alloc_floats(n), *direct = alloc_floats(n), *chosen = alloc_floats(n);
+        op_pwconv_blas(p.pools[1], in, rows, cin, wt, bias, cout, act, blas);
+        op_pwconv_direct(p.pools[2], in, rows, cin, wt, bias, cout, act, direct);
+        op_pwconv(p.pools[0], in, rows, cin, wt, bias, cout, act, chosen);
+        double maxdiff = 0, maxref = 0, maxchosen = 0;
+        for (size_t e = 0; e < n; e++) {
+            double d = fabs((double)blas[e] - direct[e]);
+            double dc = fmin(fabs((double)chosen[e] - blas[e]), fabs((double)chosen[e] - direct[e]));
+            maxdiff = d > maxdiff ? d : maxdiff;
+            maxchosen = dc > maxchosen ? dc : maxchosen;
+            maxref = fabs(blas[e]) > maxref ? fabs(blas[e]) : maxref;
+        }
+        ck_assert_msg(maxdiff <= 1e-5 * maxref + 1e-6, "%dx%d->%d: sgemm and direct differ by %g (max %g)",
+                      rows, cin, cout, maxdiff, maxref);
+        ck_assert_msg(maxchosen <= 1e-5 * maxref + 1e-6, "%dx%d->%d: op_pwconv matches neither path (%g)",
+                      rows, cin, cout, maxchosen);
+        free(in);
+        free(wt);
+        free(bias);
+        free(blas);
+        free(direct);
+        free(chosen);
+    }
+    free_pools(&p);
+}
+END_TEST
+
 /* The D0 cases, stride 2 on even sizes (k3: 0 before, 1 after; k5: 1 before, 2 after),
  * checked on the helper itself so the geometries above really cover them. */
 START_TEST(test_tf_same_padding_cases) {
@@ -673,6 +770,8 @@ static Suite *ops_suite(void) {
     tcase_add_test(tc, test_conv2d);
     tcase_add_test(tc, test_dwconv);
     tcase_add_test(tc, test_pwconv);
+    tcase_add_test(tc, test_pwconv_direct);
+    tcase_add_test(tc, test_pwconv_paths_agree);
     tcase_add_test(tc, test_se_fused);
     tcase_add_test(tc, test_maxpool);
     tcase_add_test(tc, test_upsample);
