@@ -3,7 +3,7 @@
  * threads. Not built by the Makefile; compile by hand, for one ISA level (the flags of
  * mk/kernels.mk: x86-64-v2 = baseline, x86-64-v3 = avx2, x86-64-v4 = avx512):
  *   gcc -std=c11 -D_GNU_SOURCE -O2 -march=x86-64-v4 -DEFFDET_KERNEL_ISA=avx512 -fvect-cost-model=dynamic \
- *     -Ilib/include -Ilib bench/ops-bench.c lib/threadpool.c lib/op_*.c \
+ *     -Ilib/include -Ilib bench/ops-bench.c lib/core/threadpool.c lib/ops/op_*.c \
  *     $(pkg-config --cflags --libs openblas) -lm -pthread -o build/ops-bench
  * Prints the median of several runs (the machine is shared: medians, not best runs).
  */
@@ -16,7 +16,7 @@
 #ifndef EFFDET_KERNEL_ISA
 #define EFFDET_KERNEL_ISA baseline /* ops.h names one level's kernels; see above */
 #endif
-#include "ops.h"
+#include "ops/ops.h"
 
 #define REPS 15
 

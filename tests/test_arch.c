@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "arch.h"
+#include "model/arch.h"
 #include "effdet.h"
 #include "testutil.h"
 

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mathfun.h"
-#include "ops.h"
+#include "ops/mathfun.h"
+#include "ops/ops.h"
 #include "testutil.h"
 
 /* ---- helpers ---- */

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "safetensors.h"
+#include "model/safetensors.h"
 #include "testutil.h"
 
 /* ------------------------------------------------------------ file builders */

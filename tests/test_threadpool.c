@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "testutil.h"
-#include "threadpool.h"
+#include "core/threadpool.h"
 
 typedef struct {
     atomic_int *hits; /* per index: how many times it was processed */
