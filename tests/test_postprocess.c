@@ -13,8 +13,11 @@
 
 #include "core/clock.h"
 #include "model/arch.h"
+#include "post/anchors.h"
+#include "post/nms.h"
 #include "post/postprocess.h"
-#include "post/postprocess_impl.h"
+#include "post/rank.h"
+#include "post/topk.h"
 #include "testutil.h"
 
 /* ------------------------------------------------------------------ setup */

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "post/postprocess.h"
+#include "post/anchors.h"
 #include "core/status.h"
 
 /* Anchors per location the generator accepts (3 scales x 3 aspects in every EfficientDet). */

@@ -3,9 +3,10 @@
  * (effdet/soft_nms.py), in float32 with the reference's operation order.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "post/postprocess_impl.h"
+#include "post/nms.h"
 
 float iou_hard(const float *a, const float *b, float area_a, float area_b) {
     /* torchvision nms_kernel: w = max(0, xx2 - xx1), h likewise, ovr = inter /

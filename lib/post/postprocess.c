@@ -9,8 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "post/nms.h"
 #include "post/postprocess.h"
-#include "post/postprocess_impl.h"
+#include "post/rank.h"
 
 typedef struct {
     uint64_t *keys;    /* 2K: top-k candidate buffer, later soft-NMS sort keys + radix temp */

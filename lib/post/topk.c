@@ -13,8 +13,8 @@
 #include <immintrin.h>
 #endif
 
-#include "post/postprocess.h"
-#include "post/postprocess_impl.h"
+#include "post/rank.h"
+#include "post/topk.h"
 
 static void swap_keys(uint64_t *a, uint64_t *b) {
     uint64_t t = *a;
@@ -43,21 +43,6 @@ static void select_largest(uint64_t *keys, int n, int k) {
             hi = store - 1;
         else
             lo = store + 1;
-    }
-}
-
-void sort_keys_desc(uint64_t *keys, int n, uint64_t *tmp) {
-    /* LSD radix sort on the complemented key (ascending complement = descending key);
-     * 8 stable byte passes; an even count leaves the result back in keys. */
-    uint64_t *src = keys, *dst = tmp;
-    for (int shift = 0; shift < 64; shift += 8) {
-        int count[257] = {0};
-        for (int i = 0; i < n; i++) count[((~src[i]) >> shift & 0xff) + 1]++;
-        for (int b = 0; b < 256; b++) count[b + 1] += count[b];
-        for (int i = 0; i < n; i++) dst[count[(~src[i]) >> shift & 0xff]++] = src[i];
-        uint64_t *t = src;
-        src = dst;
-        dst = t;
     }
 }
 

@@ -1,41 +1,15 @@
 /*
- * Internal to post-processing (topk.c, nms.c, postprocess.c): sortable keys, the
- * candidate sort, IoU and the per-class NMS loops. Exposed here so tests can check them
- * on hand-made boxes.
+ * Internal: IoU and the per-class NMS loops (nms.c; docs/engine.md, "NMS"). Exposed so
+ * tests can check them on hand-made boxes.
  */
-#ifndef EFFDET_POSTPROCESS_IMPL_H
-#define EFFDET_POSTPROCESS_IMPL_H
+#ifndef EFFDET_NMS_H
+#define EFFDET_NMS_H
 
-#include <math.h>
 #include <stdint.h>
-#include <string.h>
 
 #define NMS_IOU_THRESHOLD 0.5f    /* effdet: batched_nms(..., iou_threshold=0.5) */
 #define SOFT_NMS_SIGMA 0.5f       /* effdet soft_nms.py default */
 #define SOFT_NMS_MIN_SCORE 0.001f /* generate_detections(): score_threshold=.001 */
-
-/* A uint32 that orders like the float: larger float -> larger key. -0 and +0 are the
- * same value (torch compares floats, so they tie), and every NaN is above +inf, as
- * torch.topk treats NaN as the largest value. */
-static inline uint32_t float_order_key(float v) {
-    uint32_t bits;
-    if (isnan(v)) return UINT32_MAX;
-    if (v == 0) v = 0; /* -0 -> +0 */
-    memcpy(&bits, &v, sizeof bits);
-    return (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
-}
-
-/* A unique 64-bit key: larger value first, then lower index first (what a stable
- * descending sort gives). */
-static inline uint64_t rank_key(float v, uint32_t index) {
-    return ((uint64_t)float_order_key(v) << 32) | (uint32_t)~index;
-}
-static inline uint32_t rank_key_index(uint64_t key) {
-    return ~(uint32_t)key;
-}
-
-/* Sort keys descending (LSD radix sort; tmp holds n keys). Allocates nothing. */
-void sort_keys_desc(uint64_t *keys, int n, uint64_t *tmp);
 
 /* Boxes are x1, y1, x2, y2; area = (x2 - x1) * (y2 - y1), no +1. */
 static inline float box_area(const float *b) {
