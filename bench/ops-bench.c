@@ -102,7 +102,7 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
     }
     case K_SEFOLD: {
         /* rows of sums = h; gate in scratch, hidden after it; folded weights into c. */
-        op_se_gates(a, bc->h, bc->h * bc->w, bc->c, w, w + 100000, bc->stride, w + 200000, w + 300000,
+        op_se_gates(tp, a, bc->h, bc->h * bc->w, bc->c, w, w + 100000, bc->stride, w + 200000, w + 300000,
                     scratch + bc->c, scratch);
         op_scale_rows(tp, w + 400000, scratch, bc->c, bc->k_or_cout, c);
         *elems = (double)bc->c * bc->k_or_cout;
@@ -112,7 +112,8 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
     case K_PW: {
         int rows = bc->h * bc->w;
         act_kind act = strstr(bc->name, "swish") ? ACT_SWISH : ACT_NONE;
-        op_pwconv(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
+        tensor pin = {a, rows, 1, bc->c}, pout = {b, rows, 1, bc->k_or_cout};
+        op_pwconv(tp, &pin, w, w + 1200000, act, &pout);
         *elems = (double)rows * bc->k_or_cout;
         *flops = *elems * 2 * bc->c;
         break;

@@ -426,7 +426,8 @@ START_TEST(test_pwconv) {
                 }
             for (int t = 0; t < 3; t++) {
                 float *got = alloc_floats(n);
-                op_pwconv(p.pools[t], in, rows, cin, wt, bias, cout, act, got);
+                tensor ti = {in, rows, 1, cin}, to = {got, rows, 1, cout};
+                op_pwconv(p.pools[t], &ti, wt, bias, act, &to);
                 assert_close(got, ref, n, "op_pwconv");
                 free(got);
             }
@@ -498,7 +499,7 @@ START_TEST(test_se_fused) {
                 float *folded = alloc_floats((size_t)c * cout), *got = alloc_floats((size_t)npix * cout);
                 tensor ti = {in, h, w, c}, to = {dout, oh, ow, c};
                 op_dwconv_sum(p.pools[t], &ti, dw, db, k, st, pt, pl, ACT_SWISH, &to, sums);
-                op_se_gates(sums, oh, npix, c, w1, b1, rd, w2, b2, scratch, g);
+                op_se_gates(p.pools[t], sums, oh, npix, c, w1, b1, rd, w2, b2, scratch, g);
                 for (int ch = 0; ch < c; ch++)
                     ck_assert_msg(fabs(g[ch] - gate[ch]) <= 1e-5, "op_se_gates: gate %d = %g, want %g", ch,
                                   g[ch], gate[ch]);
@@ -512,7 +513,8 @@ START_TEST(test_se_fused) {
                 } else {
                     op_scale_channels(p.pools[t], &to, g);
                 }
-                op_pwconv(p.pools[t], dout, npix, c, wuse, pb, cout, ACT_NONE, got);
+                tensor pin = {dout, npix, 1, c}, pout = {got, npix, 1, cout};
+                op_pwconv(p.pools[t], &pin, wuse, pb, ACT_NONE, &pout);
                 assert_close(got, ref, (size_t)npix * cout, fold ? "SE folded into weights" : "SE on pixels");
                 free(dout);
                 free(sums);

@@ -29,40 +29,43 @@ static tensor new_tensor(effdet_context *ctx, int h, int w, int c) {
 }
 
 static void pointwise(effdet_context *ctx, const tensor *in, const pw_layer *l, act_kind act, tensor *out) {
-    OP(ctx, EFFDET_OP_PWCONV,
-       ctx->k->pwconv(ctx->tp, in->data, in->h * in->w, l->cin, l->w, l->b, l->cout, act, out->data));
+    OP(ctx, EFFDET_OP_PWCONV, ctx->k->pwconv(ctx->tp, in, l->w, l->b, act, out));
 }
 
-/* Depthwise conv into a new tensor, padding per the model's style. */
+/* A k x k, stride-s window over `in`, padded per the model's style. */
+static conv_geom window(const effdet_context *ctx, const tensor *in, int k, int stride) {
+    return arch_conv_geom(ctx->m->arch.padding, in->h, in->w, k, stride);
+}
+
+/* Depthwise conv into out, which has the window's output size. */
+static void depthwise_into(effdet_context *ctx, const tensor *in, const dw_layer *l, const conv_geom *g,
+                           act_kind act, tensor *out) {
+    OP(ctx, EFFDET_OP_DWCONV,
+       ctx->k->dwconv(ctx->tp, in, l->w, l->b, g->k, g->stride, g->pad_top, g->pad_left, act, out));
+}
+
+/* Depthwise conv into a new tensor. */
 static tensor depthwise(effdet_context *ctx, const tensor *in, const dw_layer *l, act_kind act) {
-    pad_mode pm = ctx->m->arch.padding;
-    int oh, ow, pt, pl;
-    arch_pad(pm, in->h, l->k, l->stride, &oh, &pt);
-    arch_pad(pm, in->w, l->k, l->stride, &ow, &pl);
-    tensor out = new_tensor(ctx, oh, ow, in->c);
-    OP(ctx, EFFDET_OP_DWCONV, ctx->k->dwconv(ctx->tp, in, l->w, l->b, l->k, l->stride, pt, pl, act, &out));
+    conv_geom g = window(ctx, in, l->k, l->stride);
+    tensor out = new_tensor(ctx, g.out_h, g.out_w, in->c);
+    depthwise_into(ctx, in, l, &g, act, &out);
     return out;
 }
 
+/* op_maxpool3s2: a 3 x 3 window, stride 2. */
 static void maxpool_into(effdet_context *ctx, const tensor *in, tensor *out) {
-    pad_mode pm = ctx->m->arch.padding;
-    int oh, ow, pt, pl;
-    arch_pad(pm, in->h, 3, 2, &oh, &pt);
-    arch_pad(pm, in->w, 3, 2, &ow, &pl);
-    OP(ctx, EFFDET_OP_POOL, ctx->k->maxpool3s2(ctx->tp, in, pt, pl, out));
+    conv_geom g = window(ctx, in, 3, 2);
+    OP(ctx, EFFDET_OP_POOL, ctx->k->maxpool3s2(ctx->tp, in, g.pad_top, g.pad_left, out));
 }
 
 /* ---------------------------------------------------------------- backbone */
 
 static tensor run_stem(effdet_context *ctx) {
     const conv_layer *s = &ctx->m->stem;
-    pad_mode pm = ctx->m->arch.padding;
-    int oh, ow, pt, pl;
-    arch_pad(pm, ctx->input.h, s->k, s->stride, &oh, &pt);
-    arch_pad(pm, ctx->input.w, s->k, s->stride, &ow, &pl);
-    tensor out = new_tensor(ctx, oh, ow, s->cout);
+    conv_geom g = window(ctx, &ctx->input, s->k, s->stride);
+    tensor out = new_tensor(ctx, g.out_h, g.out_w, s->cout);
     OP(ctx, EFFDET_OP_STEM,
-       ctx->k->conv2d(ctx->tp, &ctx->input, s->w, s->b, s->k, s->stride, pt, pl, ACT_SWISH, &out));
+       ctx->k->conv2d(ctx->tp, &ctx->input, s->w, s->b, g.k, g.stride, g.pad_top, g.pad_left, ACT_SWISH, &out));
     return out;
 }
 
@@ -78,13 +81,11 @@ static tensor run_block(effdet_context *ctx, const block_layers *bl, const tenso
         pointwise(ctx, x, &bl->expand, ACT_SWISH, &e);
     }
     const dw_layer *dw = &bl->dw;
-    int oh, ow, pt, pl;
-    arch_pad(ctx->m->arch.padding, e.h, dw->k, dw->stride, &oh, &pt);
-    arch_pad(ctx->m->arch.padding, e.w, dw->k, dw->stride, &ow, &pl);
-    tensor d = new_tensor(ctx, oh, ow, e.c);
-    float *row_sums = arena_floats(&ctx->ar, (size_t)oh * e.c);
+    conv_geom g = window(ctx, &e, dw->k, dw->stride);
+    tensor d = new_tensor(ctx, g.out_h, g.out_w, e.c);
+    float *row_sums = arena_floats(&ctx->ar, (size_t)g.out_h * e.c);
     OP(ctx, EFFDET_OP_DWCONV,
-       ctx->k->dwconv_sum(ctx->tp, &e, dw->w, dw->b, dw->k, dw->stride, pt, pl, ACT_SWISH, &d, row_sums));
+       ctx->k->dwconv_sum(ctx->tp, &e, dw->w, dw->b, g.k, g.stride, g.pad_top, g.pad_left, ACT_SWISH, &d, row_sums));
 
     const se_layer *se = &bl->se;
     float *gate = arena_floats(&ctx->ar, (size_t)d.c);
@@ -96,7 +97,7 @@ static tensor run_block(effdet_context *ctx, const block_layers *bl, const tenso
     int fold = (size_t)project.cout * 3 <= (size_t)d.h * d.w;
     float *folded = fold ? arena_floats(&ctx->ar, (size_t)project.cin * project.cout) : NULL;
     OP(ctx, EFFDET_OP_SE, {
-        ctx->k->se_gates(row_sums, d.h, d.h * d.w, d.c, se->w1, se->b1, se->rd, se->w2, se->b2, se_scratch, gate);
+        ctx->k->se_gates(ctx->tp, row_sums, d.h, d.h * d.w, d.c, se->w1, se->b1, se->rd, se->w2, se->b2, se_scratch, gate);
         if (fold)
             ctx->k->scale_rows(ctx->tp, project.w, gate, project.cin, project.cout, folded);
         else
@@ -209,11 +210,13 @@ static void run_head(effdet_context *ctx, const head_layers *h, int level, tenso
     tensor x = ctx->fpn_out[level];
     tensor A = new_tensor(ctx, x.h, x.w, x.c), B = new_tensor(ctx, x.h, x.w, x.c);
     for (int r = 0; r < h->repeats; r++) {
-        OP(ctx, EFFDET_OP_DWCONV, ctx->k->dwconv(ctx->tp, &x, h->dw[r].w, h->dw[r].b, 3, 1, 1, 1, ACT_NONE, &A));
+        conv_geom g = window(ctx, &x, h->dw[r].k, h->dw[r].stride); /* 3 x 3, stride 1: same size */
+        depthwise_into(ctx, &x, &h->dw[r], &g, ACT_NONE, &A);
         pointwise(ctx, &A, &h->pw[r][level], ACT_SWISH, &B);
         x = B;
     }
-    OP(ctx, EFFDET_OP_DWCONV, ctx->k->dwconv(ctx->tp, &x, h->pred_dw.w, h->pred_dw.b, 3, 1, 1, 1, ACT_NONE, &A));
+    conv_geom g = window(ctx, &x, h->pred_dw.k, h->pred_dw.stride);
+    depthwise_into(ctx, &x, &h->pred_dw, &g, ACT_NONE, &A);
     pointwise(ctx, &A, &h->pred_pw, ACT_NONE, out);
     arena_release(&ctx->ar, mark);
 }

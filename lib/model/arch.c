@@ -70,7 +70,8 @@ int arch_round_channels(int ch, double width_mult) {
     return n;
 }
 
-void arch_pad(pad_mode mode, int in, int k, int stride, int *out, int *before) {
+/* One axis of arch_conv_geom(). */
+static void pad_axis(pad_mode mode, int in, int k, int stride, int *out, int *before) {
     if (mode == PAD_TF_SAME) {
         /* TF "SAME": output ceil(in / s); the odd pixel of padding goes after. */
         int o = (in + stride - 1) / stride;
@@ -83,6 +84,13 @@ void arch_pad(pad_mode mode, int in, int k, int stride, int *out, int *before) {
         *out = (in + 2 * p - k) / stride + 1;
         *before = p;
     }
+}
+
+conv_geom arch_conv_geom(pad_mode mode, int in_h, int in_w, int k, int stride) {
+    conv_geom g = {.k = k, .stride = stride};
+    pad_axis(mode, in_h, k, stride, &g.out_h, &g.pad_top);
+    pad_axis(mode, in_w, k, stride, &g.out_w, &g.pad_left);
+    return g;
 }
 
 static void set_defaults(effdet_arch *a) {

@@ -84,8 +84,18 @@ long long arch_param_count(const effdet_arch *a);
 /* Public info view of an architecture. */
 void arch_fill_info(const effdet_arch *a, effdet_info *info);
 
-/* TF "SAME" or symmetric padding for a conv/pool along one axis: output size and the
- * padding before (top/left). NOTES.md §2. */
-void arch_pad(pad_mode mode, int in, int k, int stride, int *out, int *before);
+/* Where a k x k, stride-s window (conv or pool) goes over an in_h x in_w input: the
+ * output size and the padding before (top/left) under the model's padding mode; the
+ * rest of the window past the far edge is padding too. TF "SAME": out = ceil(in / s),
+ * total padding max((out - 1) * s + k - in, 0), the odd pixel after; symmetric:
+ * ((s - 1) + (k - 1)) / 2 on each side (docs/engine.md, "Padding"). The forward pass
+ * takes every window's geometry from here. */
+typedef struct {
+    int k, stride;
+    int out_h, out_w;
+    int pad_top, pad_left;
+} conv_geom;
+
+conv_geom arch_conv_geom(pad_mode mode, int in_h, int in_w, int k, int stride);
 
 #endif

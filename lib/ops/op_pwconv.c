@@ -45,8 +45,8 @@ static void pwconv_rows(void *p, int begin, int end) {
     }
 }
 
-void op_pwconv(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias,
-               int cout, act_kind act, float *out) {
-    pwconv_job job = {in, w, bias, out, cin, cout, act};
-    threadpool_run(tp, rows, PW_MIN_BLOCK_ROWS, pwconv_rows, &job);
+void op_pwconv(threadpool *tp, const tensor *in, const float *w, const float *bias, act_kind act,
+               tensor *out) {
+    pwconv_job job = {in->data, w, bias, out->data, in->c, out->c, act};
+    threadpool_run(tp, in->h * in->w, PW_MIN_BLOCK_ROWS, pwconv_rows, &job);
 }

@@ -1,17 +1,18 @@
 /*
- * Internal: the compute kernels. One op per file (lib/op_*.c), one calling shape:
+ * Internal: the compute kernels. One op per file (lib/ops/op_*.c; op_dwconv.c holds
+ * op_dwconv and its row-summing variant), one calling shape:
  *
  *     void op_NAME(threadpool *tp, <inputs...>, <weights...>, <params...>, <outputs...>);
  *
  * Activations are channels-last (NHWC, batch 1): element (y, x, c) of an h x w x c
- * tensor is data[(y * w + x) * c + c]. Kernels never allocate; the caller passes every
+ * tensor is data[(y * w + x) * c + ch]. Kernels never allocate; the caller passes every
  * buffer (from the context arena). Work is split across the pool's threads; `tp` may be
  * NULL (run on the calling thread). Weights are in the layouts the model loader
  * repacks them into at load time (noted per op).
  *
  * Every kernel file is compiled once per instruction-set level (mk/kernels.mk) with
  * EFFDET_KERNEL_ISA set to the level's name; the defines below give each copy its own
- * symbols (op_dwconv -> op_dwconv_avx2, ...) and lib/kernels_isa.c gathers them in that
+ * symbols (op_dwconv -> op_dwconv_avx2, ...) and lib/ops/kernels_isa.c gathers them in that
  * level's kernel_table. The rest of the library calls kernels through the table the
  * context selected (kernels.h), never by these names.
  */
@@ -42,7 +43,7 @@
 #define op_fuse KSYM(op_fuse)
 #define op_activate KSYM(op_activate)
 #define op_add KSYM(op_add)
-/* This level's table (lib/kernels_isa.c). */
+/* This level's table (lib/ops/kernels_isa.c). */
 #define kernels_this_isa KSYM(kernels)
 
 /* Full conv (the stem): in h x w x cin -> out (out->h, out->w set by the caller).
@@ -62,17 +63,19 @@ void op_dwconv(threadpool *tp, const tensor *in, const float *w, const float *bi
 void op_dwconv_sum(threadpool *tp, const tensor *in, const float *w, const float *bias, int k, int stride,
                    int pad_top, int pad_left, act_kind act, tensor *out, float *row_sums);
 
-/* Pointwise 1x1 conv as GEMM: out[rows x cout] = in[rows x cin] . w[cin x cout] + bias,
- * then act. rows = h * w. OpenBLAS sgemm, rows split across threads. */
-void op_pwconv(threadpool *tp, const float *in, int rows, int cin, const float *w, const float *bias,
-               int cout, act_kind act, float *out);
+/* Pointwise 1x1 conv as GEMM: out[h*w x cout] = in[h*w x cin] . w[cin x cout] + bias,
+ * then act; cin = in->c, cout = out->c, out->h x out->w = in->h x in->w (set by the
+ * caller). OpenBLAS sgemm, pixel rows split across threads. */
+void op_pwconv(threadpool *tp, const tensor *in, const float *w, const float *bias, act_kind act,
+               tensor *out);
 
 /* The SE gates from op_dwconv_sum's row sums (rows x c, npix pixels in all):
  * gate = sigmoid(W2 . swish(W1 . mean + b1) + b2), c floats. scratch: rd floats. The
  * caller then applies the gate to the projection weights with op_scale_rows (W'[i][:] =
- * gate[i] * W[i][:], since (x * gate) . W = x . (gate * W)), or to x when x is smaller. */
-void op_se_gates(const float *row_sums, int rows, int npix, int c, const float *w1, const float *b1, int rd,
-                 const float *w2, const float *b2, float *scratch, float *gate);
+ * gate[i] * W[i][:], since (x * gate) . W = x . (gate * W)), or to x when x is smaller.
+ * The FCs are small: tp is accepted for the common shape and not used. */
+void op_se_gates(threadpool *tp, const float *row_sums, int rows, int npix, int c, const float *w1,
+                 const float *b1, int rd, const float *w2, const float *b2, float *scratch, float *gate);
 
 /* dst[r][j] = src[r][j] * s[r] for a rows x cols matrix; dst does not overlap src. */
 void op_scale_rows(threadpool *tp, const float *src, const float *s, int rows, int cols, float *dst);
