@@ -1,5 +1,6 @@
 /*
- * JPEG in and out through libjpeg-turbo, set up the way Pillow decodes (NOTES.md §1.1):
+ * JPEG in and out through libjpeg-turbo, set up the way Pillow decodes (docs/engine.md,
+ * "Decoding"):
  * integer "islow" IDCT, fancy chroma upsampling, greyscale replicated to RGB, CMYK
  * converted with Pillow's formula. Untrusted input: errors never abort the process,
  * corrupt-data warnings are errors (no half-grey images), and the pixel limit is
@@ -207,40 +208,12 @@ static effdet_status decode_pixels(jpeg_decoder *d, long long max_pixels, const 
     return EFFDET_OK;
 }
 
-effdet_status effdet_image_decode_jpeg(const uint8_t *data, size_t len, const effdet_decode_opts *opts,
-                                       effdet_image *out, effdet_error *err) {
-    if (!out) return set_error(err, EFFDET_ERR_ARG, "effdet_image_decode_jpeg: out is NULL");
-    out->rgb = NULL;
-    out->width = out->height = out->source_width = out->source_height = 0;
-    long long max_pixels = opts && opts->max_pixels ? opts->max_pixels : DEFAULT_MAX_PIXELS;
-    if (max_pixels < 0)
-        return set_error(err, EFFDET_ERR_ARG, "effdet_decode_opts.max_pixels is negative (%lld)", max_pixels);
-    if (opts && opts->allow_dct_scaling && (opts->target_w < 0 || opts->target_h < 0))
-        return set_error(err, EFFDET_ERR_ARG, "effdet_decode_opts target size %dx%d is negative",
-                         opts->target_w, opts->target_h);
-    effdet_status st = check_jpeg_magic(data, len, err);
-    if (st != EFFDET_OK) return st;
-
-    jpeg_decoder d;
-    memset(&d, 0, sizeof d);
-    d.cinfo.err = guard_init(&d.guard);
-    if (setjmp(d.guard.jump)) {
-        st = libjpeg_failure(&d, err);
-        goto fail;
-    }
-    jpeg_create_decompress(&d.cinfo);
-    jpeg_mem_src(&d.cinfo, data, (unsigned long)len);
-    jpeg_read_header(&d.cinfo, TRUE);
-    st = decode_pixels(&d, max_pixels, opts, out, err);
-fail:
-    jpeg_destroy_decompress(&d.cinfo);
-    free(d.pixels);
-    free(d.row);
-    return st;
-}
-
-effdet_status effdet_image_probe_jpeg(const uint8_t *data, size_t len, int *width, int *height,
-                                      effdet_error *err) {
+/* The one libjpeg decoding session behind both entry points: SOI check, header, then
+ * (when out is not NULL) the pixels. The setjmp is in this frame, which stays alive
+ * for every libjpeg call that can jump back to it. */
+static effdet_status run_decoder(const uint8_t *data, size_t len, long long max_pixels,
+                                 const effdet_decode_opts *opts, effdet_image *out, int *width, int *height,
+                                 effdet_error *err) {
     effdet_status st = check_jpeg_magic(data, len, err);
     if (st != EFFDET_OK) return st;
     jpeg_decoder d;
@@ -255,10 +228,31 @@ effdet_status effdet_image_probe_jpeg(const uint8_t *data, size_t len, int *widt
     jpeg_read_header(&d.cinfo, TRUE);
     if (width) *width = (int)d.cinfo.image_width;
     if (height) *height = (int)d.cinfo.image_height;
-    st = EFFDET_OK;
+    st = out ? decode_pixels(&d, max_pixels, opts, out, err) : EFFDET_OK;
 fail:
     jpeg_destroy_decompress(&d.cinfo);
+    free(d.pixels);
+    free(d.row);
     return st;
+}
+
+effdet_status effdet_image_decode_jpeg(const uint8_t *data, size_t len, const effdet_decode_opts *opts,
+                                       effdet_image *out, effdet_error *err) {
+    if (!out) return set_error(err, EFFDET_ERR_ARG, "effdet_image_decode_jpeg: out is NULL");
+    out->rgb = NULL;
+    out->width = out->height = out->source_width = out->source_height = 0;
+    long long max_pixels = opts && opts->max_pixels ? opts->max_pixels : DEFAULT_MAX_PIXELS;
+    if (max_pixels < 0)
+        return set_error(err, EFFDET_ERR_ARG, "effdet_decode_opts.max_pixels is negative (%lld)", max_pixels);
+    if (opts && opts->allow_dct_scaling && (opts->target_w < 0 || opts->target_h < 0))
+        return set_error(err, EFFDET_ERR_ARG, "effdet_decode_opts target size %dx%d is negative",
+                         opts->target_w, opts->target_h);
+    return run_decoder(data, len, max_pixels, opts, out, NULL, NULL, err);
+}
+
+effdet_status effdet_image_probe_jpeg(const uint8_t *data, size_t len, int *width, int *height,
+                                      effdet_error *err) {
+    return run_decoder(data, len, 0, NULL, NULL, width, height, err);
 }
 
 void effdet_image_free(effdet_image *img) {
