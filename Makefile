@@ -6,7 +6,7 @@ DESTDIR    ?=
 CC         ?= cc
 # A portable binary: everything is built for x86-64-v2, and the compute kernels are
 # built once more per instruction-set level and chosen at run time from CPUID
-# (mk/kernels.mk, lib/cpu.c). ARCH_FLAGS=-march=native still works (the kernels keep
+# (mk/kernels.mk, lib/core/cpu.c). ARCH_FLAGS=-march=native still works (the kernels keep
 # their per-level flags, so every level stays selectable).
 ARCH_FLAGS ?= $(if $(filter x86_64%,$(shell $(CC) -dumpmachine)),-march=x86-64-v2)
 OPT        ?= -O2

@@ -26,10 +26,10 @@
 #include <time.h>
 
 #include "core/cpu.h"
+#include "core/threadpool.h"
 #include "effdet.h"
 #include "effdet_debug.h"
 #include "testutil.h"
-#include "core/threadpool.h"
 
 #if defined(__x86_64__)
 #include <xmmintrin.h>

@@ -14,8 +14,8 @@
 
 #include <jpeglib.h>
 
-#include "image/draw.h"
 #include "effdet.h"
+#include "image/draw.h"
 #include "image/letterbox.h"
 #include "testutil.h"
 

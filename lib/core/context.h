@@ -3,11 +3,11 @@
 #define EFFDET_CONTEXT_H
 
 #include "core/arena.h"
+#include "core/threadpool.h"
 #include "effdet_debug.h"
 #include "model/model.h"
 #include "ops/kernels.h"
 #include "post/postprocess.h"
-#include "core/threadpool.h"
 
 struct effdet_context {
     const effdet_model *m;

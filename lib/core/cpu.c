@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "core/cpu.h"
-#include "effdet_debug.h"
 #include "core/status.h"
+#include "effdet_debug.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -161,7 +161,8 @@ effdet_status effdet_cpu_describe(const char *request, effdet_cpu_report *r, eff
     CPU_FEATURES(CPU_FEATURE_REPORT)
 #undef CPU_FEATURE_REPORT
     for (int l = 0; l < ISA_COUNT && r->num_levels < EFFDET_CPU_MAX_LEVELS; l++)
-        if (cpu_supports(&f, (isa_level)l) && kernels_for_level((isa_level)l)) r->levels[r->num_levels++] = level_names[l];
+        if (cpu_supports(&f, (isa_level)l) && kernels_for_level((isa_level)l))
+            r->levels[r->num_levels++] = level_names[l];
     isa_level sel;
     effdet_status st = cpu_select_level(&f, request, &sel, err);
     if (st == EFFDET_OK) r->selected = level_names[sel];

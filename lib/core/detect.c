@@ -8,8 +8,8 @@
 #include "core/clock.h"
 #include "core/context.h"
 #include "core/fpenv.h"
-#include "image/letterbox.h"
 #include "core/status.h"
+#include "image/letterbox.h"
 
 void effdet_decode_opts_default(effdet_decode_opts *o) {
     memset(o, 0, sizeof *o); /* max_pixels 0 = the default limit; no DCT scaling */

@@ -97,7 +97,8 @@ static tensor run_block(effdet_context *ctx, const block_layers *bl, const tenso
     int fold = (size_t)project.cout * 3 <= (size_t)d.h * d.w;
     float *folded = fold ? arena_floats(&ctx->ar, (size_t)project.cin * project.cout) : NULL;
     OP(ctx, EFFDET_OP_SE, {
-        ctx->k->se_gates(ctx->tp, row_sums, d.h, d.h * d.w, d.c, se->w1, se->b1, se->rd, se->w2, se->b2, se_scratch, gate);
+        ctx->k->se_gates(ctx->tp, row_sums, d.h, d.h * d.w, d.c, se->w1, se->b1, se->rd, se->w2, se->b2,
+                         se_scratch, gate);
         if (fold)
             ctx->k->scale_rows(ctx->tp, project.w, gate, project.cin, project.cout, folded);
         else

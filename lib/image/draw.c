@@ -1,15 +1,15 @@
 /*
  * Detection overlay: a 2-px rectangle per box in a per-class palette colour and a
  * "label 0.87" caption on a filled strip above the box, in the built-in 5x7 font
- * (lib/font5x7.c). Everything is clipped to the image; boxes come from the network and
+ * (lib/image/font5x7.c). Everything is clipped to the image; boxes come from the network and
  * may be partly or wholly outside it, or (on a broken model) not finite at all.
  */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "image/draw.h"
 #include "effdet.h"
+#include "image/draw.h"
 
 #define BORDER 2
 

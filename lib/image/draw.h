@@ -1,4 +1,4 @@
-/* Internal: detection overlay drawing (lib/draw.c) and its built-in bitmap font. */
+/* Internal: detection overlay drawing (lib/image/draw.c) and its built-in bitmap font. */
 #ifndef EFFDET_DRAW_H
 #define EFFDET_DRAW_H
 

@@ -1,8 +1,7 @@
 /*
  * JPEG in and out through libjpeg-turbo, set up the way Pillow decodes (docs/engine.md,
- * "Decoding"):
- * integer "islow" IDCT, fancy chroma upsampling, greyscale replicated to RGB, CMYK
- * converted with Pillow's formula. Untrusted input: errors never abort the process,
+ * "Decoding"): integer "islow" IDCT, fancy chroma upsampling, greyscale replicated to
+ * RGB, CMYK converted with Pillow's formula. Untrusted input: errors never abort the process,
  * corrupt-data warnings are errors (no half-grey images), and the pixel limit is
  * enforced from the header before the pixel buffer is allocated.
  * The annotated-image encoder lives here too because it shares the error handling.

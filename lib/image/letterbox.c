@@ -1,5 +1,6 @@
 /*
- * Letterbox + normalise, bit-exact with effdet's eval pipeline (NOTES.md §1):
+ * Letterbox + normalise, bit-exact with effdet's eval pipeline (docs/engine.md,
+ * "Letterbox and normalisation"):
  * Pillow's BILINEAR resize (ImagingResample: an antialiased triangle filter with 22-bit
  * fixed-point weights, horizontal pass first into a uint8 image, then vertical), the
  * result pasted top-left on a (124, 116, 104) canvas, then (v - mean) / std in float32.
@@ -9,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/status.h"
 #include "effdet_debug.h"
 #include "image/letterbox.h"
-#include "core/status.h"
 
 /* Pillow: PRECISION_BITS = 32 - 8 - 2, so 255 * 2^22 plus rounding fits an int32. */
 #define PRECISION_BITS 22

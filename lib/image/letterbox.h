@@ -1,5 +1,6 @@
 /*
- * Internal: image -> network input, exactly as effdet's eval pipeline (NOTES.md §1):
+ * Internal: image -> network input (letterbox.c), exactly as effdet's eval pipeline
+ * (docs/engine.md, "Letterbox and normalisation"):
  * Pillow BILINEAR (antialiased triangle filter, 22-bit fixed point, horizontal pass
  * first through a uint8 intermediate), top-left placement on a canvas filled with
  * (124, 116, 104), then (v - mean) / std in float32 with a true division.

@@ -12,8 +12,8 @@
 
 #include "core/status.h"
 
-/* EfficientNet-B0 stage table (NOTES.md §3): type, expansion, kernel, first stride,
- * output channels, repeats. Stem has 32 channels. */
+/* EfficientNet-B0 stage table (docs/engine.md, "Backbone"): type, expansion, kernel,
+ * first stride, output channels, repeats. Stem has 32 channels. */
 static const struct {
     block_type type;
     int expand, k, stride, out_ch, repeats;

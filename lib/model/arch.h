@@ -16,7 +16,7 @@ typedef enum { PAD_TF_SAME, PAD_SYMMETRIC } pad_mode;
 typedef enum { FUSE_FASTATTN, FUSE_SUM } fuse_kind;
 typedef enum { BLOCK_DS, BLOCK_IR } block_type;
 
-/* One MBConv block of the backbone (NOTES.md §3). */
+/* One MBConv block of the backbone (docs/engine.md, "Backbone"). */
 typedef struct {
     block_type type;
     int stage, index_in_stage;
@@ -25,7 +25,7 @@ typedef struct {
     int skip; /* residual add: stride 1 and in == out */
 } block_spec;
 
-/* One BiFPN node (NOTES.md §4): level and the ids of the tensors it fuses. */
+/* One BiFPN node (docs/engine.md, "BiFPN"): level and the ids of the tensors it fuses. */
 typedef struct {
     int level;      /* 3..7 */
     int num_inputs; /* 2 or 3 */

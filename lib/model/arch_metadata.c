@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "model/arch.h"
 #include "core/status.h"
+#include "model/arch.h"
 
 typedef struct {
     json_object *root;

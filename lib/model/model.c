@@ -14,9 +14,9 @@
 #include <string.h>
 
 #include "core/context.h"
+#include "core/status.h"
 #include "model/model.h"
 #include "model/safetensors.h"
-#include "core/status.h"
 
 typedef struct {
     effdet_model *m;

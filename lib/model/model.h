@@ -1,15 +1,15 @@
 /*
  * Internal: a loaded model — the architecture plus every layer's weights, prepared
  * once at load: BatchNorm folded into the preceding conv, weights repacked into the
- * layouts the kernels read (lib/ops.h). Immutable after effdet_model_load().
+ * layouts the kernels read (lib/ops/ops.h). Immutable after effdet_model_load().
  */
 #ifndef EFFDET_MODEL_H
 #define EFFDET_MODEL_H
 
 #include <stddef.h>
 
-#include "model/arch.h"
 #include "effdet.h"
+#include "model/arch.h"
 #include "model/labels.h"
 
 #define MODEL_MAX_HEAD_REPEATS 16

@@ -5,8 +5,8 @@
  */
 #include <json-c/json.h>
 
-#include "model/model.h"
 #include "core/status.h"
+#include "model/model.h"
 
 
 effdet_status model_load_labels(effdet_model *m, const char *config_json, const char *path, effdet_error *err) {

@@ -1,5 +1,5 @@
 /*
- * BiFPN node input fusion (NOTES.md §4). "fastattn": w_i = relu(edge_weight_i),
+ * BiFPN node input fusion (docs/engine.md, "BiFPN"). "fastattn": w_i = relu(edge_weight_i),
  * out = sum_i (x_i * w_i) / (sum_j w_j + 1e-4), each term multiplied then divided as
  * effdet does (dividing once at the end, or multiplying by a reciprocal, rounds
  * differently). "sum" (D6/D7): plain sum. The activation is applied while the span is

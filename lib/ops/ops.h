@@ -21,8 +21,8 @@
 
 #include <stddef.h>
 
-#include "ops/kernels.h"
 #include "core/threadpool.h"
+#include "ops/kernels.h"
 
 #ifndef EFFDET_KERNEL_ISA
 #error "ops.h is for the per-ISA kernel files (mk/kernels.mk); call kernels through kernels.h"

@@ -1,6 +1,6 @@
 /*
- * Anchor boxes (NOTES.md §6), generated the way effdet's numpy code does it: every
- * quantity in double, rounded to float32 only when stored.
+ * Anchor boxes (docs/engine.md, "Anchors"), generated the way effdet's numpy code does
+ * it: every quantity in double, rounded to float32 only when stored.
  */
 #include <limits.h>
 #include <math.h>
@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "post/anchors.h"
 #include "core/status.h"
+#include "post/anchors.h"
 
 /* Anchors per location the generator accepts (3 scales x 3 aspects in every EfficientDet). */
 #define MAX_ANCHORS_PER_LOCATION 128

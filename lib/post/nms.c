@@ -1,6 +1,6 @@
 /*
- * Per-class non-maximum suppression (NOTES.md §7.6) and effdet's gaussian soft-NMS
- * (effdet/soft_nms.py), in float32 with the reference's operation order.
+ * Per-class non-maximum suppression (docs/engine.md, "NMS") and effdet's gaussian
+ * soft-NMS (effdet/soft_nms.py), in float32 with the reference's operation order.
  */
 #include <math.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /*
- * Post-processing (NOTES.md §7): top-k -> decode -> clip -> sigmoid -> per-class NMS
- * -> merge -> threshold -> cap, as effdet's DetBenchPredict does it, in float32.
+ * Post-processing (docs/engine.md, "Post-processing"): top-k -> decode -> clip ->
+ * sigmoid -> per-class NMS -> merge -> threshold -> cap, as effdet's DetBenchPredict does it, in float32.
  *
  * All working memory comes from the caller's scratch block, carved up by
  * scratch_layout(); nothing is allocated per call.

@@ -1,5 +1,6 @@
 /*
- * top-k over all (anchor, class) logits (NOTES.md §7.2) without sorting them all.
+ * top-k over all (anchor, class) logits (docs/engine.md, "Post-processing") without
+ * sorting them all.
  *
  * One pass over the logits keeps a buffer of up to 2K candidates that beat the current
  * threshold. When the buffer fills, a quickselect cuts it back to the K best and the
