@@ -51,7 +51,7 @@ model_entry *model_set_find(const model_set *s, const char *name) {
 }
 
 /* One detection on a mid-grey image the size of the network input: proves the weights
- * run end to end and faults in every page of the mmapped file before the first request. */
+ * run end to end and touches every weight page before the first request. */
 static effdet_status warm_up(const model_entry *m, int threads, effdet_error *err) {
     effdet_context *ctx = NULL;
     effdet_image img = {.rgb = NULL, .width = m->info->input_w, .height = m->info->input_h};

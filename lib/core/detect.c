@@ -11,10 +11,6 @@
 #include "core/status.h"
 #include "image/letterbox.h"
 
-void effdet_decode_opts_default(effdet_decode_opts *o) {
-    memset(o, 0, sizeof *o); /* max_pixels 0 = the default limit; no DCT scaling */
-}
-
 void effdet_detect_opts_default(effdet_detect_opts *o) {
     memset(o, 0, sizeof *o);
     o->score_threshold = 0;

@@ -235,6 +235,10 @@ fail:
     return st;
 }
 
+void effdet_decode_opts_default(effdet_decode_opts *o) {
+    memset(o, 0, sizeof *o); /* max_pixels 0 = DEFAULT_MAX_PIXELS; no DCT scaling */
+}
+
 effdet_status effdet_image_decode_jpeg(const uint8_t *data, size_t len, const effdet_decode_opts *opts,
                                        effdet_image *out, effdet_error *err) {
     if (!out) return set_error(err, EFFDET_ERR_ARG, "effdet_image_decode_jpeg: out is NULL");

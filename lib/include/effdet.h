@@ -68,14 +68,14 @@ typedef struct {
     char msg[512];
 } effdet_error;
 
-/* Short, stable name of a status ("io", "format", "image", ...). */
+/* Short, stable name of a status ("io", "format", "image", ...) (lib/core/status.c). */
 const char *effdet_status_name(effdet_status s);
 
 /* The monotonic clock, in milliseconds, that effdet_result's *_ms timings are read from
  * (CLOCK_MONOTONIC): for callers that time around the library on the same scale. */
-double effdet_now_ms(void);
+double effdet_now_ms(void); /* lib/core/clock.c */
 
-/* ------------------------------------------------------------------ model */
+/* ---------------------------------------------- model (lib/model/: model.c, arch.c) */
 
 #define EFFDET_NUM_LEVELS 5 /* P3..P7 */
 
@@ -111,7 +111,7 @@ effdet_status effdet_describe(const char *name, int num_classes, effdet_info *ou
 /* The named architectures effdet_describe() knows, NULL-terminated. */
 const char *const *effdet_known_models(void);
 
-/* ---------------------------------------------------------------- context */
+/* ----------------------------------------------------- context (lib/core/context.c) */
 
 typedef struct effdet_context effdet_context;
 
@@ -127,14 +127,14 @@ void effdet_context_free(effdet_context *ctx);
 /* The kernel level the context runs: "baseline", "avx2" or "avx512". */
 const char *effdet_context_isa(const effdet_context *ctx);
 
-/* ---------------------------------------------------------------- forward */
+/* ----------------------------------------------------- forward (lib/core/forward.c) */
 
 /* Run the network on an NCHW float32 input of exactly info.input_h x info.input_w x 3
  * (already letterboxed and normalised). Results stay valid until the next call; read them
  * with effdet_postprocess() (or effdet_debug.h's effdet_get_tensor()). */
 effdet_status effdet_forward(effdet_context *ctx, const float *input_nchw, effdet_error *err);
 
-/* ------------------------------------------------------------- detections */
+/* --------------------------------------------------- detections (lib/core/detect.c) */
 
 typedef struct effdet_detection {
     float x1, y1, x2, y2; /* pixels of the original image (or network input, see below) */
@@ -155,7 +155,7 @@ typedef struct {
 /* Fill o with the defaults above; set the fields you need afterwards. */
 void effdet_detect_opts_default(effdet_detect_opts *o);
 
-/* ----------------------------------------------------------------- images */
+/* --------------------------------------- images (lib/image/: jpeg_decode.c, draw.c) */
 
 /* An 8-bit RGB image, HWC, owned by the library (free with effdet_image_free). */
 typedef struct {
@@ -193,7 +193,7 @@ void effdet_image_draw_detections(effdet_image *img, const effdet_model *m, cons
 effdet_status effdet_image_encode_jpeg(const effdet_image *img, int quality, uint8_t **out, size_t *len,
                                        effdet_error *err);
 
-/* -------------------------------------------------------------- pipeline */
+/* ----------------------------------------------------- pipeline (lib/core/detect.c) */
 
 typedef struct {
     effdet_detection *dets; /* sorted by score, highest first; points into the context,
@@ -221,7 +221,7 @@ effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_
 effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, const effdet_detect_opts *o,
                                  effdet_result *out, effdet_error *err);
 
-/* ------------------------------------------------------------ model files */
+/* -------------------------------------------------- model files (lib/model/model.c) */
 
 /* One tensor a weights file must hold: effdet's name and the exact shape. */
 #define EFFDET_SPEC_MAX_DIMS 4

@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-/* ---------------------------------------------------------------- tensors */
+/* ----------------------------------------------------- tensors (lib/core/context.c) */
 
 typedef enum {
     EFFDET_T_FEAT,     /* backbone features feeding the BiFPN, index 0..2 = P3..P5 */
@@ -35,7 +35,7 @@ typedef struct {
 effdet_status effdet_get_tensor(const effdet_context *ctx, effdet_tensor_kind kind, int index,
                                 effdet_tensor *out);
 
-/* ----------------------------------------------------------------- timing */
+/* ------------------------------------------- timing (lib/core/context.c, forward.c) */
 
 /* Wall time of the last forward pass, in milliseconds, by part and by op kind. */
 typedef enum {
@@ -53,7 +53,7 @@ void effdet_context_set_profiling(effdet_context *ctx, int on);
 const effdet_forward_timing *effdet_context_timing(const effdet_context *ctx);
 const char *effdet_op_kind_name(effdet_op_kind k);
 
-/* ------------------------------------------------------------- candidates */
+/* --------------------------------------------------- candidates (lib/core/detect.c) */
 
 /* The candidates post-processing starts from (after the last effdet_forward()): the k
  * largest class logits over all levels, descending, with their global anchor index and
@@ -61,7 +61,7 @@ const char *effdet_op_kind_name(effdet_op_kind k);
  * written (at most k and at most max_detection_points), or -1 on bad arguments. */
 int effdet_topk_candidates(effdet_context *ctx, int k, float *logit, int32_t *anchor, int32_t *cls);
 
-/* --------------------------------------------------------------------- CPU */
+/* ------------------------------------------------------------- CPU (lib/core/cpu.c) */
 
 #define EFFDET_CPU_MAX_FEATURES 32
 #define EFFDET_CPU_MAX_LEVELS 3
@@ -85,7 +85,7 @@ typedef struct {
  * (selected = NULL) and the call fails with EFFDET_ERR_ARG and a message naming EFFDET_ISA. */
 effdet_status effdet_cpu_describe(const char *request, effdet_cpu_report *r, effdet_error *err);
 
-/* ------------------------------------------------------------------ input */
+/* ---------------------------------------------------- input (lib/image/letterbox.c) */
 
 /* An 8-bit RGB image (HWC, w x h) through the engine's normalisation ((v - mean) / std
  * in float32), written as NCHW: what effdet_forward() takes. */
