@@ -6,7 +6,7 @@ DESTDIR    ?=
 CC         ?= cc
 # A portable binary: everything is built for x86-64-v2, and the compute kernels are
 # built once more per instruction-set level and chosen at run time from CPUID
-# (mk/kernels.mk, lib/cpu.c). ARCH_FLAGS=-march=native still works (the kernels keep
+# (mk/kernels.mk, lib/core/cpu.c). ARCH_FLAGS=-march=native still works (the kernels keep
 # their per-level flags, so every level stays selectable).
 ARCH_FLAGS ?= $(if $(filter x86_64%,$(shell $(CC) -dumpmachine)),-march=x86-64-v2)
 OPT        ?= -O2
@@ -22,7 +22,11 @@ EVENT_LIBS   := $(shell pkg-config --libs libevent libevent_pthreads 2>/dev/null
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(ARCH_FLAGS) $(WARN) -MMD -MP -Ilib/include -Ilib $(PKG_CFLAGS)
+# Everything sees the public headers (lib/include) only; the library's own objects, the
+# Check tests and bench/ops-bench.c also see its internal ones (lib/<part>/x.h, included
+# as "part/x.h").
+CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(ARCH_FLAGS) $(WARN) -MMD -MP -Ilib/include $(PKG_CFLAGS)
+LIB_INTERNAL_CFLAGS := -Ilib
 LDLIBS  += $(PKG_LIBS) -lm -pthread
 
 ifneq ($(SANITIZE),)
@@ -34,9 +38,9 @@ else
 endif
 
 # The kernel files are compiled once per ISA level (mk/kernels.mk defines KERNEL_OBJ).
-KERNEL_SRC := $(wildcard lib/op_*.c) lib/kernels_isa.c
+KERNEL_SRC := $(wildcard lib/ops/op_*.c) lib/ops/kernels_isa.c
 include mk/kernels.mk
-LIB_SRC    := $(filter-out $(KERNEL_SRC),$(wildcard lib/*.c))
+LIB_SRC    := $(filter-out $(KERNEL_SRC),$(wildcard lib/*/*.c))
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o) $(KERNEL_OBJ)
 LIB_A      := $(BUILD)/libeffdet.a
 DAEMON_SRC := $(wildcard daemon/*.c)
@@ -58,6 +62,10 @@ all: $(BINS)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/lib/%.o: lib/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LIB_INTERNAL_CFLAGS) -c $< -o $@
 
 $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
@@ -81,7 +89,7 @@ $(BUILD)/daemon/%.o: daemon/%.c
 
 $(BUILD)/tests/unit/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(LIB_INTERNAL_CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(TESTUTIL_OBJ) $(LIB_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
@@ -98,12 +106,13 @@ check: tests
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance --suppress=ctuuninitvar \
 	  --std=c11 -DEFFDET_KERNEL_ISA=baseline --inline-suppr -Ilib/include -Ilib lib tools bench daemon tests
-	clang-tidy --quiet $(LIB_SRC) tools/*.c bench/*.c $(DAEMON_SRC) -- -std=c11 -D_GNU_SOURCE \
-	  -Ilib/include -Ilib $(PKG_CFLAGS) $(EVENT_CFLAGS) $(CHECK_CFLAGS)
-	clang-tidy --quiet $(KERNEL_SRC) -- -std=c11 -D_GNU_SOURCE $(KERNEL_LINT_FLAGS) -Ilib/include -Ilib $(PKG_CFLAGS)
+	clang-tidy --quiet $(LIB_SRC) -- -std=c11 -D_GNU_SOURCE -Ilib/include -Ilib $(PKG_CFLAGS)
+	clang-tidy --quiet tools/*.c $(filter-out bench/ops-bench.c,$(wildcard bench/*.c)) $(DAEMON_SRC) -- \
+	  -std=c11 -D_GNU_SOURCE -Ilib/include $(PKG_CFLAGS) $(EVENT_CFLAGS)
+	clang-tidy --quiet $(KERNEL_SRC) bench/ops-bench.c -- -std=c11 -D_GNU_SOURCE $(KERNEL_LINT_FLAGS) -Ilib/include -Ilib $(PKG_CFLAGS)
 
 format:
-	clang-format -i lib/*.c lib/*.h lib/include/*.h tools/*.c bench/*.c tests/unit/*.c tests/unit/*.h $(wildcard daemon/*.[ch])
+	clang-format -i lib/*/*.c lib/*/*.h lib/include/*.h tools/*.c bench/*.c tests/unit/*.c tests/unit/*.h $(wildcard daemon/*.[ch])
 
 clean:
 	rm -rf build

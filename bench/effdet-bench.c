@@ -21,7 +21,7 @@
 #include <jpeglib.h>
 
 #include "effdet.h"
-#include "preprocess.h"
+#include "effdet_debug.h"
 
 typedef struct {
     const char *model;
@@ -31,12 +31,6 @@ typedef struct {
     int runs, warmup;
     int threads[8], nthreads;
 } options;
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* CPU time of the whole process (every thread), ms: on a loaded machine the time we
  * waited for a core is in the wall time but not here. */
@@ -84,7 +78,7 @@ static int make_inputs(const effdet_info *info, const char *dir) {
     float *x = malloc(n * sizeof *x);
     int rc = -1;
     if (black && x) {
-        normalize_to_nchw(black, w, h, x);
+        effdet_normalize_nchw(black, w, h, x);
         rc = write_floats(dir, "black.f32", x, n);
         fill_noise(x, n);
         rc |= write_floats(dir, "noise.f32", x, n);
@@ -143,9 +137,9 @@ static int bench_forward(const effdet_model *m, const options *o, int threads) {
     for (int k = 0; k < EFFDET_OP_COUNT; k++) ops[k] = calloc((size_t)R, sizeof(double));
     for (int i = 0; i < o->warmup; i++) effdet_forward(ctx, input, NULL);
     for (int i = 0; i < R; i++) {
-        double t0 = now_ms(), c0 = cpu_ms();
+        double t0 = effdet_now_ms(), c0 = cpu_ms();
         effdet_forward(ctx, input, NULL);
-        total[i] = now_ms() - t0;
+        total[i] = effdet_now_ms() - t0;
         cpu[i] = cpu_ms() - c0;
         const effdet_forward_timing *t = effdet_context_timing(ctx);
         stage[0][i] = t->backbone_ms, stage[1][i] = t->bifpn_ms, stage[2][i] = t->heads_ms;
@@ -246,19 +240,20 @@ static void bench_jpeg(effdet_context *ctx, const char *name, const uint8_t *jpe
     int R = o->runs;
     double *v[5];
     for (int k = 0; k < 5; k++) v[k] = calloc((size_t)R, sizeof(double));
-    effdet_decode_opts d = {0};
+    effdet_decode_opts d;
+    effdet_decode_opts_default(&d);
     d.allow_dct_scaling = fast;
     effdet_detect_opts det;
     effdet_detect_opts_default(&det);
     effdet_result r = {0};
     effdet_error err;
     for (int i = 0; i < o->warmup + R; i++) {
-        double t0 = now_ms();
+        double t0 = effdet_now_ms();
         if (effdet_detect_jpeg(ctx, jpeg, len, &d, &det, &r, &err)) {
             fprintf(stderr, "effdet-bench: %s: %s\n", name, err.msg);
             break;
         }
-        double t = now_ms() - t0;
+        double t = effdet_now_ms() - t0;
         if (i < o->warmup) continue;
         int j = i - o->warmup;
         v[0][j] = r.decode_ms, v[1][j] = r.preprocess_ms, v[2][j] = r.forward_ms, v[3][j] = r.postprocess_ms;
@@ -309,7 +304,8 @@ static int bench_images(const effdet_model *m, const options *o) {
     size_t len;
     uint8_t *jpeg = first[0] ? read_file(first, &len) : NULL;
     effdet_image img;
-    effdet_decode_opts d = {0};
+    effdet_decode_opts d;
+    effdet_decode_opts_default(&d);
     if (jpeg && effdet_image_decode_jpeg(jpeg, len, &d, &img, &err) == EFFDET_OK) {
         static const int sizes[3][2] = {{640, 480}, {1920, 1080}, {3840, 2160}};
         for (int s = 0; s < 3; s++) {

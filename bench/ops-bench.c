@@ -3,7 +3,7 @@
  * threads. Not built by the Makefile; compile by hand, for one ISA level (the flags of
  * mk/kernels.mk: x86-64-v2 = baseline, x86-64-v3 = avx2, x86-64-v4 = avx512):
  *   gcc -std=c11 -D_GNU_SOURCE -O2 -march=x86-64-v4 -DEFFDET_KERNEL_ISA=avx512 -fvect-cost-model=dynamic \
- *     -Ilib/include -Ilib bench/ops-bench.c lib/threadpool.c lib/op_*.c \
+ *     -Ilib/include -Ilib bench/ops-bench.c lib/core/threadpool.c lib/ops/op_*.c \
  *     $(pkg-config --cflags --libs openblas) -lm -pthread -o build/ops-bench
  * Prints the median of several runs (the machine is shared: medians, not best runs).
  * With --pwconv-table ROWS it times the two 1x1 paths per shape instead (below;
@@ -18,7 +18,7 @@
 #ifndef EFFDET_KERNEL_ISA
 #define EFFDET_KERNEL_ISA baseline /* ops.h names one level's kernels; see above */
 #endif
-#include "ops.h"
+#include "ops/ops.h"
 
 #define REPS 15
 
@@ -117,7 +117,7 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
     }
     case K_SEFOLD: {
         /* rows of sums = h; gate in scratch, hidden after it; folded weights into c. */
-        op_se_gates(a, bc->h, bc->h * bc->w, bc->c, w, w + 100000, bc->stride, w + 200000, w + 300000,
+        op_se_gates(tp, a, bc->h, bc->h * bc->w, bc->c, w, w + 100000, bc->stride, w + 200000, w + 300000,
                     scratch + bc->c, scratch);
         op_scale_rows(tp, w + 400000, scratch, bc->c, bc->k_or_cout, c);
         *elems = (double)bc->c * bc->k_or_cout;
@@ -127,12 +127,13 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
     case K_PW: {
         int rows = bc->h * bc->w;
         act_kind act = strstr(bc->name, "swish") ? ACT_SWISH : ACT_NONE;
+        tensor pin = {a, rows, 1, bc->c}, pout = {b, rows, 1, bc->k_or_cout};
         if (strstr(bc->name, "direct"))
-            op_pwconv_direct(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
+            op_pwconv_direct(tp, &pin, w, w + 1200000, act, &pout);
         else if (strstr(bc->name, "blas"))
-            op_pwconv_blas(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
+            op_pwconv_blas(tp, &pin, w, w + 1200000, act, &pout);
         else
-            op_pwconv(tp, a, rows, bc->c, w, w + 1200000, bc->k_or_cout, act, b);
+            op_pwconv(tp, &pin, w, w + 1200000, act, &pout);
         *elems = (double)rows * bc->k_or_cout;
         *flops = *elems * 2 * bc->c;
         break;
@@ -187,7 +188,7 @@ static double cpu_s(void) {
  * (us) of op_pwconv_blas and of op_pwconv_direct on up to ROWS x cin -> cout + swish,
  * one thread, the two paths alternating within each repetition so that both see the
  * same load on a shared machine. Prints "cin cout rows blas_us direct_us", for
- * bench/pwconv-table.sh to turn into lib/pwconv_table.h.
+ * bench/pwconv-table.sh to turn into lib/ops/pwconv_table.h.
  */
 static int pwconv_table(int rows) {
     enum { TREPS = 11 };

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Measures, for every distinct 1x1 conv shape (cin, cout) of tf_efficientdet_d0..d7,
 # OpenBLAS sgemm against our direct kernel at the avx2 and avx512 levels (thread CPU
-# time, medians of 11, one thread, up to ROWS rows), and writes lib/pwconv_table.h, which
+# time, medians of 11, one thread, up to ROWS rows), and writes lib/ops/pwconv_table.h, which
 # op_pwconv consults: a shape runs the direct kernel at a level only where it measured
 # faster there. Run on an idle machine if you can; say which CPU in docs/kernels.md.
 # The measurements stay in build/pwconv-table-<level>.txt ("cin cout rows sgemm_us
@@ -38,7 +38,7 @@ echo "pwconv-table.sh: $(wc -l < "$tmp/shapes") shapes, $rows rows" >&2
 for isa in avx2:x86-64-v3 avx512:x86-64-v4; do
   name=${isa%%:*}
   gcc -std=c11 -D_GNU_SOURCE -O2 "-march=${isa#*:}" "-DEFFDET_KERNEL_ISA=$name" -fvect-cost-model=dynamic \
-    -Ilib/include -Ilib bench/ops-bench.c lib/threadpool.c lib/op_*.c \
+    -Ilib/include -Ilib bench/ops-bench.c lib/core/threadpool.c lib/ops/op_*.c \
     $(pkg-config --cflags --libs openblas) -lm -pthread -o "$tmp/ops-bench-$name"
   "$tmp/ops-bench-$name" --pwconv-table "$rows" < "$tmp/shapes" > "$tmp/$name.txt"
   mv "$tmp/$name.txt" "build/pwconv-table-$name.txt"
@@ -101,5 +101,5 @@ out.append("")
 out.append("#endif")
 print("\n".join(out))
 PY
-mv "$tmp/pwconv_table.h" lib/pwconv_table.h
-echo "pwconv-table.sh: wrote lib/pwconv_table.h" >&2
+mv "$tmp/pwconv_table.h" lib/ops/pwconv_table.h
+echo "pwconv-table.sh: wrote lib/ops/pwconv_table.h" >&2

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "effdet.h"
-#include "preprocess.h"
+#include "image/letterbox.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

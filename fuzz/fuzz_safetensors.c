@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "effdet.h"
-#include "safetensors.h"
+#include "model/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

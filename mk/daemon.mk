@@ -114,8 +114,8 @@ uninstall:
 # in fuzz/corpus/<target>, growing build/fuzz/corpus-<target>.
 #   multipart, params  daemon/multipart.c, daemon/params.c (pure C)
 #   config             daemon/config.c
-#   jpeg               JPEG probe + decode + letterbox (lib/jpeg_decode.c, lib/letterbox.c)
-#   safetensors        safetensors container + model loader (lib/safetensors.c, arch_metadata.c, model.c)
+#   jpeg               JPEG probe + decode + letterbox (lib/image/jpeg_decode.c, lib/image/letterbox.c)
+#   safetensors        safetensors container + model loader (lib/model/safetensors.c, arch_metadata.c, model.c)
 #   http               the whole request path of a real effdetd on loopback, up to the queue and a worker
 FUZZ_CC      ?= clang
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all

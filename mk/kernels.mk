@@ -1,6 +1,6 @@
-# Compute kernels (lib/op_*.c and their table lib/kernels_isa.c), compiled once per
-# instruction-set level into distinct symbols (lib/ops.h renames op_X to op_X_<level>);
-# lib/cpu.c picks one level's table per context from CPUID (or EFFDET_ISA). Included by
+# Compute kernels (lib/ops/op_*.c and their table lib/ops/kernels_isa.c), compiled once per
+# instruction-set level into distinct symbols (lib/ops/ops.h renames op_X to op_X_<level>);
+# lib/core/cpu.c picks one level's table per context from CPUID (or EFFDET_ISA). Included by
 # the Makefile before the library's rules, which need KERNEL_OBJ.
 #
 # Levels (the x86-64 psABI micro-architecture levels):
@@ -32,11 +32,11 @@ KERNEL_TEST_BIN := $(foreach i,$(KERNEL_ISAS),$(BUILD)/tests/test_kernels_$(i))
 define kernel_rules
 $(BUILD)/lib/isa-$(1)/%.o: lib/%.c
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CFLAGS) $(call KERNEL_CFLAGS,$(1)) -c $$< -o $$@
+	$$(CC) $$(CFLAGS) $$(LIB_INTERNAL_CFLAGS) $(call KERNEL_CFLAGS,$(1)) -c $$< -o $$@
 
 $(BUILD)/tests/unit/test_kernels_$(1).o: tests/unit/test_kernels.c
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CFLAGS) $$(CHECK_CFLAGS) $(call KERNEL_CFLAGS,$(1)) -c $$< -o $$@
+	$$(CC) $$(CFLAGS) $$(LIB_INTERNAL_CFLAGS) $$(CHECK_CFLAGS) $(call KERNEL_CFLAGS,$(1)) -c $$< -o $$@
 
 $(BUILD)/tests/test_kernels_$(1): $(BUILD)/tests/unit/test_kernels_$(1).o $(BUILD)/tests/unit/testutil.o $(BUILD)/libeffdet.a
 	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(CHECK_LIBS) $$(LDLIBS)

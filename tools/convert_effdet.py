@@ -375,7 +375,7 @@ def tensor_payload(name, t):
 # The metadata config a named model's file carries, field for field as the fixtures carry it
 # (effdet/config/model_config.py: backbone, input size, BiFPN width, BiFPN cells, head
 # repeats; D6/D7 fuse by plain sum; D7 has larger anchors). The engine reads these fields
-# (lib/arch_metadata.c) and derives every tensor from them; tests/integration/test_convert.py
+# (lib/model/arch_metadata.c) and derives every tensor from them; tests/integration/test_convert.py
 # checks that for every name the engine's reading of this config is its own named
 # architecture.
 NAMED_MODELS = {

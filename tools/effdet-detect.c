@@ -16,8 +16,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cpu.h"
 #include "effdet.h"
+#include "effdet_debug.h"
 
 #define DEFAULT_MODEL "models/tf_efficientdet_d0.safetensors"
 
@@ -425,7 +425,8 @@ static int draw_to_file(const effdet_model *m, const uint8_t *jpeg, size_t len, 
                         const char *path) {
     effdet_error err;
     effdet_image img;
-    effdet_decode_opts d = {0};
+    effdet_decode_opts d;
+    effdet_decode_opts_default(&d);
     uint8_t *out = NULL;
     size_t out_len = 0;
     int rc = -1;
@@ -449,7 +450,8 @@ static int detect_one(effdet_context *ctx, const effdet_model *m, const options 
         fprintf(stderr, "effdet-detect: %s: %s\n", path, strerror(errno ? errno : EIO));
         return -1;
     }
-    effdet_decode_opts d = {0};
+    effdet_decode_opts d;
+    effdet_decode_opts_default(&d);
     d.allow_dct_scaling = o->fast_decode;
     effdet_result r;
     effdet_error err;
@@ -610,25 +612,20 @@ static int run_raw(effdet_context *ctx, const effdet_model *m, const options *o)
  * context would pick (EFFDET_ISA applied). Exit 1 when EFFDET_ISA names a level the CPU
  * lacks or an unknown one. */
 static int print_cpu(void) {
-    cpu_features f;
-    cpu_detect(&f);
-    json_object *j = json_object_new_object(), *feat = json_object_new_object(), *lv = json_object_new_array();
-    json_object_object_add(j, "vendor", json_object_new_string(f.vendor));
-    json_object_object_add(j, "brand", json_object_new_string(f.brand));
-#define ADD_FEATURE(name) json_object_object_add(feat, #name, json_object_new_boolean(f.name));
-    CPU_FEATURES(ADD_FEATURE)
-#undef ADD_FEATURE
-    json_object_object_add(j, "features", feat);
-    for (int l = 0; l < ISA_COUNT; l++)
-        if (cpu_supports(&f, (isa_level)l) && kernels_for_level((isa_level)l))
-            json_object_array_add(lv, json_object_new_string(isa_name((isa_level)l)));
-    json_object_object_add(j, "supported_levels", lv);
     const char *req = getenv("EFFDET_ISA");
-    json_object_object_add(j, "EFFDET_ISA", req ? json_object_new_string(req) : NULL);
-    isa_level sel;
+    effdet_cpu_report r;
     effdet_error err;
-    int ok = cpu_select_level(&f, req, &sel, &err) == EFFDET_OK;
-    json_object_object_add(j, "selected", ok ? json_object_new_string(isa_name(sel)) : NULL);
+    int ok = effdet_cpu_describe(req, &r, &err) == EFFDET_OK;
+    json_object *j = json_object_new_object(), *feat = json_object_new_object(), *lv = json_object_new_array();
+    json_object_object_add(j, "vendor", json_object_new_string(r.vendor));
+    json_object_object_add(j, "brand", json_object_new_string(r.brand));
+    for (int i = 0; i < r.num_features; i++)
+        json_object_object_add(feat, r.features[i].name, json_object_new_boolean(r.features[i].present));
+    json_object_object_add(j, "features", feat);
+    for (int i = 0; i < r.num_levels; i++) json_object_array_add(lv, json_object_new_string(r.levels[i]));
+    json_object_object_add(j, "supported_levels", lv);
+    json_object_object_add(j, "EFFDET_ISA", req ? json_object_new_string(req) : NULL);
+    json_object_object_add(j, "selected", ok ? json_object_new_string(r.selected) : NULL);
     if (!ok) json_object_object_add(j, "error", json_object_new_string(err.msg));
     puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(j);

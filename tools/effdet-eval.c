@@ -250,7 +250,8 @@ static int detect_one(run_state *s, effdet_context *ctx, int i) {
         set_error(s, "effdet-eval: %s: %s", path, strerror(errno ? errno : EIO));
         return -1;
     }
-    effdet_decode_opts dopts = {0};
+    effdet_decode_opts dopts;
+    effdet_decode_opts_default(&dopts);
     effdet_result r;
     effdet_error err;
     effdet_status st = effdet_detect_jpeg(ctx, jpeg, len, &dopts, &s->o->det, &r, &err);

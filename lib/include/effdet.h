@@ -2,8 +2,9 @@
  * libeffdet — EfficientDet (D0–D7) object detection on the CPU.
  *
  * Lifecycle
- *   effdet_model_load()      mmap a .safetensors file, build the architecture from
- *                            its metadata, fold BatchNorm, repack weights. Immutable.
+ *   effdet_model_load()      read a .safetensors file (mmapped while loading), build the
+ *                            architecture from its metadata, fold BatchNorm, repack
+ *                            weights into the model's own memory. Immutable.
  *   effdet_context_create()  per-thread working state: one arena sized at creation
  *                            plus a small thread pool. A forward pass allocates nothing.
  *   effdet_forward()         raw network: NCHW float input -> class logits / box deltas.
@@ -32,6 +33,9 @@
  *   letterbox included) and restore the
  *   caller's MXCSR (modes and exception flags) before returning; the library never
  *   leaves the caller's floating-point environment changed.
+ *
+ * Verification and profiling hooks (tensor views, top-k candidates, per-op timing, the
+ * CPU report) are in effdet_debug.h: they expose internals and may change.
  *
  * Errors
  *   Every fallible function returns an effdet_status and, when `err` is not NULL,
@@ -64,10 +68,14 @@ typedef struct {
     char msg[512];
 } effdet_error;
 
-/* Short, stable name of a status ("io", "format", "image", ...). */
+/* Short, stable name of a status ("io", "format", "image", ...) (lib/core/status.c). */
 const char *effdet_status_name(effdet_status s);
 
-/* ------------------------------------------------------------------ model */
+/* The monotonic clock, in milliseconds, that effdet_result's *_ms timings are read from
+ * (CLOCK_MONOTONIC): for callers that time around the library on the same scale. */
+double effdet_now_ms(void); /* lib/core/clock.c */
+
+/* ---------------------------------------------- model (lib/model/: model.c, arch.c) */
 
 #define EFFDET_NUM_LEVELS 5 /* P3..P7 */
 
@@ -87,7 +95,10 @@ typedef struct {
     size_t arena_bytes;     /* scratch memory each context needs */
 } effdet_info;
 
-/* Load weights (safetensors). The file stays mmapped while the model lives. */
+/* Load weights (safetensors). The file is mmapped only while loading: every tensor is
+ * copied into the model's own buffers (BatchNorm folded, repacked) and the file is
+ * closed before this returns, so replacing or rewriting it later does not affect the
+ * loaded model. */
 effdet_status effdet_model_load(const char *path, effdet_model **out, effdet_error *err);
 void effdet_model_free(effdet_model *m);
 const effdet_info *effdet_model_info(const effdet_model *m);
@@ -100,7 +111,7 @@ effdet_status effdet_describe(const char *name, int num_classes, effdet_info *ou
 /* The named architectures effdet_describe() knows, NULL-terminated. */
 const char *const *effdet_known_models(void);
 
-/* ---------------------------------------------------------------- context */
+/* ----------------------------------------------------- context (lib/core/context.c) */
 
 typedef struct effdet_context effdet_context;
 
@@ -116,50 +127,35 @@ void effdet_context_free(effdet_context *ctx);
 /* The kernel level the context runs: "baseline", "avx2" or "avx512". */
 const char *effdet_context_isa(const effdet_context *ctx);
 
-/* ---------------------------------------------------------------- forward */
+/* ----------------------------------------------------- forward (lib/core/forward.c) */
 
 /* Run the network on an NCHW float32 input of exactly info.input_h x info.input_w x 3
- * (already letterboxed and normalised). Results stay valid until the next call. */
+ * (already letterboxed and normalised). Results stay valid until the next call; read them
+ * with effdet_postprocess() (or effdet_debug.h's effdet_get_tensor()). */
 effdet_status effdet_forward(effdet_context *ctx, const float *input_nchw, effdet_error *err);
 
-typedef enum {
-    EFFDET_T_FEAT,     /* backbone features feeding the BiFPN, index 0..2 = P3..P5 */
-    EFFDET_T_FPN_IN,   /* extra levels made from P5, index 0..1 = P6, P7 */
-    EFFDET_T_FPN,      /* BiFPN outputs, index 0..4 = P3..P7 */
-    EFFDET_T_CLASS,    /* class logits (pre-sigmoid), index 0..4 = P3..P7 */
-    EFFDET_T_BOX,      /* box deltas (ty, tx, th, tw), index 0..4 = P3..P7 */
-} effdet_tensor_kind;
+/* --------------------------------------------------- detections (lib/core/detect.c) */
 
-/* A view of an activation in the context's arena: channels-last (NHWC, N = 1). */
-typedef struct {
-    const float *data;
-    int h, w, c;
-} effdet_tensor;
+typedef struct effdet_detection {
+    float x1, y1, x2, y2; /* pixels of the original image (or network input, see below) */
+    float score;          /* sigmoid of the logit */
+    int class_id;         /* 1-based class id (COCO: 1 person .. 90 toothbrush) */
+} effdet_detection;
 
-effdet_status effdet_get_tensor(const effdet_context *ctx, effdet_tensor_kind kind, int index,
-                                effdet_tensor *out);
-
-/* Wall time of the last forward pass, in milliseconds, by part and by op kind. */
-typedef enum {
-    EFFDET_OP_STEM, EFFDET_OP_PWCONV, EFFDET_OP_DWCONV, EFFDET_OP_SE, EFFDET_OP_POOL,
-    EFFDET_OP_UPSAMPLE, EFFDET_OP_FUSE, EFFDET_OP_OTHER, EFFDET_OP_COUNT
-} effdet_op_kind;
+typedef enum { EFFDET_NMS_HARD = 0, EFFDET_NMS_SOFT = 1 } effdet_nms_kind;
 
 typedef struct {
-    double backbone_ms, bifpn_ms, heads_ms, total_ms;
-    double op_ms[EFFDET_OP_COUNT];
-} effdet_forward_timing;
+    float score_threshold;   /* keep detections with score >= this (default 0: none dropped) */
+    int max_detections;      /* default 100 */
+    effdet_nms_kind nms;     /* default hard (IoU > 0.5); soft = gaussian, sigma 0.5 */
+    const uint8_t *class_mask; /* optional: num_classes bytes, non-zero = keep that class
+                                  (0-based index); NULL keeps all */
+} effdet_detect_opts;
 
-/* Per-op timing costs a clock read per op; off by default. */
-void effdet_context_set_profiling(effdet_context *ctx, int on);
-const effdet_forward_timing *effdet_context_timing(const effdet_context *ctx);
-const char *effdet_op_kind_name(effdet_op_kind k);
+/* Fill o with the defaults above; set the fields you need afterwards. */
+void effdet_detect_opts_default(effdet_detect_opts *o);
 
-/* ----------------------------------------------------------------- images */
-
-/* Defined with the detections below; declared here so the drawing prototype names the
- * same type at file scope (a struct first named in a parameter list is a different type). */
-struct effdet_detection;
+/* --------------------------------------- images (lib/image/: jpeg_decode.c, draw.c) */
 
 /* An 8-bit RGB image, HWC, owned by the library (free with effdet_image_free). */
 typedef struct {
@@ -176,6 +172,11 @@ typedef struct {
     int target_w, target_h; /* network input size, used to choose the DCT scale */
 } effdet_decode_opts;
 
+/* Fill o with the defaults (no pixel limit beyond the default, no DCT scaling); set the
+ * fields you need afterwards. Use it rather than an initialiser list, so that a field
+ * added later gets its default. */
+void effdet_decode_opts_default(effdet_decode_opts *o);
+
 effdet_status effdet_image_decode_jpeg(const uint8_t *data, size_t len, const effdet_decode_opts *opts,
                                        effdet_image *out, effdet_error *err);
 /* Image size from the JPEG header alone (cheap; no pixel decoding). */
@@ -185,33 +186,14 @@ void effdet_image_free(effdet_image *img);
 
 /* Draw boxes with "label score" captions (built-in bitmap font) onto img, in place.
  * Labels come from the model's label map. */
-void effdet_image_draw_detections(effdet_image *img, const effdet_model *m, const struct effdet_detection *dets,
+void effdet_image_draw_detections(effdet_image *img, const effdet_model *m, const effdet_detection *dets,
                                   int count);
 
 /* Encode as baseline JPEG (quality 1..100). *out is malloc'd; release it with free(). */
 effdet_status effdet_image_encode_jpeg(const effdet_image *img, int quality, uint8_t **out, size_t *len,
                                        effdet_error *err);
 
-/* ------------------------------------------------------------- detections */
-
-typedef struct effdet_detection {
-    float x1, y1, x2, y2; /* pixels of the original image (or network input, see below) */
-    float score;          /* sigmoid of the logit */
-    int class_id;         /* 1-based class id (COCO: 1 person .. 90 toothbrush) */
-} effdet_detection;
-
-
-typedef enum { EFFDET_NMS_HARD = 0, EFFDET_NMS_SOFT = 1 } effdet_nms_kind;
-
-typedef struct {
-    float score_threshold;   /* keep detections with score >= this (default 0: none dropped) */
-    int max_detections;      /* default 100 */
-    effdet_nms_kind nms;     /* default hard (IoU > 0.5); soft = gaussian, sigma 0.5 */
-    const uint8_t *class_mask; /* optional: num_classes bytes, non-zero = keep that class
-                                  (0-based index); NULL keeps all */
-} effdet_detect_opts;
-
-void effdet_detect_opts_default(effdet_detect_opts *o);
+/* ----------------------------------------------------- pipeline (lib/core/detect.c) */
 
 typedef struct {
     effdet_detection *dets; /* sorted by score, highest first; points into the context,
@@ -239,11 +221,7 @@ effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_
 effdet_status effdet_postprocess(effdet_context *ctx, int image_w, int image_h, const effdet_detect_opts *o,
                                  effdet_result *out, effdet_error *err);
 
-/* The candidates post-processing starts from (after the last effdet_forward()): the k
- * largest class logits over all levels, descending, with their global anchor index and
- * 0-based class. For verifying a model against a reference; returns how many were
- * written (at most k and at most max_detection_points), or -1 on bad arguments. */
-int effdet_topk_candidates(effdet_context *ctx, int k, float *logit, int32_t *anchor, int32_t *cls);
+/* -------------------------------------------------- model files (lib/model/model.c) */
 
 /* One tensor a weights file must hold: effdet's name and the exact shape. */
 #define EFFDET_SPEC_MAX_DIMS 4

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "arch.h"
 #include "effdet.h"
+#include "model/arch.h"
 #include "testutil.h"
 
 static const struct {

@@ -25,10 +25,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "cpu.h"
+#include "core/cpu.h"
+#include "core/threadpool.h"
 #include "effdet.h"
+#include "effdet_debug.h"
 #include "testutil.h"
-#include "threadpool.h"
 
 #if defined(__x86_64__)
 #include <xmmintrin.h>

@@ -14,9 +14,9 @@
 
 #include <jpeglib.h>
 
-#include "draw.h"
 #include "effdet.h"
-#include "preprocess.h"
+#include "image/draw.h"
+#include "image/letterbox.h"
 #include "testutil.h"
 
 /* ---------------------------------------------------------------- helpers */

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mathfun.h"
-#include "ops.h"
+#include "ops/mathfun.h"
+#include "ops/ops.h"
 #include "testutil.h"
 
 /* ---- helpers ---- */
@@ -431,7 +431,8 @@ START_TEST(test_pwconv_direct) {
                 for (int t = 0; t < 3; t++) {
                     got[t] = alloc_floats(n);
                     for (size_t e = 0; e < n; e++) got[t][e] = NAN;
-                    op_pwconv_direct(p.pools[t], in, rows, cin, wt, bias, cout, act, got[t]);
+                    tensor tin = {in, rows, 1, cin}, tout = {got[t], rows, 1, cout};
+                    op_pwconv_direct(p.pools[t], &tin, wt, bias, act, &tout);
                     assert_close(got[t], ref, n, "op_pwconv_direct");
                     /* Each output is the same k-order sum whichever tile holds its row. */
                     if (t) assert_identical(got[0], got[t], n, "op_pwconv_direct");
@@ -462,9 +463,11 @@ START_TEST(test_pwconv_paths_agree) {
         float *bias = random_floats((size_t)cout, -0.5f, 0.5f);
         size_t n = (size_t)rows * cout;
         float *blas = alloc_floats(n), *direct = alloc_floats(n), *chosen = alloc_floats(n);
-        op_pwconv_blas(p.pools[1], in, rows, cin, wt, bias, cout, act, blas);
-        op_pwconv_direct(p.pools[2], in, rows, cin, wt, bias, cout, act, direct);
-        op_pwconv(p.pools[0], in, rows, cin, wt, bias, cout, act, chosen);
+        tensor tin = {in, rows, 1, cin};
+        tensor tblas = {blas, rows, 1, cout}, tdirect = {direct, rows, 1, cout}, tchosen = {chosen, rows, 1, cout};
+        op_pwconv_blas(p.pools[1], &tin, wt, bias, act, &tblas);
+        op_pwconv_direct(p.pools[2], &tin, wt, bias, act, &tdirect);
+        op_pwconv(p.pools[0], &tin, wt, bias, act, &tchosen);
         double maxdiff = 0, maxref = 0, maxchosen = 0;
         for (size_t e = 0; e < n; e++) {
             double d = fabs((double)blas[e] - direct[e]);
@@ -524,7 +527,8 @@ START_TEST(test_pwconv) {
                 }
             for (int t = 0; t < 3; t++) {
                 float *got = alloc_floats(n);
-                op_pwconv(p.pools[t], in, rows, cin, wt, bias, cout, act, got);
+                tensor ti = {in, rows, 1, cin}, to = {got, rows, 1, cout};
+                op_pwconv(p.pools[t], &ti, wt, bias, act, &to);
                 assert_close(got, ref, n, "op_pwconv");
                 free(got);
             }
@@ -596,7 +600,7 @@ START_TEST(test_se_fused) {
                 float *folded = alloc_floats((size_t)c * cout), *got = alloc_floats((size_t)npix * cout);
                 tensor ti = {in, h, w, c}, to = {dout, oh, ow, c};
                 op_dwconv_sum(p.pools[t], &ti, dw, db, k, st, pt, pl, ACT_SWISH, &to, sums);
-                op_se_gates(sums, oh, npix, c, w1, b1, rd, w2, b2, scratch, g);
+                op_se_gates(p.pools[t], sums, oh, npix, c, w1, b1, rd, w2, b2, scratch, g);
                 for (int ch = 0; ch < c; ch++)
                     ck_assert_msg(fabs(g[ch] - gate[ch]) <= 1e-5, "op_se_gates: gate %d = %g, want %g", ch,
                                   g[ch], gate[ch]);
@@ -610,7 +614,8 @@ START_TEST(test_se_fused) {
                 } else {
                     op_scale_channels(p.pools[t], &to, g);
                 }
-                op_pwconv(p.pools[t], dout, npix, c, wuse, pb, cout, ACT_NONE, got);
+                tensor pin = {dout, npix, 1, c}, pout = {got, npix, 1, cout};
+                op_pwconv(p.pools[t], &pin, wuse, pb, ACT_NONE, &pout);
                 assert_close(got, ref, (size_t)npix * cout, fold ? "SE folded into weights" : "SE on pixels");
                 free(dout);
                 free(sums);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "labels.h"
+#include "model/labels.h"
 #include "testutil.h"
 
 START_TEST(test_builtin_coco) {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "effdet.h"
+#include "effdet_debug.h"
 #include "testutil.h"
 
 /* ---- a tiny safetensors rewriter: header JSON + data, edited, written back */

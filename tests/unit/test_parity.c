@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "effdet.h"
+#include "effdet_debug.h"
 #include "testutil.h"
 
 #define TOL 1e-3

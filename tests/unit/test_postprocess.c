@@ -11,9 +11,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "arch.h"
-#include "postprocess.h"
-#include "postprocess_impl.h"
+#include "core/clock.h"
+#include "model/arch.h"
+#include "post/anchors.h"
+#include "post/nms.h"
+#include "post/postprocess.h"
+#include "post/rank.h"
+#include "post/topk.h"
 #include "testutil.h"
 
 /* ------------------------------------------------------------------ setup */
@@ -100,12 +104,6 @@ static void *read_i32_or_f32(const char *dir, const char *name, size_t expect_le
     ck_assert_msg(p != NULL, "cannot read %s", path);
     ck_assert_msg(len == expect_len, "%s: %zu bytes, expected %zu", path, len, expect_len);
     return p;
-}
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* ---------------------------------------------------------------- anchors */

@@ -1,4 +1,4 @@
-/* lib/safetensors.c: validation errors on hand-built files, F16/BF16 widening, the fixture. */
+/* lib/model/safetensors.c: validation errors on hand-built files, F16/BF16 widening, the fixture. */
 #include <check.h>
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "safetensors.h"
+#include "model/safetensors.h"
 #include "testutil.h"
 
 /* ------------------------------------------------------------ file builders */

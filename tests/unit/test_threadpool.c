@@ -11,8 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/threadpool.h"
 #include "testutil.h"
-#include "threadpool.h"
 
 typedef struct {
     atomic_int *hits; /* per index: how many times it was processed */

@@ -1,0 +1,253 @@
+/*
+ * Depthwise k x k convolution, NHWC. Each output row is swept left to right in blocks
+ * of P pixels; inside a block, one channel vector at a time, all P sums stay in
+ * registers, every input column vector of the block's window is loaded once and feeds
+ * each of the P pixels it touches (a k3 s1 block of 8 needs 30 input loads for 72 FMAs
+ * instead of 72), and the activation is applied before the one store. Sweeping the
+ * channels innermost reads the k input rows strictly in address order, so they stream
+ * through L1 and the hardware prefetchers see plain sequential access.
+ *
+ * Rows clipped by the top/bottom padding just run fewer kernel rows; only the few
+ * columns whose window crosses the left/right edge take a per-pixel path with clipped
+ * tap ranges. op_dwconv_sum also returns, per output row, the sum of every channel
+ * after the activation (what squeeze-and-excitation averages), from the registers.
+ */
+#include "ops/mathfun.h"
+#include <stddef.h>
+#include <string.h>
+
+#include "ops/ops.h"
+
+typedef struct {
+    const tensor *in;
+    const float *w, *bias;
+    int k, stride, pad_top, pad_left;
+    act_kind act;
+    tensor *out;
+    float *row_sums; /* NULL, or out->h x c */
+    int prefetch;    /* input too big for the caches: prefetch the rows the next output row adds */
+    int x_lo, x_hi;  /* output columns [x_lo, x_hi) have their window inside horizontally */
+} dwconv_job;
+
+/* Largest block width and kernel size with a register-blocked path. */
+#define DW_MAX_P 8
+#define DW_MAX_K 5
+
+/* The kernel rows [ky0, ky1) of an output row that lie inside the input. */
+typedef struct {
+    const float *src; /* input row iy0 + ky0 */
+    const float *w;   /* weight row ky0 */
+    int nky;          /* ky1 - ky0 */
+    int prefetch;     /* prefetch input rows K .. K+S-1 below src (all rows inside) */
+} row_window;
+
+/*
+ * P interior pixels of one channel vector. src: input at (row ky0, first column of
+ * pixel 0's window, this channel vector); w: weights at (ky0, kx 0, this vector);
+ * out/sums: this vector's slot of pixel 0 / of the row sums. K, S, P are literals
+ * at every call site, so the column loop unrolls into straight FMAs.
+ */
+static inline __attribute__((always_inline)) void dw_block(const float *restrict src, size_t row_stride,
+                                                           int nky, int prefetch, const float *restrict w,
+                                                           vfloat b, int c, act_kind act, float *restrict out,
+                                                           float *restrict sums, const int K, const int S,
+                                                           const int P) {
+    vfloat acc[DW_MAX_P]; /* fixed sizes (not P, K): GCC keeps fixed arrays in registers, VLAs on the stack */
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) acc[p] = b;
+    for (int ky = 0; ky < nky; ky++) {
+        const float *r = src + ky * row_stride;
+        vfloat wk[DW_MAX_K];
+#pragma GCC unroll 5
+        for (int kx = 0; kx < K; kx++) wk[kx] = vload(w + (size_t)(ky * K + kx) * c);
+#pragma GCC unroll 32
+        for (int j = 0; j < (P - 1) * S + K; j++) {
+            vfloat v = vload(r + (size_t)j * c);
+#pragma GCC unroll 16
+            for (int p = 0; p < P; p++) {
+                int kx = j - p * S;
+                if (kx >= 0 && kx < K) acc[p] = vmadd(v, wk[kx], acc[p]);
+            }
+        }
+    }
+    /* The S input rows below this window are what the next output row adds; when they
+     * come from DRAM, asking for them now overlaps the wait with this row's work
+     * (measured -25% on the 25 MB 256x256x96 k3 s2 input; on inputs that fit in the
+     * caches the extra instructions cost more than they save, so only there). */
+    if (prefetch)
+#pragma GCC unroll 32
+        for (int j = 0; j < (P - 1) * S + K; j++)
+#pragma GCC unroll 2
+            for (int r = 0; r < S; r++) __builtin_prefetch(src + (K + r) * row_stride + (size_t)j * c);
+    vfloat total = {0};
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) {
+        vfloat y = vact(acc[p], act);
+        vstore(out + (size_t)p * c, y);
+        total += y;
+    }
+    if (sums) vstore(sums, vload(sums) + total);
+}
+
+/* Channels [c0, c) of one pixel with its window clipped to kx in [kx0, kx1), scalar:
+ * the channel remainder (c not a multiple of the vector width) of every pixel. */
+static void dw_pixel_tail(const row_window *rw, size_t row_stride, const float *restrict bias, int k, int ix0,
+                          int kx0, int kx1, int c0, int c, act_kind act, float *restrict out,
+                          float *restrict sums) {
+    for (int ci = c0; ci < c; ci++) {
+        float acc = bias ? bias[ci] : 0.0f;
+        for (int ky = 0; ky < rw->nky; ky++)
+            for (int kx = kx0; kx < kx1; kx++)
+                acc = MADD(rw->src[ky * row_stride + (size_t)(ix0 + kx) * c + ci],
+                           rw->w[(ky * k + kx) * c + ci], acc);
+        float y = act_scalar(acc, act);
+        out[ci] = y;
+        if (sums) sums[ci] += y;
+    }
+}
+
+/* Any pixel, any k: the taps outside the input (zero padding) are left out by clipping
+ * the kx range. Used for the edge columns and for kernel sizes without a block path. */
+static void dw_pixel_clipped(const row_window *rw, size_t row_stride, int in_w, const float *restrict bias,
+                             int k, int ix0, int c, act_kind act, float *restrict out, float *restrict sums) {
+    int kx0 = ix0 < 0 ? -ix0 : 0, kx1 = in_w - ix0 < k ? in_w - ix0 : k;
+    int cv = c - c % VLEN;
+    for (int ci = 0; ci < cv; ci += VLEN) {
+        vfloat acc = {0};
+        if (bias) acc = vload(bias + ci);
+        for (int ky = 0; ky < rw->nky; ky++)
+            for (int kx = kx0; kx < kx1; kx++)
+                acc = vmadd(vload(rw->src + ky * row_stride + (size_t)(ix0 + kx) * c + ci),
+                            vload(rw->w + (size_t)(ky * k + kx) * c + ci), acc);
+        vfloat y = vact(acc, act);
+        vstore(out + ci, y);
+        if (sums) vstore(sums + ci, vload(sums + ci) + y);
+    }
+    dw_pixel_tail(rw, row_stride, bias, k, ix0, kx0, kx1, cv, c, act, out, sums);
+}
+
+/* Channels per sweep of a row: their k*k weight vectors (25 x 128 floats = 12.5 KB at
+ * k5) stay in L1 while the row is swept, instead of all c channels' weights (115 KB at
+ * c = 1152) cycling through L1 once per block of pixels. */
+#define DW_CHANNEL_GROUP 128
+
+/* Output columns x0 .. x0 + P - 1 (all interior), channel vectors [c0, c1). */
+static inline __attribute__((always_inline)) void dw_columns(const dwconv_job *job, const row_window *rw,
+                                                             size_t row_stride, int x0, int c0, int c1,
+                                                             float *restrict orow, float *restrict sums,
+                                                             const int K, const int S, const int P) {
+    int c = job->in->c;
+    int ix0 = x0 * S - job->pad_left;
+    const float *src = rw->src + (ptrdiff_t)ix0 * c;
+    float *out = orow + (size_t)x0 * c;
+    for (int ci = c0; ci < c1; ci += VLEN) {
+        vfloat b = {0};
+        if (job->bias) b = vload(job->bias + ci);
+        dw_block(src + ci, row_stride, rw->nky, rw->prefetch, rw->w + ci, b, c, job->act, out + ci,
+                 sums ? sums + ci : NULL, K, S, P);
+    }
+}
+
+/* The interior columns [x_lo, x_hi) of one output row, one channel group at a time:
+ * blocks of 8 pixels, then 4, 2, 1; the scalar channel remainder last. */
+static inline __attribute__((always_inline)) void dw_interior(const dwconv_job *job, const row_window *rw,
+                                                              size_t row_stride, float *orow, float *sums,
+                                                              const int K, const int S) {
+    int c = job->in->c;
+    int cv = c - c % VLEN;
+    for (int c0 = 0; c0 < cv; c0 += DW_CHANNEL_GROUP) {
+        int c1 = cv - c0 < DW_CHANNEL_GROUP ? cv : c0 + DW_CHANNEL_GROUP;
+        int x = job->x_lo, end = job->x_hi;
+        for (; x + 8 <= end; x += 8) dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 8);
+        if (x + 4 <= end) {
+            dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 4);
+            x += 4;
+        }
+        if (x + 2 <= end) {
+            dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 2);
+            x += 2;
+        }
+        if (x < end) dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 1);
+    }
+    if (cv < c)
+        for (int x = job->x_lo; x < job->x_hi; x++)
+            dw_pixel_tail(rw, row_stride, job->bias, K, x * S - job->pad_left, 0, K, cv, c, job->act,
+                          orow + (size_t)x * c, sums);
+}
+
+static void dw_interior_k3s1(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) {
+    dw_interior(j, rw, rs, o, s, 3, 1);
+}
+static void dw_interior_k3s2(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) {
+    dw_interior(j, rw, rs, o, s, 3, 2);
+}
+static void dw_interior_k5s1(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) {
+    dw_interior(j, rw, rs, o, s, 5, 1);
+}
+static void dw_interior_k5s2(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) {
+    dw_interior(j, rw, rs, o, s, 5, 2);
+}
+
+typedef void (*interior_fn)(const dwconv_job *, const row_window *, size_t, float *, float *);
+
+static interior_fn pick_interior(int k, int stride) {
+    if (k == 3 && stride == 1) return dw_interior_k3s1;
+    if (k == 3 && stride == 2) return dw_interior_k3s2;
+    if (k == 5 && stride == 1) return dw_interior_k5s1;
+    if (k == 5 && stride == 2) return dw_interior_k5s2;
+    return NULL;
+}
+
+static void dwconv_rows(void *p, int begin, int end) {
+    const dwconv_job *job = p;
+    const tensor *in = job->in;
+    const tensor *out = job->out;
+    int c = in->c, k = job->k, s = job->stride;
+    size_t row_stride = (size_t)in->w * c;
+    interior_fn interior = pick_interior(k, s);
+    int x_lo = interior ? job->x_lo : out->w, x_hi = interior ? job->x_hi : out->w;
+    for (int y = begin; y < end; y++) {
+        int iy0 = y * s - job->pad_top;
+        int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = in->h - iy0 < k ? in->h - iy0 : k;
+        row_window rw = {in->data + (ptrdiff_t)(iy0 + ky0) * row_stride, job->w + (size_t)ky0 * k * c,
+                         ky1 > ky0 ? ky1 - ky0 : 0, job->prefetch && ky0 == 0 && iy0 + k + s <= in->h};
+        float *orow = out->data + (size_t)y * out->w * c;
+        float *sums = job->row_sums ? job->row_sums + (size_t)y * c : NULL;
+        if (sums) memset(sums, 0, (size_t)c * sizeof *sums);
+        for (int x = 0; x < x_lo; x++)
+            dw_pixel_clipped(&rw, row_stride, in->w, job->bias, k, x * s - job->pad_left, c, job->act,
+                             orow + (size_t)x * c, sums);
+        if (x_hi > x_lo) interior(job, &rw, row_stride, orow, sums);
+        for (int x = x_hi > x_lo ? x_hi : x_lo; x < out->w; x++)
+            dw_pixel_clipped(&rw, row_stride, in->w, job->bias, k, x * s - job->pad_left, c, job->act,
+                             orow + (size_t)x * c, sums);
+    }
+}
+
+/* Output columns [lo, hi) whose window x*s - pad .. x*s - pad + k - 1 is inside [0, w). */
+static void interior_columns(int in_w, int out_w, int k, int stride, int pad, int *lo, int *hi) {
+    int first = (pad + stride - 1) / stride;
+    int last_start = in_w - k + pad; /* largest x*s with the window's right edge inside */
+    int end = last_start < 0 ? 0 : last_start / stride + 1;
+    if (first > out_w) first = out_w;
+    if (end > out_w) end = out_w;
+    if (end < first) end = first;
+    *lo = first;
+    *hi = end;
+}
+
+void op_dwconv_sum(threadpool *tp, const tensor *in, const float *w, const float *bias, int k, int stride,
+                   int pad_top, int pad_left, act_kind act, tensor *out, float *row_sums) {
+    /* Bigger than a core's share of L3 here (the copy rate halves past ~16 MB). */
+    int prefetch = tensor_numel(in) * sizeof(float) > ((size_t)16 << 20);
+    dwconv_job job = {in, w, bias, k, stride, pad_top, pad_left, act, out, row_sums, prefetch, 0, 0};
+    interior_columns(in->w, out->w, k, stride, pad_left, &job.x_lo, &job.x_hi);
+    size_t row_work = (size_t)out->w * out->c * k * k;
+    int grain = (int)(65536 / (row_work ? row_work : 1)) + 1;
+    threadpool_run(tp, out->h, grain, dwconv_rows, &job);
+}
+
+void op_dwconv(threadpool *tp, const tensor *in, const float *w, const float *bias, int k, int stride,
+               int pad_top, int pad_left, act_kind act, tensor *out) {
+    op_dwconv_sum(tp, in, w, bias, k, stride, pad_top, pad_left, act, out, NULL);
+}
