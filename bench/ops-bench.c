@@ -206,13 +206,14 @@ static int pwconv_table(int rows) {
         long fit = (1L << 27) / ((long)cin * cout) / 64 * 64;
         int n = fit < 256 ? 256 : fit < rows ? (int)fit : rows;
         double tb[TREPS], td[TREPS];
-        op_pwconv_blas(NULL, a, n, cin, w, bias, cout, ACT_SWISH, b); /* warm-up */
-        op_pwconv_direct(NULL, a, n, cin, w, bias, cout, ACT_SWISH, b);
+        tensor tin = {a, n, 1, cin}, tout = {b, n, 1, cout};
+        op_pwconv_blas(NULL, &tin, w, bias, ACT_SWISH, &tout); /* warm-up */
+        op_pwconv_direct(NULL, &tin, w, bias, ACT_SWISH, &tout);
         for (int r = 0; r < TREPS; r++) {
             double t0 = cpu_s();
-            op_pwconv_blas(NULL, a, n, cin, w, bias, cout, ACT_SWISH, b);
+            op_pwconv_blas(NULL, &tin, w, bias, ACT_SWISH, &tout);
             double t1 = cpu_s();
-            op_pwconv_direct(NULL, a, n, cin, w, bias, cout, ACT_SWISH, b);
+            op_pwconv_direct(NULL, &tin, w, bias, ACT_SWISH, &tout);
             double t2 = cpu_s();
             tb[r] = t1 - t0;
             td[r] = t2 - t1;
