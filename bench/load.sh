@@ -50,21 +50,6 @@ ready() {
   exec 3<&-
   case "$line" in *" 200 "*) return 0 ;; *) return 1 ;; esac
 }
-cat >"$tmp/post.lua" <<'LUA'
--- POST the images given after `--` in turn, as image/jpeg.
-local bodies, i = {}, 0
-function init(args)
-  for _, path in ipairs(args) do
-    local f = assert(io.open(path, "rb"))
-    bodies[#bodies + 1] = f:read("*all")
-    f:close()
-  end
-end
-function request()
-  i = i % #bodies + 1
-  return wrk.format("POST", "/detect", {["Content-Type"] = "image/jpeg"}, bodies[i])
-end
-LUA
 
 # Raw engine: median end-to-end time (decode + letterbox + forward + post-process) of
 # the same photos, one thread, no HTTP.
@@ -83,7 +68,7 @@ for w in $workers_list; do
   for c in $conns_list; do
     t=$((c < 2 ? 1 : 2))
     # shellcheck disable=SC2086
-    "$WRK" -t "$t" -c "$c" -d "${duration}s" --latency -s "$tmp/post.lua" "http://127.0.0.1:$port" -- $files >"$tmp/wrk.txt" 2>&1
+    "$WRK" -t "$t" -c "$c" -d "${duration}s" --latency -s bench/post-images.lua "http://127.0.0.1:$port" -- $files >"$tmp/wrk.txt" 2>&1
     rps=$(awk '/^Requests\/sec/ {print $2}' "$tmp/wrk.txt")
     p50=$(awk '$1 == "50%" {print $2}' "$tmp/wrk.txt")
     p99=$(awk '$1 == "99%" {print $2}' "$tmp/wrk.txt")

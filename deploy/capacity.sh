@@ -33,20 +33,6 @@ tmp=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-cat >"$tmp/post.lua" <<'LUA'
-local bodies, i = {}, 0
-function init(args)
-  for _, path in ipairs(args) do
-    local f = assert(io.open(path, "rb"))
-    bodies[#bodies + 1] = f:read("*all")
-    f:close()
-  end
-end
-function request()
-  i = i % #bodies + 1
-  return wrk.format("POST", "/detect", {["Content-Type"] = "image/jpeg"}, bodies[i])
-end
-LUA
 # CPU seconds (user + system) of a process so far.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 
@@ -66,10 +52,10 @@ for model in "$@"; do
     done
     port=$(cat "$tmp/port")
     # One pass over the images first: page faults and first-touch allocations out of the figures.
-    wrk -t1 -c"$c" -d2s -s "$tmp/post.lua" "http://127.0.0.1:$port" -- "$images"/*.jpg >/dev/null
+    wrk -t1 -c"$c" -d2s -s bench/post-images.lua "http://127.0.0.1:$port" -- "$images"/*.jpg >/dev/null
     c0=$(cpu_s "$pid")
     t0=$(date +%s.%N)
-    wrk -t1 -c"$c" -d"${duration}s" --latency --timeout 60s -s "$tmp/post.lua" "http://127.0.0.1:$port" \
+    wrk -t1 -c"$c" -d"${duration}s" --latency --timeout 60s -s bench/post-images.lua "http://127.0.0.1:$port" \
       -- "$images"/*.jpg >"$tmp/wrk.txt"
     c1=$(cpu_s "$pid")
     t1=$(date +%s.%N)
