@@ -151,6 +151,7 @@ static int bench_forward(const effdet_model *m, const options *o, int threads) {
            info->input_w, info->input_h, threads, threads > 1 ? "s" : "", effdet_context_isa(ctx),
            o->input ? o->input : "noise (built in)", median(total, R), mn, R);
     printf("  cpu time: median %.2f ms (all threads; the pool's spin-waits included)\n", median(cpu, R));
+    printf("  arena: %.1f MiB (%zu bytes)\n", effdet_context_arena_bytes(ctx) / 1048576.0, effdet_context_arena_bytes(ctx));
     printf("  stages: backbone %.2f  bifpn %.2f  heads %.2f ms\n", median(stage[0], R), median(stage[1], R),
            median(stage[2], R));
     printf("  ops:   ");

@@ -666,7 +666,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "effdet-detect: %s\n", err.msg);
         goto done;
     }
-    if (effdet_context_create(m, o.threads, &ctx, &err)) {
+    if (effdet_context_create(m, o.threads, &ctx, &err) || (o.dump_dir && effdet_context_keep_tensors(ctx, &err))) {
         fprintf(stderr, "effdet-detect: %s\n", err.msg);
         goto done;
     }

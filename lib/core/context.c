@@ -1,6 +1,6 @@
 /*
  * Contexts: one per worker thread. Everything a request needs is allocated here,
- * once: the arena (sized by the model's measure pass), the thread pool, the anchor
+ * once: the arena (placed by the memory plan of arena.h), the thread pool, the anchor
  * grid and post-processing scratch.
  */
 #include <cblas.h>
@@ -11,42 +11,49 @@
 #include "core/cpu.h"
 #include "core/status.h"
 
-static tensor persistent(effdet_context *ctx, int h, int w, int c) {
-    tensor t = {arena_floats(&ctx->ar, (size_t)h * w * c), h, w, c};
-    return t;
+/* Record one pass's takes and drops (no kernels run) and place them (arena.h). */
+static size_t plan_pass(effdet_context *ctx) {
+    arena_free_plan(&ctx->ar);
+    ctx->ar.planning = 1;
+    ctx->ar.broken = 0;
+    forward_run(ctx, NULL);
+    ctx->ar.planning = 0;
+    return arena_plan(&ctx->ar);
 }
 
-void context_alloc_persistent(effdet_context *ctx) {
-    const effdet_arch *a = &ctx->m->arch;
-    int F = a->fpn_channels;
-    ctx->input = persistent(ctx, a->image_h, a->image_w, 3);
-    for (int f = 0; f < 3; f++) {
-        int l = f; /* P3..P5 */
-        ctx->feat[f] = persistent(ctx, a->level_h[l], a->level_w[l], a->feature_ch[f]);
-    }
-    for (int i = 0; i < 2; i++) ctx->fpn_in[i] = persistent(ctx, a->level_h[3 + i], a->level_w[3 + i], F);
-    for (int s = 0; s < 2 && s < a->fpn_repeats; s++)
-        for (int n = 0; n < a->num_fpn_nodes; n++) {
-            int l = a->fpn_nodes[n].level - a->min_level;
-            ctx->nodes[s][n] = persistent(ctx, a->level_h[l], a->level_w[l], F);
-        }
-    for (int l = 0; l < EFFDET_NUM_LEVELS; l++) {
-        ctx->cls[l] = persistent(ctx, a->level_h[l], a->level_w[l], a->num_anchors * a->num_classes);
-        ctx->box[l] = persistent(ctx, a->level_h[l], a->level_w[l], a->num_anchors * 4);
-    }
-    ctx->scratch_base = arena_mark(&ctx->ar);
-}
-
-/* Size of the arena: run the forward pass in measure mode (no memory, no kernels). */
 size_t model_measure_arena(const effdet_model *m) {
     effdet_context ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.m = m;
-    ctx.measure = 1;
-    ctx.ar.measure = 1;
-    context_alloc_persistent(&ctx);
-    forward_run(&ctx, NULL);
-    return ctx.ar.peak;
+    size_t bytes = plan_pass(&ctx);
+    arena_free_plan(&ctx.ar);
+    return bytes;
+}
+
+/* Plan this context's arena (its thread count sets the band buffers, keep_tensors the
+ * lifetimes) and allocate it. */
+static effdet_status plan_arena(effdet_context *ctx, effdet_error *err) {
+    size_t bytes = plan_pass(ctx);
+    if (!bytes) return set_error(err, EFFDET_ERR_NOMEM, "out of memory planning the arena");
+    free(ctx->ar.base);
+    ctx->ar.cap = bytes;
+    ctx->ar.base = aligned_alloc(ARENA_ALIGN, bytes); /* arena_plan's sizes are multiples of ARENA_ALIGN */
+    if (!ctx->ar.base)
+        return set_error(err, EFFDET_ERR_NOMEM, "out of memory allocating a %zu-byte arena", bytes);
+    /* Where every pass puts the input (its first take), for the callers that write it. */
+    ctx->input.data = ctx->ar.base + ctx->ar.blocks[0].offset / sizeof(float);
+    return EFFDET_OK;
+}
+
+effdet_status effdet_context_keep_tensors(effdet_context *ctx, effdet_error *err) {
+    if (!ctx) return set_error(err, EFFDET_ERR_ARG, "effdet_context_keep_tensors: NULL context");
+    if (ctx->keep_tensors) return EFFDET_OK;
+    ctx->keep_tensors = 1;
+    return plan_arena(ctx, err);
+}
+
+size_t effdet_context_arena_bytes(const effdet_context *ctx) {
+    return ctx->ar.cap;
 }
 
 effdet_status effdet_context_create(const effdet_model *m, int threads, effdet_context **out,
@@ -63,17 +70,11 @@ effdet_status effdet_context_create(const effdet_model *m, int threads, effdet_c
     effdet_status st;
     ctx->m = m;
     if ((st = kernels_select(&ctx->k, err))) goto fail;
-    ctx->ar.cap = m->info.arena_bytes;
-    ctx->ar.base = aligned_alloc(ARENA_ALIGN, (ctx->ar.cap + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
-    if (!ctx->ar.base) {
-        st = set_error(err, EFFDET_ERR_NOMEM, "out of memory allocating a %zu-byte arena", ctx->ar.cap);
-        goto fail;
-    }
     if (threads > 1 && !(ctx->tp = threadpool_create(threads))) {
         st = set_error(err, EFFDET_ERR_NOMEM, "cannot start %d threads", threads);
         goto fail;
     }
-    context_alloc_persistent(ctx);
+    if ((st = plan_arena(ctx, err))) goto fail;
     if ((st = anchors_build(&ctx->anchors, &m->arch, err))) goto fail;
     ctx->pp_scratch = malloc(postprocess_scratch_bytes(&ctx->anchors, m->arch.max_detection_points));
     ctx->dets = malloc(sizeof(effdet_detection) * (size_t)m->arch.max_detection_points);
@@ -93,6 +94,7 @@ void effdet_context_free(effdet_context *ctx) {
     if (!ctx) return;
     threadpool_free(ctx->tp);
     free(ctx->ar.base);
+    arena_free_plan(&ctx->ar);
     anchors_free(&ctx->anchors);
     free(ctx->pp_scratch);
     free(ctx->dets);
@@ -103,6 +105,8 @@ void effdet_context_free(effdet_context *ctx) {
 effdet_status effdet_get_tensor(const effdet_context *ctx, effdet_tensor_kind kind, int index,
                                 effdet_tensor *out) {
     const tensor *t = NULL;
+    /* Without keep_tensors only the outputs survive the pass. */
+    if (!ctx->keep_tensors && kind != EFFDET_T_CLASS && kind != EFFDET_T_BOX) return EFFDET_ERR_ARG;
     switch (kind) {
     case EFFDET_T_FEAT: t = index >= 0 && index < 3 ? &ctx->feat[index] : NULL; break;
     case EFFDET_T_FPN_IN: t = index >= 0 && index < 2 ? &ctx->fpn_in[index] : NULL; break;

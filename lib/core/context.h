@@ -13,16 +13,17 @@ struct effdet_context {
     const effdet_model *m;
     const kernel_table *k; /* this CPU's kernels (or EFFDET_ISA's), chosen at creation */
     threadpool *tp;
-    arena ar;
-    int measure; /* forward pass only sizes the arena */
+    arena ar; /* placed by the plan made at creation (arena.h) */
+    int keep_tensors; /* the plan keeps feat, fpn_in and fpn_out to the end (effdet_debug.h) */
     int profiling;
     effdet_forward_timing timing;
 
-    /* Persistent tensors, at the bottom of the arena (scratch goes above). */
+    /* Where the last pass put its tensors. input is the pass's first buffer, at the same
+     * place on every pass; cls and box live to the end of the pass; the others only
+     * while alive (all of them with keep_tensors). */
     tensor input; /* NHWC image_h x image_w x 3 */
     tensor feat[3], fpn_in[2], fpn_out[EFFDET_NUM_LEVELS], cls[EFFDET_NUM_LEVELS], box[EFFDET_NUM_LEVELS];
-    tensor nodes[2][ARCH_MAX_FPN_NODES]; /* BiFPN node outputs, ping-pong between cells */
-    size_t scratch_base;
+    tensor nodes[2][ARCH_MAX_FPN_NODES]; /* BiFPN node outputs of the current and previous cell */
 
     /* Post-processing state (allocated once per context). */
     anchor_grid anchors;
@@ -31,15 +32,14 @@ struct effdet_context {
     uint8_t *letterbox_u8;
 };
 
-/* Lay out the persistent tensors (real or measure mode). */
-void context_alloc_persistent(effdet_context *ctx);
-
-/* Arena bytes one context of m needs: the forward pass in measure mode, which lays
- * everything out without memory or kernels (context.c; model.c calls it at load). */
+/* Arena bytes one single-threaded context of m needs: the plan of a pass that runs no
+ * kernels (context.c; model.c calls it at load for effdet_info.arena_bytes). 0 when out
+ * of memory. */
 size_t model_measure_arena(const effdet_model *m);
 
 /* The forward pass on ctx->input (NHWC) (forward.c; effdet_forward() is its public
- * entry, on NCHW input). */
+ * entry, on NCHW input). With ctx->ar.planning it runs no kernels and records the
+ * arena's takes and drops. */
 effdet_status forward_run(effdet_context *ctx, effdet_error *err);
 
 #endif

@@ -8,6 +8,7 @@
 #ifndef EFFDET_DEBUG_H
 #define EFFDET_DEBUG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "effdet.h"
@@ -32,8 +33,19 @@ typedef struct {
     int h, w, c;
 } effdet_tensor;
 
+/* After effdet_forward(). The class and box outputs are always there; the others only
+ * in a context that keeps them (effdet_context_keep_tensors; otherwise EFFDET_ERR_ARG),
+ * because the memory plan reuses their memory as soon as the pass is done with them. */
 effdet_status effdet_get_tensor(const effdet_context *ctx, effdet_tensor_kind kind, int index,
                                 effdet_tensor *out);
+
+/* Re-plan ctx's arena so that feat, fpn_in and fpn_out stay alive to the end of every
+ * pass (for verification; the arena grows by their size). Not while a pass runs. */
+effdet_status effdet_context_keep_tensors(effdet_context *ctx, effdet_error *err);
+
+/* Bytes of ctx's arena (effdet_info.arena_bytes is a 1-thread context's; more threads
+ * add a band buffer each). */
+size_t effdet_context_arena_bytes(const effdet_context *ctx);
 
 /* ------------------------------------------- timing (lib/core/context.c, forward.c) */
 

@@ -15,6 +15,7 @@
 typedef struct {
     float *data;
     int h, w, c;
+    int block; /* the arena block holding data, plus 1 (0: not from the arena); kernels ignore it */
 } tensor;
 
 static inline size_t tensor_numel(const tensor *t) {

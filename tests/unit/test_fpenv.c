@@ -52,6 +52,7 @@ static void open_engine(engine *e, const char *model, int threads) {
     effdet_error err;
     ck_assert_msg(effdet_model_load(model, &e->m, &err) == EFFDET_OK, "%s", err.msg);
     ck_assert_msg(effdet_context_create(e->m, threads, &e->ctx, &err) == EFFDET_OK, "%s", err.msg);
+    ck_assert_msg(effdet_context_keep_tensors(e->ctx, &err) == EFFDET_OK, "%s", err.msg);
 }
 
 static void close_engine(engine *e) {

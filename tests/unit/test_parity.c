@@ -61,6 +61,7 @@ static void run_parity(const char *model_path, const char *dir, int threads) {
     effdet_error err;
     ck_assert_msg(effdet_model_load(model_path, &m, &err) == EFFDET_OK, "%s", err.msg);
     ck_assert_msg(effdet_context_create(m, threads, &ctx, &err) == EFFDET_OK, "%s", err.msg);
+    ck_assert_msg(effdet_context_keep_tensors(ctx, &err) == EFFDET_OK, "%s", err.msg);
     char path[1024];
     snprintf(path, sizeof path, "%s/input.f32", dir);
     size_t len;
@@ -104,6 +105,7 @@ START_TEST(test_tiny_vs_float64) {
     effdet_error err;
     ck_assert_int_eq(effdet_model_load(tu_fixture("weights.safetensors"), &m, &err), EFFDET_OK);
     ck_assert_int_eq(effdet_context_create(m, 1, &ctx, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_context_keep_tensors(ctx, &err), EFFDET_OK);
     float *input = tu_read_file(tu_fixture("input.f32"), NULL);
     ck_assert_int_eq(effdet_forward(ctx, input, &err), EFFDET_OK);
     printf("tiny vs float64 reference:\n");
@@ -157,6 +159,7 @@ static void run_d0_vs_float64(int threads) {
     snprintf(path, sizeof path, "%s/weights.safetensors", dir);
     ck_assert_msg(effdet_model_load(path, &m, &err) == EFFDET_OK, "%s", err.msg);
     ck_assert_msg(effdet_context_create(m, threads, &ctx, &err) == EFFDET_OK, "%s", err.msg);
+    ck_assert_msg(effdet_context_keep_tensors(ctx, &err) == EFFDET_OK, "%s", err.msg);
     snprintf(path, sizeof path, "%s/input.f32", dir);
     float *input = tu_read_file(path, NULL);
     ck_assert_ptr_nonnull(input);
