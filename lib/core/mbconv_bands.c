@@ -30,10 +30,18 @@ band_shape mbconv_band_shape(int in_w, int mid, const conv_geom *g) {
     return bs;
 }
 
+/* Where a band's depthwise input rows come from: the block's expansion 1x1 of x, or (the
+ * first block, depthwise-separable) the stem conv of the image. */
+typedef enum { FROM_EXPANSION, FROM_STEM } band_source;
+
 typedef struct {
     const effdet_context *ctx;
-    const tensor *x;
-    const block_layers *bl;
+    band_source source;
+    const tensor *x;   /* expansion: the block input; stem: the network input */
+    const float *pw_w, *pw_b; /* expansion: the 1x1; stem: its conv */
+    conv_geom stem;           /* stem: its window over x */
+    int in_h, in_w, mid;      /* the depthwise input (expanded tensor or stem output) */
+    const dw_layer *dw;
     const conv_geom *g;
     band_shape bs;
     float *bands;
@@ -42,42 +50,54 @@ typedef struct {
     int nthreads;
 } band_job;
 
-/* Rows [lo, hi) of x, as a tensor view. */
+/* Rows [lo, hi) of t, as a tensor view. */
 static tensor rows_of(const tensor *t, int lo, int hi) {
     tensor v = {t->data + (size_t)lo * t->w * t->c, hi - lo, t->w, t->c, 0};
     return v;
 }
 
+/* Depthwise input rows [lo, hi) into dst (hi - lo rows of in_w x mid). */
+static void produce_rows(const band_job *j, int lo, int hi, float *dst) {
+    tensor out = {dst, hi - lo, j->in_w, j->mid, 0};
+    if (j->source == FROM_EXPANSION) {
+        tensor src = rows_of(j->x, lo, hi);
+        j->ctx->k->pwconv(NULL, &src, j->pw_w, j->pw_b, ACT_SWISH, &out);
+        return;
+    }
+    /* The stem's input rows for output rows [lo, hi), clipped to the image; the top
+     * padding shrinks by what the clip removed, as for the depthwise band. */
+    const conv_geom *s = &j->stem;
+    int first = lo * s->stride - s->pad_top, in_lo = first > 0 ? first : 0;
+    int in_hi = (hi - 1) * s->stride - s->pad_top + s->k;
+    if (in_hi > j->x->h) in_hi = j->x->h;
+    tensor src = rows_of(j->x, in_lo, in_hi);
+    j->ctx->k->conv2d(NULL, &src, j->pw_w, j->pw_b, s->k, s->stride, s->pad_top + in_lo - lo * s->stride,
+                      s->pad_left, ACT_SWISH, &out);
+}
+
 /* One thread's share: output rows [y_begin, y_end), band by band. The buffer holds
- * expanded rows [have_lo, have_hi) from its first row. */
+ * depthwise input rows [have_lo, have_hi) from its first row. */
 static void sweep_share(const band_job *j, float *buf, int y_begin, int y_end) {
-    const tensor *x = j->x;
     const conv_geom *g = j->g;
-    const pw_layer *ex = &j->bl->expand;
-    const dw_layer *dw = &j->bl->dw;
-    const int mid = j->d->c, s = g->stride;
-    const size_t row_floats = (size_t)x->w * mid;
+    const int s = g->stride;
+    const size_t row_floats = (size_t)j->in_w * j->mid;
     int have_lo = 0, have_hi = 0;
     for (int y0 = y_begin; y0 < y_end; y0 += j->bs.rows) {
         int y1 = y0 + j->bs.rows < y_end ? y0 + j->bs.rows : y_end;
         int first = y0 * s - g->pad_top, lo = first > 0 ? first : 0;
         int hi = (y1 - 1) * s - g->pad_top + g->k;
-        if (hi > x->h) hi = x->h;
-        /* keep the rows the previous band already expanded */
+        if (hi > j->in_h) hi = j->in_h;
+        /* keep the rows the previous band already produced */
         int kept_hi = have_lo <= lo && lo < have_hi ? have_hi : lo;
         if (kept_hi > lo && lo > have_lo)
             memmove(buf, buf + (size_t)(lo - have_lo) * row_floats, (size_t)(kept_hi - lo) * row_floats * sizeof *buf);
-        if (hi > kept_hi) {
-            tensor src = rows_of(x, kept_hi, hi);
-            tensor dst = {buf + (size_t)(kept_hi - lo) * row_floats, hi - kept_hi, x->w, mid, 0};
-            j->ctx->k->pwconv(NULL, &src, ex->w, ex->b, ACT_SWISH, &dst);
-        }
+        if (hi > kept_hi) produce_rows(j, kept_hi, hi, buf + (size_t)(kept_hi - lo) * row_floats);
         have_lo = lo;
         have_hi = hi > kept_hi ? hi : kept_hi;
-        tensor band = {buf, have_hi - lo, x->w, mid, 0};
+        tensor band = {buf, have_hi - lo, j->in_w, j->mid, 0};
         tensor out = rows_of(j->d, y0, y1);
-        j->ctx->k->dwconv_sum(NULL, &band, dw->w, dw->b, g->k, s, g->pad_top + lo - y0 * s, g->pad_left,
-                              ACT_SWISH, &out, j->row_sums + (size_t)y0 * mid);
+        j->ctx->k->dwconv_sum(NULL, &band, j->dw->w, j->dw->b, g->k, s, g->pad_top + lo - y0 * s, g->pad_left,
+                              ACT_SWISH, &out, j->row_sums + (size_t)y0 * j->mid);
     }
 }
 
@@ -89,8 +109,25 @@ static void sweep_thread(void *arg, int begin, int end) {
                     (int)((long long)h * (t + 1) / j->nthreads));
 }
 
+static void sweep(effdet_context *ctx, band_job *j) {
+    j->ctx = ctx;
+    j->nthreads = threadpool_size(ctx->tp);
+    threadpool_run(ctx->tp, j->nthreads, 1, sweep_thread, j);
+}
+
 void mbconv_expand_dw(effdet_context *ctx, const tensor *x, const block_layers *bl, const conv_geom *g,
                       band_shape bs, float *bands, tensor *d, float *row_sums) {
-    band_job j = {ctx, x, bl, g, bs, bands, d, row_sums, threadpool_size(ctx->tp)};
-    threadpool_run(ctx->tp, j.nthreads, 1, sweep_thread, &j);
+    band_job j = {.source = FROM_EXPANSION, .x = x, .pw_w = bl->expand.w, .pw_b = bl->expand.b,
+                  .in_h = x->h, .in_w = x->w, .mid = bl->spec.mid_ch, .dw = &bl->dw, .g = g, .bs = bs,
+                  .bands = bands, .d = d, .row_sums = row_sums};
+    sweep(ctx, &j);
+}
+
+void mbconv_stem_dw(effdet_context *ctx, const tensor *image, const conv_layer *stem, const conv_geom *sg,
+                    const block_layers *bl, const conv_geom *g, band_shape bs, float *bands, tensor *d,
+                    float *row_sums) {
+    band_job j = {.source = FROM_STEM, .x = image, .pw_w = stem->w, .pw_b = stem->b, .stem = *sg,
+                  .in_h = sg->out_h, .in_w = sg->out_w, .mid = stem->cout, .dw = &bl->dw, .g = g, .bs = bs,
+                  .bands = bands, .d = d, .row_sums = row_sums};
+    sweep(ctx, &j);
 }

@@ -1,7 +1,8 @@
 /*
  * Internal: the first half of an inverted-residual MBConv block fused in bands of output
  * rows (mbconv_bands.c): expand 1x1 + swish, then depthwise k x k + swish with the
- * squeeze-and-excitation row sums, without the full-size expanded tensor. The SE gate
+ * squeeze-and-excitation row sums, without the full-size expanded tensor (and likewise
+ * stem conv + depthwise for the first block). The SE gate
  * and the projection 1x1 run after the sweep (forward.c), because the gate needs the
  * mean over every pixel.
  */
@@ -27,5 +28,12 @@ band_shape mbconv_band_shape(int in_w, int mid, const conv_geom *g);
  * bands[t * bs.floats ..]. */
 void mbconv_expand_dw(effdet_context *ctx, const tensor *x, const block_layers *bl, const conv_geom *g,
                       band_shape bs, float *bands, tensor *d, float *row_sums);
+
+/* The same for the first block, depthwise-separable, whose depthwise input is the stem's
+ * output (swish(conv k x k of the image), window sg): stem and depthwise in bands, so the
+ * stem's output (D0: 256 x 256 x 32, 8 MiB) never exists whole either. */
+void mbconv_stem_dw(effdet_context *ctx, const tensor *image, const conv_layer *stem, const conv_geom *sg,
+                    const block_layers *bl, const conv_geom *g, band_shape bs, float *bands, tensor *d,
+                    float *row_sums);
 
 #endif
