@@ -187,7 +187,8 @@ static int feature_of_block(const effdet_arch *a, int i) {
 static void run_backbone(effdet_context *ctx) {
     const effdet_arch *a = &ctx->m->arch;
     int fused = stem_fuses_with(ctx, &ctx->m->blocks[0]);
-    tensor x = fused ? (tensor){0} : run_stem(ctx);
+    tensor x = {0};
+    if (!fused) x = run_stem(ctx);
     int x_is_feature = 0;
     for (int i = 0; i < a->num_blocks; i++) {
         tensor y = run_block(ctx, &ctx->m->blocks[i], i == 0 && fused ? NULL : &x, x_is_feature);
@@ -245,7 +246,7 @@ static tensor run_fpn_node(effdet_context *ctx, const fpn_node_layers *nl, const
     const effdet_arch *a = &ctx->m->arch;
     int l = nl->spec.level - a->min_level;
     tensor out = take(ctx, a->level_h[l], a->level_w[l], a->fpn_channels);
-    tensor ins[3];
+    tensor ins[3] = {{0}};
     const tensor *inp[3];
     for (int j = 0; j < nl->spec.num_inputs; j++) {
         ins[j] = resample_input(ctx, ids[nl->spec.inputs[j]], &nl->lateral[j], &out);
