@@ -21,10 +21,7 @@
 static uint32_t rng = 4242u;
 
 static float *random_floats(size_t n, float lo, float hi) {
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    ck_assert_ptr_nonnull(x);
-    tu_fill_random(x, n, lo, hi, &rng);
-    return x;
+    return tu_random_floats(n, lo, hi, &rng);
 }
 
 /* The relative max difference (0 when identical). */

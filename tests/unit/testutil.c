@@ -71,6 +71,13 @@ void tu_fill_random(float *x, size_t n, float lo, float hi, uint32_t *state) {
     }
 }
 
+float *tu_random_floats(size_t n, float lo, float hi, uint32_t *state) {
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    tu_fill_random(x, n, lo, hi, state);
+    return x;
+}
+
 int tu_run_suite(Suite *s) {
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -31,4 +31,7 @@ int tu_run_suite(struct Suite *s);
 /* Deterministic pseudo-random floats in [lo, hi). */
 void tu_fill_random(float *x, size_t n, float lo, float hi, uint32_t *state);
 
+/* n such floats in a new buffer (fails the test when out of memory); free() it. */
+float *tu_random_floats(size_t n, float lo, float hi, uint32_t *state);
+
 #endif
