@@ -95,11 +95,11 @@ static const bench_case cases[] = {
 
 static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, float *c, float *w,
                      float *scratch, double *flops, double *elems) {
-    tensor in = {a, bc->h, bc->w, bc->c};
+    tensor in = {a, bc->h, bc->w, bc->c, 0};
     switch (bc->k) {
     case K_DW: {
         int oh = (bc->h + bc->stride - 1) / bc->stride, ow = (bc->w + bc->stride - 1) / bc->stride;
-        tensor out = {b, oh, ow, bc->c};
+        tensor out = {b, oh, ow, bc->c, 0};
         int pad = bc->stride == 1 ? (bc->k_or_cout - 1) / 2 : (bc->k_or_cout == 3 ? 0 : 1);
         op_dwconv(tp, &in, w, w + 10000, bc->k_or_cout, bc->stride, pad, pad, ACT_SWISH, &out);
         *elems = (double)oh * ow * bc->c;
@@ -108,7 +108,7 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
     }
     case K_DWSUM: {
         int oh = (bc->h + bc->stride - 1) / bc->stride, ow = (bc->w + bc->stride - 1) / bc->stride;
-        tensor out = {b, oh, ow, bc->c};
+        tensor out = {b, oh, ow, bc->c, 0};
         int pad = bc->stride == 1 ? (bc->k_or_cout - 1) / 2 : (bc->k_or_cout == 3 ? 0 : 1);
         op_dwconv_sum(tp, &in, w, w + 10000, bc->k_or_cout, bc->stride, pad, pad, ACT_SWISH, &out, c);
         *elems = (double)oh * ow * bc->c;
@@ -127,7 +127,7 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
     case K_PW: {
         int rows = bc->h * bc->w;
         act_kind act = strstr(bc->name, "swish") ? ACT_SWISH : ACT_NONE;
-        tensor pin = {a, rows, 1, bc->c}, pout = {b, rows, 1, bc->k_or_cout};
+        tensor pin = {a, rows, 1, bc->c, 0}, pout = {b, rows, 1, bc->k_or_cout, 0};
         if (strstr(bc->name, "direct"))
             op_pwconv_direct(tp, &pin, w, w + 1200000, act, &pout);
         else if (strstr(bc->name, "blas"))
@@ -139,7 +139,7 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
         break;
     }
     case K_CONV: {
-        tensor out = {b, bc->h / 2, bc->w / 2, bc->k_or_cout};
+        tensor out = {b, bc->h / 2, bc->w / 2, bc->k_or_cout, 0};
         op_conv2d(tp, &in, w, w + 10000, 3, 2, 0, 0, ACT_SWISH, &out);
         *elems = (double)tensor_numel(&out);
         *flops = *elems * 2 * 27;
@@ -152,21 +152,21 @@ static void run_case(const bench_case *bc, threadpool *tp, float *a, float *b, f
         *flops = 0;
         break;
     case K_POOL: {
-        tensor out = {b, bc->h / 2, bc->w / 2, bc->c};
+        tensor out = {b, bc->h / 2, bc->w / 2, bc->c, 0};
         op_maxpool3s2(tp, &in, 0, 0, &out);
         *elems = (double)tensor_numel(&out);
         *flops = 0;
         break;
     }
     case K_UP: {
-        tensor out = {b, bc->h * 2, bc->w * 2, bc->c};
+        tensor out = {b, bc->h * 2, bc->w * 2, bc->c, 0};
         op_upsample_nearest(tp, &in, &out);
         *elems = (double)tensor_numel(&out);
         *flops = 0;
         break;
     }
     case K_FUSE: {
-        tensor x1 = {c, bc->h, bc->w, bc->c}, x2 = {w, bc->h, bc->w, bc->c}, out = {b, bc->h, bc->w, bc->c};
+        tensor x1 = {c, bc->h, bc->w, bc->c, 0}, x2 = {w, bc->h, bc->w, bc->c, 0}, out = {b, bc->h, bc->w, bc->c, 0};
         const tensor *ins[3] = {&in, &x1, &x2};
         const float fw[3] = {0.5f, 0.3f, 0.9f};
         op_fuse(tp, ins, 3, fw, ACT_SWISH, &out);
@@ -206,7 +206,7 @@ static int pwconv_table(int rows) {
         long fit = (1L << 27) / ((long)cin * cout) / 64 * 64;
         int n = fit < 256 ? 256 : fit < rows ? (int)fit : rows;
         double tb[TREPS], td[TREPS];
-        tensor tin = {a, n, 1, cin}, tout = {b, n, 1, cout};
+        tensor tin = {a, n, 1, cin, 0}, tout = {b, n, 1, cout, 0};
         op_pwconv_blas(NULL, &tin, w, bias, ACT_SWISH, &tout); /* warm-up */
         op_pwconv_direct(NULL, &tin, w, bias, ACT_SWISH, &tout);
         for (int r = 0; r < TREPS; r++) {

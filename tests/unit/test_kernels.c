@@ -307,7 +307,7 @@ START_TEST(test_conv2d) {
             float *got[3];
             for (int t = 0; t < 3; t++) {
                 got[t] = alloc_floats(n);
-                tensor ti = {in, g->h, g->w, cin}, to = {got[t], oh, ow, cout};
+                tensor ti = {in, g->h, g->w, cin, 0}, to = {got[t], oh, ow, cout, 0};
                 op_conv2d(p.pools[t], &ti, wt, bias, g->k, g->s, pt, pl, act, &to);
                 assert_close(got[t], ref, n, "op_conv2d");
                 if (t) assert_identical(got[0], got[t], n, "op_conv2d");
@@ -359,7 +359,7 @@ START_TEST(test_dwconv) {
             float *got[3], *sums[3];
             for (int t = 0; t < 3; t++) {
                 got[t] = alloc_floats(n);
-                tensor ti = {in, g->h, g->w, c}, to = {got[t], oh, ow, c};
+                tensor ti = {in, g->h, g->w, c, 0}, to = {got[t], oh, ow, c, 0};
                 op_dwconv(p.pools[t], &ti, wt, bias, g->k, g->s, pt, pl, act, &to);
                 assert_close(got[t], ref, n, "op_dwconv");
                 if (t) assert_identical(got[0], got[t], n, "op_dwconv");
@@ -428,7 +428,7 @@ START_TEST(test_pwconv_direct) {
                 for (int t = 0; t < 3; t++) {
                     got[t] = alloc_floats(n);
                     for (size_t e = 0; e < n; e++) got[t][e] = NAN;
-                    tensor tin = {in, rows, 1, cin}, tout = {got[t], rows, 1, cout};
+                    tensor tin = {in, rows, 1, cin, 0}, tout = {got[t], rows, 1, cout, 0};
                     op_pwconv_direct(p.pools[t], &tin, wt, bias, act, &tout);
                     assert_close(got[t], ref, n, "op_pwconv_direct");
                     /* Each output is the same k-order sum whichever tile holds its row. */
@@ -460,8 +460,8 @@ START_TEST(test_pwconv_paths_agree) {
         float *bias = random_floats((size_t)cout, -0.5f, 0.5f);
         size_t n = (size_t)rows * cout;
         float *blas = alloc_floats(n), *direct = alloc_floats(n), *chosen = alloc_floats(n);
-        tensor tin = {in, rows, 1, cin};
-        tensor tblas = {blas, rows, 1, cout}, tdirect = {direct, rows, 1, cout}, tchosen = {chosen, rows, 1, cout};
+        tensor tin = {in, rows, 1, cin, 0};
+        tensor tblas = {blas, rows, 1, cout, 0}, tdirect = {direct, rows, 1, cout, 0}, tchosen = {chosen, rows, 1, cout, 0};
         op_pwconv_blas(p.pools[1], &tin, wt, bias, act, &tblas);
         op_pwconv_direct(p.pools[2], &tin, wt, bias, act, &tdirect);
         op_pwconv(p.pools[0], &tin, wt, bias, act, &tchosen);
@@ -524,7 +524,7 @@ START_TEST(test_pwconv) {
                 }
             for (int t = 0; t < 3; t++) {
                 float *got = alloc_floats(n);
-                tensor ti = {in, rows, 1, cin}, to = {got, rows, 1, cout};
+                tensor ti = {in, rows, 1, cin, 0}, to = {got, rows, 1, cout, 0};
                 op_pwconv(p.pools[t], &ti, wt, bias, act, &to);
                 assert_close(got, ref, n, "op_pwconv");
                 free(got);
@@ -595,7 +595,7 @@ START_TEST(test_se_fused) {
                 float *dout = alloc_floats((size_t)npix * c), *sums = alloc_floats((size_t)oh * c);
                 float *g = alloc_floats((size_t)c), *scratch = alloc_floats((size_t)rd);
                 float *folded = alloc_floats((size_t)c * cout), *got = alloc_floats((size_t)npix * cout);
-                tensor ti = {in, h, w, c}, to = {dout, oh, ow, c};
+                tensor ti = {in, h, w, c, 0}, to = {dout, oh, ow, c, 0};
                 op_dwconv_sum(p.pools[t], &ti, dw, db, k, st, pt, pl, ACT_SWISH, &to, sums);
                 op_se_gates(p.pools[t], sums, oh, npix, c, w1, b1, rd, w2, b2, scratch, g);
                 for (int ch = 0; ch < c; ch++)
@@ -611,7 +611,7 @@ START_TEST(test_se_fused) {
                 } else {
                     op_scale_channels(p.pools[t], &to, g);
                 }
-                tensor pin = {dout, npix, 1, c}, pout = {got, npix, 1, cout};
+                tensor pin = {dout, npix, 1, c, 0}, pout = {got, npix, 1, cout, 0};
                 op_pwconv(p.pools[t], &pin, wuse, pb, ACT_NONE, &pout);
                 assert_close(got, ref, (size_t)npix * cout, fold ? "SE folded into weights" : "SE on pixels");
                 free(dout);
@@ -668,7 +668,7 @@ START_TEST(test_maxpool) {
                 float *got[3];
                 for (int t = 0; t < 3; t++) {
                     got[t] = alloc_floats(n);
-                    tensor ti = {in, h, w, c}, to = {got[t], oh, ow, c};
+                    tensor ti = {in, h, w, c, 0}, to = {got[t], oh, ow, c, 0};
                     op_maxpool3s2(p.pools[t], &ti, pt, pl, &to);
                     assert_close(got[t], ref, n, "op_maxpool3s2");
                     if (t) assert_identical(got[0], got[t], n, "op_maxpool3s2");
@@ -700,7 +700,7 @@ START_TEST(test_upsample) {
                     }
             for (int t = 0; t < 3; t++) {
                 float *got = alloc_floats(n);
-                tensor ti = {in, ih, iw, c}, to = {got, oh, ow, c};
+                tensor ti = {in, ih, iw, c, 0}, to = {got, oh, ow, c, 0};
                 op_upsample_nearest(p.pools[t], &ti, &to);
                 assert_close(got, ref, n, "op_upsample_nearest");
                 for (size_t i = 0; i < n; i++) ck_assert_msg(got[i] == (float)ref[i], "upsample is a copy");
@@ -729,7 +729,7 @@ START_TEST(test_fuse) {
                 const tensor *inputs[3];
                 for (int i = 0; i < ninputs; i++) {
                     data[i] = random_floats(n, -3.0f, 3.0f);
-                    ts[i] = (tensor){data[i], h, w, c};
+                    ts[i] = (tensor){data[i], h, w, c, 0};
                     inputs[i] = &ts[i];
                 }
                 double *ref = alloc_doubles(n);
@@ -745,7 +745,7 @@ START_TEST(test_fuse) {
                 float *got[3];
                 for (int t = 0; t < 3; t++) {
                     got[t] = alloc_floats(n);
-                    tensor to = {got[t], h, w, c};
+                    tensor to = {got[t], h, w, c, 0};
                     op_fuse(p.pools[t], inputs, ninputs, weights, act, &to);
                     assert_close(got[t], ref, n, "op_fuse");
                     if (t) assert_identical(got[0], got[t], n, "op_fuse");
