@@ -1,7 +1,8 @@
 /*
  * The whole pipeline on one context: JPEG -> RGB -> letterbox -> forward ->
- * post-process. Only decoding and the letterbox's temporary row buffer depend on the
- * image size; everything else lives in buffers the context allocated at creation.
+ * post-process. Only decoding depends on the image size (and the letterbox's resize
+ * state for images far larger than the network input); everything else lives in
+ * buffers the context allocated at creation.
  */
 #include <string.h>
 
@@ -101,8 +102,13 @@ static effdet_status detect_image(effdet_context *ctx, const effdet_image *img, 
     effdet_status st;
     double t0 = now_ms();
     letterbox_info lb;
-    if ((st = letterbox_rgb(img, a->image_w, a->image_h, ctx->letterbox_u8, &lb, err))) return st;
-    normalize_to_nhwc(ctx->letterbox_u8, a->image_w, a->image_h, ctx->input.data);
+    /* letterbox_u8 (image_h x image_w x 3 bytes, allocated with the context) serves as the
+     * resize state: the canvas goes straight into the input tensor, so no uint8 copy of it
+     * is kept. It fits any image up to ~16x the network input per side. */
+    size_t scratch_bytes = (size_t)a->image_h * a->image_w * 3;
+    if ((st = letterbox_normalize_nhwc(img, a->image_w, a->image_h, ctx->input.data, ctx->letterbox_u8,
+                                       scratch_bytes, ctx->tp, &lb, err)))
+        return st;
     double t1 = now_ms();
     if ((st = forward_run(ctx, err))) return st;
     double t2 = now_ms();

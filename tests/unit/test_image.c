@@ -376,6 +376,54 @@ START_TEST(test_letterbox_keeps_one_pixel) {
 }
 END_TEST
 
+/* The banded, fused path the engine uses (letterbox_normalize_nhwc) gives exactly
+ * letterbox_rgb + normalize_to_nhwc, whatever the pool size (1, 2, 3 threads: bands of
+ * different heights), with the scratch it asks for, with too little (it allocates), and
+ * for downscales, upscales and unchanged axes. */
+START_TEST(test_letterbox_bands_match_single_pass) {
+    static const int sizes[][2] = {{1920, 1080}, {960, 540}, {100, 80}, {512, 300}, {300, 512}, {2000, 3}};
+    const int TW = 160, TH = 128;
+    uint32_t seed = 777;
+    threadpool *pools[3] = {NULL, threadpool_create(2), threadpool_create(3)};
+    ck_assert(pools[1] && pools[2]);
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int w = sizes[s][0], h = sizes[s][1];
+        effdet_image img = {.rgb = malloc((size_t)w * h * 3), .width = w, .height = h};
+        for (size_t i = 0; i < (size_t)w * h * 3; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            img.rgb[i] = (uint8_t)(seed >> 24);
+        }
+        uint8_t *canvas = malloc((size_t)TW * TH * 3);
+        float *want = malloc(sizeof(float) * TW * TH * 3), *got = malloc(sizeof(float) * TW * TH * 3);
+        letterbox_info li, lj;
+        effdet_error err = {{0}};
+        ck_assert_int_eq(letterbox_rgb(&img, TW, TH, canvas, &li, &err), EFFDET_OK);
+        normalize_to_nhwc(canvas, TW, TH, want);
+        for (int p = 0; p < 3; p++)
+            for (int small = 0; small < 2; small++) {
+                size_t need = letterbox_scratch_bytes(w, h, TW, TH, threadpool_size(pools[p]));
+                void *scratch = malloc(need);
+                memset(got, 0xff, sizeof(float) * TW * TH * 3); /* NaN: every value must be written */
+                ck_assert_int_eq(letterbox_normalize_nhwc(&img, TW, TH, got, scratch, small ? need / 2 : need,
+                                                          pools[p], &lj, &err),
+                                 EFFDET_OK);
+                ck_assert_int_eq(lj.resized_w, li.resized_w);
+                ck_assert_int_eq(lj.resized_h, li.resized_h);
+                ck_assert_msg(memcmp(got, want, sizeof(float) * TW * TH * 3) == 0,
+                              "%dx%d, %d threads, %s scratch: the banded canvas differs", w, h,
+                              threadpool_size(pools[p]), small ? "too little" : "enough");
+                free(scratch);
+            }
+        free(got);
+        free(want);
+        free(canvas);
+        free(img.rgb);
+    }
+    threadpool_free(pools[1]);
+    threadpool_free(pools[2]);
+}
+END_TEST
+
 START_TEST(test_letterbox_speed_1080p) {
     const int w = 1920, h = 1080, T = 512;
     effdet_image img = {.rgb = malloc((size_t)w * h * 3), .width = w, .height = h};
@@ -841,6 +889,7 @@ static Suite *image_suite(void) {
     tcase_add_test(lb, test_letterbox_matches_reference_resize);
     tcase_add_test(lb, test_normalize_layouts_and_fill_value);
     tcase_add_test(lb, test_letterbox_keeps_one_pixel);
+    tcase_add_test(lb, test_letterbox_bands_match_single_pass);
     tcase_add_test(lb, test_letterbox_speed_1080p);
     suite_add_tcase(s, lb);
 
