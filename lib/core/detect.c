@@ -52,6 +52,7 @@ static effdet_status postprocess_outputs(effdet_context *ctx, int image_w, int i
     p.max_detections = o->max_detections;
     p.nms = o->nms;
     p.class_mask = o->class_mask;
+    p.tp = ctx->tp;
     if (image_w > 0 && image_h > 0) {
         /* effdet clips to the scaled image's extent (not the padded canvas) before NMS,
          * then maps network pixels back with img_scale = 1 / s. */
@@ -160,7 +161,7 @@ int effdet_topk_candidates(effdet_context *ctx, int k, float *logit, int32_t *an
     /* The detections buffer holds max_detection_points rows of 24 bytes; topk items are
      * 12 bytes, so it doubles as the output here (it is rewritten by every detect). */
     topk_item *items = (topk_item *)ctx->dets;
-    int n = topk_select(&ctx->anchors, &h, k, NULL, items, ctx->pp_scratch);
+    int n = topk_select_mt(&ctx->anchors, &h, k, NULL, items, ctx->pp_scratch, ctx->tp);
     for (int i = 0; i < n; i++) {
         logit[i] = items[i].logit;
         anchor[i] = items[i].anchor;
