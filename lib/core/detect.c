@@ -10,6 +10,7 @@
 #include "core/context.h"
 #include "core/fpenv.h"
 #include "core/status.h"
+#include "image/jpeg_decode.h"
 #include "image/letterbox.h"
 
 void effdet_detect_opts_default(effdet_detect_opts *o) {
@@ -141,7 +142,8 @@ effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_
     memset(out, 0, sizeof *out);
     double t0 = now_ms();
     effdet_image img;
-    effdet_status st = effdet_image_decode_jpeg(jpeg, len, &d, &img, err);
+    /* on the context's threads: restart-marked, scaled files decode in bands (jpeg_bands.c) */
+    effdet_status st = image_decode_jpeg_pool(jpeg, len, &d, ctx->tp, &img, err);
     if (st) return st;
     double decode_ms = now_ms() - t0;
     st = effdet_detect_image(ctx, &img, o, out, err);
