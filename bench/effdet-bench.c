@@ -171,8 +171,9 @@ static int bench_forward(const effdet_model *m, const options *o, int threads) {
 
 /* Encode like a camera does: baseline, 4:2:0 chroma, quality 85 (the library's own
  * encoder keeps 4:4:4 so drawn boxes stay crisp, which would make frames unrealistically
- * large). */
-static uint8_t *encode_camera_jpeg(const effdet_image *img, size_t *len) {
+ * large); restart_rows > 0 adds a restart marker every that many MCU rows, as some
+ * camera encoders do (libjpeg's and Pillow's defaults write none). */
+static uint8_t *encode_camera_jpeg(const effdet_image *img, int restart_rows, size_t *len) {
     struct jpeg_compress_struct c;
     struct jpeg_error_mgr jerr;
     unsigned char *out = NULL;
@@ -186,6 +187,7 @@ static uint8_t *encode_camera_jpeg(const effdet_image *img, size_t *len) {
     c.in_color_space = JCS_RGB;
     jpeg_set_defaults(&c); /* 2x2 chroma subsampling */
     jpeg_set_quality(&c, 85, TRUE);
+    c.restart_in_rows = restart_rows;
     jpeg_start_compress(&c, TRUE);
     while (c.next_scanline < c.image_height) {
         JSAMPROW row = img->rgb + (size_t)c.next_scanline * img->width * 3;
@@ -199,7 +201,7 @@ static uint8_t *encode_camera_jpeg(const effdet_image *img, size_t *len) {
 
 /* Bilinear upscale of a decoded photo to w x h: a stand-in for a camera frame of that
  * size (smooth content, like a real scene at higher resolution). */
-static uint8_t *make_frame(const effdet_image *src, int w, int h, size_t *len) {
+static uint8_t *make_frame(const effdet_image *src, int w, int h, int restart_rows, size_t *len) {
     effdet_image big = {.rgb = malloc((size_t)w * h * 3), .width = w, .height = h};
     if (!big.rgb) return NULL;
     for (int y = 0; y < h; y++) {
@@ -218,7 +220,7 @@ static uint8_t *make_frame(const effdet_image *src, int w, int h, size_t *len) {
             }
         }
     }
-    uint8_t *out = encode_camera_jpeg(&big, len);
+    uint8_t *out = encode_camera_jpeg(&big, restart_rows, len);
     free(big.rgb);
     return out;
 }
@@ -303,18 +305,23 @@ static int bench_cases(const effdet_model *m, e2e_case *c, int n, int threads, c
     effdet_context_free(ctx);
     if (rc) return rc;
     printf("end to end, %d thread%s (medians of %d interleaved runs):\n", threads, threads > 1 ? "s" : "", o->runs);
-    double t640 = 0, t4k = 0;
+    double t640 = 0, t4k = 0, r640 = 0, r4k = 0;
     for (int k = 0; k < n; k++) {
         double med[5];
         for (int s = 0; s < 5; s++) med[s] = median(c[k].v[s], o->runs);
         printf("  %-28s %4dx%-4d %-6s decode %6.2f  letterbox %5.2f  forward %6.2f  postprocess %5.2f  total %6.2f ms\n",
                c[k].name, c[k].w, c[k].h, c[k].scaled ? "scaled" : "exact", med[0], med[1], med[2], med[3], med[4]);
-        if (c[k].scaled && c[k].w == 640 && c[k].h == 480 && !strncmp(c[k].name, "frame", 5)) t640 = med[4];
-        if (c[k].scaled && c[k].w == 3840 && c[k].h == 2160) t4k = med[4];
+        int rst = strstr(c[k].name, "RST") != NULL;
+        if (c[k].scaled && c[k].w == 640 && c[k].h == 480 && !strncmp(c[k].name, "frame", 5))
+            *(rst ? &r640 : &t640) = med[4];
+        if (c[k].scaled && c[k].w == 3840 && c[k].h == 2160) *(rst ? &r4k : &t4k) = med[4];
     }
     if (t640 > 0 && t4k > 0)
         printf("  ratio frame 3840x2160 scaled / frame 640x480 scaled, %d thread%s: %.3f\n", threads,
                threads > 1 ? "s" : "", t4k / t640);
+    if (r640 > 0 && r4k > 0)
+        printf("  ratio frame 3840x2160 RST scaled / frame 640x480 RST scaled, %d thread%s: %.3f\n", threads,
+               threads > 1 ? "s" : "", r4k / r640);
     return 0;
 }
 
@@ -349,23 +356,25 @@ static int bench_images(const effdet_model *m, const options *o) {
         effdet_error err;
         if (jpeg && i == 0 && effdet_image_decode_jpeg(jpeg, len, &d, &img, &err) == EFFDET_OK) {
             static const int sizes[3][2] = {{640, 480}, {1920, 1080}, {3840, 2160}};
-            for (int s = 0; s < 3; s++) {
-                size_t flen;
-                uint8_t *frame = make_frame(&img, sizes[s][0], sizes[s][1], &flen);
-                char name[64];
-                snprintf(name, sizeof name, "frame %dx%d", sizes[s][0], sizes[s][1]);
-                if (frame) {
-                    add_case(cases, &ncases, MAX_CASES, name, frame, flen, 0, o->runs);
-                    add_case(cases, &ncases, MAX_CASES, name, frame, flen, 1, o->runs);
+            for (int s = 0; s < 3; s++)
+                for (int rst = 0; rst < 2; rst++) {
+                    size_t flen;
+                    uint8_t *frame = make_frame(&img, sizes[s][0], sizes[s][1], rst, &flen);
+                    char name[64];
+                    snprintf(name, sizeof name, "frame %dx%d%s", sizes[s][0], sizes[s][1], rst ? " RST" : "");
+                    if (frame) {
+                        add_case(cases, &ncases, MAX_CASES, name, frame, flen, 0, o->runs);
+                        add_case(cases, &ncases, MAX_CASES, name, frame, flen, 1, o->runs);
+                    }
+                    free(frame);
                 }
-                free(frame);
-            }
             effdet_image_free(&img);
         }
         free(jpeg);
         free(names[i]);
     }
-    printf("frames made from the first photo: baseline JPEG, 4:2:0, quality 85, no restart markers\n");
+    printf("frames made from the first photo: baseline JPEG, 4:2:0, quality 85; \"RST\": a restart marker "
+           "every MCU row\n");
     for (int t = 0; t < o->nthreads && !rc; t++) rc = bench_cases(m, cases, ncases, o->threads[t], o);
     for (int k = 0; k < ncases; k++) {
         free(cases[k].jpeg);
