@@ -331,7 +331,7 @@ static int bench_images(const effdet_model *m, const options *o) {
         fprintf(stderr, "effdet-bench: %s: %s\n", o->images, strerror(errno));
         return -1;
     }
-    char *names[256];
+    char *names[256] = {0};
     int count = 0;
     struct dirent *e;
     while ((e = readdir(dir)) && count < 256) {

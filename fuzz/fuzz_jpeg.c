@@ -29,7 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         static threadpool *tp;
         if (!tp && !(tp = threadpool_create(2))) abort();
         effdet_image par = {0};
-        if (image_decode_jpeg_pool(data, size, &o, tp, &par, &e) != EFFDET_OK) abort(); /* sequential said OK */
+        if (image_decode_jpeg_pool(data, size, &o, tp, &par, &e) != EFFDET_OK)
+            abort(); /* sequential said OK */
         if (par.width != img.width || par.height != img.height ||
             memcmp(par.rgb, img.rgb, (size_t)img.width * img.height * 3) != 0)
             abort();

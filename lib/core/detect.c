@@ -142,7 +142,7 @@ effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_
     memset(out, 0, sizeof *out);
     double t0 = now_ms();
     effdet_image img;
-    /* on the context's threads: restart-marked, scaled files decode in bands (jpeg_bands.c) */
+    /* on the context's threads: files with restart markers decode in bands (jpeg_bands.c) */
     effdet_status st = image_decode_jpeg_pool(jpeg, len, &d, ctx->tp, &img, err);
     if (st) return st;
     double decode_ms = now_ms() - t0;

@@ -68,7 +68,8 @@ static int find_layout(const uint8_t *d, size_t len, jpeg_layout *lo) {
             lo->sof_height = sof;
             lo->scan_data = i + 2 + seg;
             return 1;
-        } else if ((m >= 0xC2 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) || m == 0xD8 || m == 0xD9) {
+        } else if ((m >= 0xC2 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) || m == 0xD8 ||
+                   m == 0xD9) {
             return 0; /* another frame type, or SOI / EOI in the headers */
         }
         i += 2 + seg;
@@ -299,7 +300,8 @@ static int find_markers(const uint8_t *d, size_t len, size_t from, const long lo
             i += 1;
             continue;
         }
-        if (m < 0xD0 || m > 0xD7 || (long long)(m - 0xD0) != k % 8) return 0; /* end of scan, or out of order */
+        if (m < 0xD0 || m > 0xD7 || (long long)(m - 0xD0) != k % 8)
+            return 0; /* end of scan, or out of order */
         if (k == interval[b] - 1) marker_at[b++] = i;
         k++;
         i += 2;
@@ -312,7 +314,8 @@ effdet_status jpeg_decode_bands(const uint8_t *data, size_t len, long long max_p
     frame_info f;
     band_job j;
     memset(&j, 0, sizeof j);
-    if (!probe_frame(data, len, max_pixels, opts, &f) || !find_layout(data, len, &j.lo)) return EFFDET_ERR_ARG;
+    if (!probe_frame(data, len, max_pixels, opts, &f) || !find_layout(data, len, &j.lo))
+        return EFFDET_ERR_ARG;
     int want = threadpool_size(tp) < MAX_BANDS ? threadpool_size(tp) : MAX_BANDS;
     int rows[MAX_BANDS];
     long long interval[MAX_BANDS];

@@ -159,7 +159,7 @@ void jpeg_configure_output(struct jpeg_decompress_struct *ci, const effdet_decod
     if (opts && opts->allow_dct_scaling) {
         ci->scale_num = 1;
         ci->scale_denom = (unsigned)jpeg_choose_dct_denominator((int)ci->image_width, (int)ci->image_height,
-                                                               opts->target_w, opts->target_h);
+                                                                opts->target_w, opts->target_h);
     }
 }
 

@@ -330,7 +330,8 @@ static effdet_status letterbox_run(const effdet_image *img, int target_w, int ta
         return set_error(err, EFFDET_ERR_ARG, "letterbox: invalid target %dx%d or NULL output", target_w,
                          target_h);
     letterbox_geometry(img->width, img->height, target_w, target_h, info);
-    letterbox_job j = {.img = img, .rw = info->resized_w, .rh = info->resized_h, .tw = target_w, .th = target_h};
+    letterbox_job j = {
+        .img = img, .rw = info->resized_w, .rh = info->resized_h, .tw = target_w, .th = target_h};
     j.bands = bands_for(threadpool_size(tp));
     j.out_u8 = out_u8;
     j.out_f32 = out_f32;

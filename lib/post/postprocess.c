@@ -14,7 +14,7 @@
 #include "post/rank.h"
 
 typedef struct {
-    uint64_t *keys;    /* TOPK_MAX_PARTS x 2K: top-k candidate buffers, later soft-NMS sort keys + radix temp */
+    uint64_t *keys; /* TOPK_MAX_PARTS x 2K: top-k candidate buffers, later soft-NMS sort keys + radix temp */
     topk_item *items;  /* K, descending logit */
     float *box;        /* K x 4: x1, y1, x2, y2 */
     float *area;       /* K */

@@ -167,9 +167,11 @@ static void scan_part(const topk_job *j, int p) {
     long long a0 = (long long)g->total * p / j->parts, a1 = (long long)g->total * (p + 1) / j->parts;
     /* The threshold starts as NaN, which every value passes (-inf included); it becomes
      * a real value at the first shrink. */
-    candidate_buffer cb = {.buf = j->keys + (size_t)p * 2 * j->k, .n = 0, .cap = 2 * j->k, .k = j->k, .threshold = NAN};
+    candidate_buffer cb = {
+        .buf = j->keys + (size_t)p * 2 * j->k, .n = 0, .cap = 2 * j->k, .k = j->k, .threshold = NAN};
     for (int l = 0; l < EFFDET_NUM_LEVELS; l++) {
-        long long lo = g->level_offset[l], hi = lo + (long long)g->level_h[l] * g->level_w[l] * g->num_anchors;
+        long long lo = g->level_offset[l];
+        long long hi = lo + (long long)g->level_h[l] * g->level_w[l] * g->num_anchors;
         if (lo < a0) lo = a0;
         if (hi > a1) hi = a1;
         if (lo >= hi) continue;

@@ -452,8 +452,8 @@ END_TEST
 
 /* A JPEG with restart markers: every `rows` MCU rows (restart_in_rows) or every
  * `mcus` MCUs, chroma h x v subsampled (1x1, 2x1, 2x2) or greyscale (components 1). */
-static uint8_t *encode_with_restarts(const uint8_t *px, int w, int h, int components, int hs, int vs, int rows,
-                                     int mcus, size_t *len) {
+static uint8_t *encode_with_restarts(const uint8_t *px, int w, int h, int components, int hs, int vs,
+                                     int rows, int mcus, size_t *len) {
     struct jpeg_compress_struct c;
     struct jpeg_error_mgr jerr;
     c.err = jpeg_std_error(&jerr);
@@ -513,8 +513,8 @@ START_TEST(test_banded_decode_matches_sequential) {
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         uint8_t *px = test_picture(cases[k].w, cases[k].h, cases[k].comps);
         size_t n;
-        uint8_t *jpg = encode_with_restarts(px, cases[k].w, cases[k].h, cases[k].comps, cases[k].hs, cases[k].vs,
-                                            cases[k].rows, cases[k].mcus, &n);
+        uint8_t *jpg = encode_with_restarts(px, cases[k].w, cases[k].h, cases[k].comps, cases[k].hs,
+                                            cases[k].vs, cases[k].rows, cases[k].mcus, &n);
         for (int t = 0; t < 3; t++) {
             effdet_decode_opts o = {0, 1, targets[t], targets[t]};
             effdet_image want, got;
@@ -525,8 +525,8 @@ START_TEST(test_banded_decode_matches_sequential) {
             for (int p = 0; p < 3; p++) {
                 /* the banded decoder itself (no fallback) takes every scaled case */
                 effdet_status st = jpeg_decode_bands(jpg, n, 100000000LL, &o, pools[p], &got);
-                ck_assert_msg(st == (bandable ? EFFDET_OK : EFFDET_ERR_ARG), "case %zu, target %d: banded decode %s",
-                              k, targets[t], effdet_status_name(st));
+                ck_assert_msg(st == (bandable ? EFFDET_OK : EFFDET_ERR_ARG),
+                              "case %zu, target %d: banded decode %s", k, targets[t], effdet_status_name(st));
                 if (st != EFFDET_OK)
                     ck_assert_int_eq(image_decode_jpeg_pool(jpg, n, &o, pools[p], &got, &err), EFFDET_OK);
                 banded += st == EFFDET_OK;
@@ -566,7 +566,8 @@ START_TEST(test_banded_decode_damage_falls_back) {
     memcpy(bad, jpg, n);
     int changed = 0;
     for (size_t i = n / 2; i + 1 < n; i++)
-        if (bad[i] == 0xFF && bad[i + 1] >= 0xD0 && bad[i + 1] <= 0xD7) bad[i + 1] = 0xD0 + (bad[i + 1] + 3) % 8, changed++;
+        if (bad[i] == 0xFF && bad[i + 1] >= 0xD0 && bad[i + 1] <= 0xD7)
+            bad[i + 1] = 0xD0 + (bad[i + 1] + 3) % 8, changed++;
     ck_assert_int_gt(changed, 0);
     effdet_status s1 = effdet_image_decode_jpeg(bad, n, &o, &want, &e1);
     effdet_status s2 = image_decode_jpeg_pool(bad, n, &o, tp, &got, &e2);
