@@ -45,6 +45,10 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
@@ -168,8 +172,9 @@ static int bench_forward(const effdet_model *m, const options *o, int threads) {
 
 /* Encode like a camera does: baseline, 4:2:0 chroma, quality 85 (the library's own
  * encoder keeps 4:4:4 so drawn boxes stay crisp, which would make frames unrealistically
- * large). */
-static uint8_t *encode_camera_jpeg(const effdet_image *img, size_t *len) {
+ * large); restart_rows > 0 adds a restart marker every that many MCU rows, as some
+ * camera encoders do (libjpeg's and Pillow's defaults write none). */
+static uint8_t *encode_camera_jpeg(const effdet_image *img, int restart_rows, size_t *len) {
     struct jpeg_compress_struct c;
     struct jpeg_error_mgr jerr;
     unsigned char *out = NULL;
@@ -183,6 +188,7 @@ static uint8_t *encode_camera_jpeg(const effdet_image *img, size_t *len) {
     c.in_color_space = JCS_RGB;
     jpeg_set_defaults(&c); /* 2x2 chroma subsampling */
     jpeg_set_quality(&c, 85, TRUE);
+    c.restart_in_rows = restart_rows;
     jpeg_start_compress(&c, TRUE);
     while (c.next_scanline < c.image_height) {
         JSAMPROW row = img->rgb + (size_t)c.next_scanline * img->width * 3;
@@ -196,7 +202,7 @@ static uint8_t *encode_camera_jpeg(const effdet_image *img, size_t *len) {
 
 /* Bilinear upscale of a decoded photo to w x h: a stand-in for a camera frame of that
  * size (smooth content, like a real scene at higher resolution). */
-static uint8_t *make_frame(const effdet_image *src, int w, int h, size_t *len) {
+static uint8_t *make_frame(const effdet_image *src, int w, int h, int restart_rows, size_t *len) {
     effdet_image big = {.rgb = malloc((size_t)w * h * 3), .width = w, .height = h};
     if (!big.rgb) return NULL;
     for (int y = 0; y < h; y++) {
@@ -215,7 +221,7 @@ static uint8_t *make_frame(const effdet_image *src, int w, int h, size_t *len) {
             }
         }
     }
-    uint8_t *out = encode_camera_jpeg(&big, len);
+    uint8_t *out = encode_camera_jpeg(&big, restart_rows, len);
     free(big.rgb);
     return out;
 }
@@ -236,100 +242,151 @@ static uint8_t *read_file(const char *path, size_t *len) {
     return buf;
 }
 
-/* End-to-end medians for one JPEG. */
-static void bench_jpeg(effdet_context *ctx, const char *name, const uint8_t *jpeg, size_t len, int fast, const options *o) {
-    int R = o->runs;
+/* One JPEG of the end-to-end table: its bytes, whether DCT scaling is on, and the
+ * per-run stage times (decode, letterbox, forward, post-process, total). */
+typedef struct {
+    char name[64];
+    uint8_t *jpeg;
+    size_t len;
+    int scaled;
+    int w, h;
     double *v[5];
-    for (int k = 0; k < 5; k++) v[k] = calloc((size_t)R, sizeof(double));
+} e2e_case;
+
+static int add_case(e2e_case *c, int *n, int cap, const char *name, const uint8_t *jpeg, size_t len, int scaled,
+                    int runs) {
+    if (*n >= cap) return -1;
+    e2e_case *e = &c[(*n)++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->jpeg = malloc(len);
+    if (!e->jpeg) return -1;
+    memcpy(e->jpeg, jpeg, len);
+    e->len = len;
+    e->scaled = scaled;
+    for (int k = 0; k < 5; k++) e->v[k] = calloc((size_t)runs, sizeof(double));
+    return 0;
+}
+
+/* One detection of case c; run j < 0 is a warm-up. */
+static int run_case(effdet_context *ctx, e2e_case *c, int j) {
     effdet_decode_opts d;
     effdet_decode_opts_default(&d);
-    d.allow_dct_scaling = fast;
+    d.allow_dct_scaling = c->scaled;
     effdet_detect_opts det;
     effdet_detect_opts_default(&det);
     effdet_result r = {0};
     effdet_error err;
-    for (int i = 0; i < o->warmup + R; i++) {
-        double t0 = effdet_now_ms();
-        if (effdet_detect_jpeg(ctx, jpeg, len, &d, &det, &r, &err)) {
-            fprintf(stderr, "effdet-bench: %s: %s\n", name, err.msg);
-            break;
-        }
-        double t = effdet_now_ms() - t0;
-        if (i < o->warmup) continue;
-        int j = i - o->warmup;
-        v[0][j] = r.decode_ms, v[1][j] = r.preprocess_ms, v[2][j] = r.forward_ms, v[3][j] = r.postprocess_ms;
-        v[4][j] = t;
+    double t0 = effdet_now_ms();
+    if (effdet_detect_jpeg(ctx, c->jpeg, c->len, &d, &det, &r, &err)) {
+        fprintf(stderr, "effdet-bench: %s: %s\n", c->name, err.msg);
+        return -1;
     }
-    printf("  %-28s %4dx%-4d %-6s decode %6.2f  letterbox %5.2f  forward %6.2f  postprocess %5.2f  total %6.2f ms\n",
-           name, r.image_w, r.image_h, fast ? "scaled" : "exact", median(v[0], R), median(v[1], R), median(v[2], R),
-           median(v[3], R), median(v[4], R));
-    for (int k = 0; k < 5; k++) free(v[k]);
+    double t = effdet_now_ms() - t0;
+    c->w = r.image_w, c->h = r.image_h;
+    if (j < 0) return 0;
+    c->v[0][j] = r.decode_ms, c->v[1][j] = r.preprocess_ms, c->v[2][j] = r.forward_ms;
+    c->v[3][j] = r.postprocess_ms, c->v[4][j] = t;
+    return 0;
 }
 
-static int bench_images(const effdet_model *m, const options *o) {
+/* All cases at one thread count, interleaved: run i of every case before run i + 1 of
+ * any, so a load change on the shared machine hits every case alike. Prints medians
+ * and the 4K-scaled / 640x480-scaled ratio of the median totals. */
+static int bench_cases(const effdet_model *m, e2e_case *c, int n, int threads, const options *o) {
     effdet_context *ctx;
     effdet_error err;
-    if (effdet_context_create(m, o->threads[0], &ctx, &err)) {
+    if (effdet_context_create(m, threads, &ctx, &err)) {
         fprintf(stderr, "effdet-bench: %s\n", err.msg);
         return -1;
     }
+    int rc = 0;
+    for (int i = -o->warmup; i < o->runs && !rc; i++)
+        for (int k = 0; k < n && !rc; k++) rc = run_case(ctx, &c[k], i);
+    effdet_context_free(ctx);
+    if (rc) return rc;
+    printf("end to end, %d thread%s (medians of %d interleaved runs):\n", threads, threads > 1 ? "s" : "", o->runs);
+    double t640 = 0, t4k = 0, r640 = 0, r4k = 0;
+    for (int k = 0; k < n; k++) {
+        double med[5];
+        for (int s = 0; s < 5; s++) med[s] = median(c[k].v[s], o->runs);
+        printf("  %-28s %4dx%-4d %-6s decode %6.2f  letterbox %5.2f  forward %6.2f  postprocess %5.2f  total %6.2f ms\n",
+               c[k].name, c[k].w, c[k].h, c[k].scaled ? "scaled" : "exact", med[0], med[1], med[2], med[3], med[4]);
+        int rst = strstr(c[k].name, "RST") != NULL;
+        if (c[k].scaled && c[k].w == 640 && c[k].h == 480 && !strncmp(c[k].name, "frame", 5))
+            *(rst ? &r640 : &t640) = med[4];
+        if (c[k].scaled && c[k].w == 3840 && c[k].h == 2160) *(rst ? &r4k : &t4k) = med[4];
+    }
+    if (t640 > 0 && t4k > 0)
+        printf("  ratio frame 3840x2160 scaled / frame 640x480 scaled, %d thread%s: %.3f\n", threads,
+               threads > 1 ? "s" : "", t4k / t640);
+    if (r640 > 0 && r4k > 0)
+        printf("  ratio frame 3840x2160 RST scaled / frame 640x480 RST scaled, %d thread%s: %.3f\n", threads,
+               threads > 1 ? "s" : "", r4k / r640);
+    return 0;
+}
+
+static int bench_images(const effdet_model *m, const options *o) {
     DIR *dir = opendir(o->images);
     if (!dir) {
         fprintf(stderr, "effdet-bench: %s: %s\n", o->images, strerror(errno));
-        effdet_context_free(ctx);
         return -1;
     }
-    printf("end to end, %d thread%s (medians of %d runs):\n", o->threads[0], o->threads[0] > 1 ? "s" : "", o->runs);
-    char first[4096] = "";
-    struct dirent *e;
-    char *names[256];
+    char *names[256] = {0};
     int count = 0;
+    struct dirent *e;
     while ((e = readdir(dir)) && count < 256) {
         size_t n = strlen(e->d_name);
         if (n > 4 && strcmp(e->d_name + n - 4, ".jpg") == 0) names[count++] = strdup(e->d_name);
     }
     closedir(dir);
+    qsort(names, (size_t)count, sizeof *names, cmp_name); /* readdir order is the file system's */
+    enum { MAX_CASES = 64 };
+    static e2e_case cases[MAX_CASES];
+    int ncases = 0, rc = 0;
     for (int i = 0; i < count; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", o->images, names[i]);
         size_t len;
         uint8_t *jpeg = read_file(path, &len);
-        if (jpeg) {
-            bench_jpeg(ctx, names[i], jpeg, len, 0, o);
-            if (!first[0]) snprintf(first, sizeof first, "%s", path);
+        if (jpeg) add_case(cases, &ncases, MAX_CASES, names[i], jpeg, len, 0, o->runs);
+        /* Large frames: the first photo re-encoded like a camera at 640x480, 1080p and 4K. */
+        effdet_image img;
+        effdet_decode_opts d;
+        effdet_decode_opts_default(&d);
+        effdet_error err;
+        if (jpeg && i == 0 && effdet_image_decode_jpeg(jpeg, len, &d, &img, &err) == EFFDET_OK) {
+            static const int sizes[3][2] = {{640, 480}, {1920, 1080}, {3840, 2160}};
+            for (int s = 0; s < 3; s++)
+                for (int rst = 0; rst < 2; rst++) {
+                    size_t flen;
+                    uint8_t *frame = make_frame(&img, sizes[s][0], sizes[s][1], rst, &flen);
+                    char name[64];
+                    snprintf(name, sizeof name, "frame %dx%d%s", sizes[s][0], sizes[s][1], rst ? " RST" : "");
+                    if (frame) {
+                        add_case(cases, &ncases, MAX_CASES, name, frame, flen, 0, o->runs);
+                        add_case(cases, &ncases, MAX_CASES, name, frame, flen, 1, o->runs);
+                    }
+                    free(frame);
+                }
+            effdet_image_free(&img);
         }
         free(jpeg);
         free(names[i]);
     }
-    /* Large frames: the same photo re-encoded at 1080p and 4K. */
-    size_t len;
-    uint8_t *jpeg = first[0] ? read_file(first, &len) : NULL;
-    effdet_image img;
-    effdet_decode_opts d;
-    effdet_decode_opts_default(&d);
-    if (jpeg && effdet_image_decode_jpeg(jpeg, len, &d, &img, &err) == EFFDET_OK) {
-        static const int sizes[3][2] = {{640, 480}, {1920, 1080}, {3840, 2160}};
-        for (int s = 0; s < 3; s++) {
-            size_t flen;
-            uint8_t *frame = make_frame(&img, sizes[s][0], sizes[s][1], &flen);
-            char name[64];
-            snprintf(name, sizeof name, "frame %dx%d", sizes[s][0], sizes[s][1]);
-            if (frame) {
-                bench_jpeg(ctx, name, frame, flen, 0, o);
-                bench_jpeg(ctx, name, frame, flen, 1, o);
-            }
-            free(frame);
-        }
-        effdet_image_free(&img);
+    printf("frames made from the first photo: baseline JPEG, 4:2:0, quality 85; \"RST\": a restart marker "
+           "every MCU row\n");
+    for (int t = 0; t < o->nthreads && !rc; t++) rc = bench_cases(m, cases, ncases, o->threads[t], o);
+    for (int k = 0; k < ncases; k++) {
+        free(cases[k].jpeg);
+        for (int s = 0; s < 5; s++) free(cases[k].v[s]);
     }
-    free(jpeg);
-    effdet_context_free(ctx);
-    return 0;
+    return rc;
 }
 
 static void usage(FILE *f) {
     fprintf(f, "usage: effdet-bench --model W.safetensors [--runs N] [--warmup N] [--threads 1,2] [--input X.f32]\n"
-               "       effdet-bench --model W.safetensors --images DIR [--runs N] [--threads N]\n"
+               "       effdet-bench --model W.safetensors --images DIR [--runs N] [--threads 1,2]\n"
                "       effdet-bench --model W.safetensors --make-inputs DIR   (writes DIR/black.f32, DIR/noise.f32)\n");
 }
 

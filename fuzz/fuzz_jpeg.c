@@ -1,11 +1,15 @@
 /* libFuzzer target: what the daemon does with a client's image bytes before inference:
  * probe the JPEG header, decode (with and without DCT scaling, under a pixel limit) and
- * letterbox into a network input. Checks the decoded size agrees with the probe. */
+ * letterbox into a network input. Checks the decoded size agrees with the probe, and
+ * that the engine's decode on a 2-thread pool (the banded decoder of restart-marked
+ * files, lib/image/jpeg_bands.c) gives the sequential decode's status and pixels. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/threadpool.h"
 #include "effdet.h"
+#include "image/jpeg_decode.h"
 #include "image/letterbox.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -22,6 +26,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (effdet_image_decode_jpeg(data, size, &o, &img, &e) != EFFDET_OK) continue;
         if (img.width <= 0 || img.height <= 0 || (long long)img.width * img.height > 4000000) abort();
         if (!dct && (img.width != w || img.height != h)) abort(); /* unscaled: the probe's size */
+        static threadpool *tp;
+        if (!tp && !(tp = threadpool_create(2))) abort();
+        effdet_image par = {0};
+        if (image_decode_jpeg_pool(data, size, &o, tp, &par, &e) != EFFDET_OK)
+            abort(); /* sequential said OK */
+        if (par.width != img.width || par.height != img.height ||
+            memcmp(par.rgb, img.rgb, (size_t)img.width * img.height * 3) != 0)
+            abort();
+        effdet_image_free(&par);
         letterbox_info li;
         if (letterbox_rgb(&img, 96, 64, canvas, &li, &e) != EFFDET_OK) abort(); /* any valid image fits */
         if (li.resized_w < 1 || li.resized_w > 96 || li.resized_h < 1 || li.resized_h > 64) abort();

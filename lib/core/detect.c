@@ -1,7 +1,8 @@
 /*
  * The whole pipeline on one context: JPEG -> RGB -> letterbox -> forward ->
- * post-process. Only decoding and the letterbox's temporary row buffer depend on the
- * image size; everything else lives in buffers the context allocated at creation.
+ * post-process. Only decoding depends on the image size (and the letterbox's resize
+ * state for images far larger than the network input); everything else lives in
+ * buffers the context allocated at creation.
  */
 #include <string.h>
 
@@ -9,6 +10,7 @@
 #include "core/context.h"
 #include "core/fpenv.h"
 #include "core/status.h"
+#include "image/jpeg_decode.h"
 #include "image/letterbox.h"
 
 void effdet_detect_opts_default(effdet_detect_opts *o) {
@@ -51,6 +53,7 @@ static effdet_status postprocess_outputs(effdet_context *ctx, int image_w, int i
     p.max_detections = o->max_detections;
     p.nms = o->nms;
     p.class_mask = o->class_mask;
+    p.tp = ctx->tp;
     if (image_w > 0 && image_h > 0) {
         /* effdet clips to the scaled image's extent (not the padded canvas) before NMS,
          * then maps network pixels back with img_scale = 1 / s. */
@@ -101,8 +104,13 @@ static effdet_status detect_image(effdet_context *ctx, const effdet_image *img, 
     effdet_status st;
     double t0 = now_ms();
     letterbox_info lb;
-    if ((st = letterbox_rgb(img, a->image_w, a->image_h, ctx->letterbox_u8, &lb, err))) return st;
-    normalize_to_nhwc(ctx->letterbox_u8, a->image_w, a->image_h, ctx->input.data);
+    /* letterbox_u8 (image_h x image_w x 3 bytes, allocated with the context) serves as the
+     * resize state: the canvas goes straight into the input tensor, so no uint8 copy of it
+     * is kept. It fits any image up to ~16x the network input per side. */
+    size_t scratch_bytes = (size_t)a->image_h * a->image_w * 3;
+    if ((st = letterbox_normalize_nhwc(img, a->image_w, a->image_h, ctx->input.data, ctx->letterbox_u8,
+                                       scratch_bytes, ctx->tp, &lb, err)))
+        return st;
     double t1 = now_ms();
     if ((st = forward_run(ctx, err))) return st;
     double t2 = now_ms();
@@ -134,7 +142,8 @@ effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_
     memset(out, 0, sizeof *out);
     double t0 = now_ms();
     effdet_image img;
-    effdet_status st = effdet_image_decode_jpeg(jpeg, len, &d, &img, err);
+    /* on the context's threads: files with restart markers decode in bands (jpeg_bands.c) */
+    effdet_status st = image_decode_jpeg_pool(jpeg, len, &d, ctx->tp, &img, err);
     if (st) return st;
     double decode_ms = now_ms() - t0;
     st = effdet_detect_image(ctx, &img, o, out, err);
@@ -154,7 +163,7 @@ int effdet_topk_candidates(effdet_context *ctx, int k, float *logit, int32_t *an
     /* The detections buffer holds max_detection_points rows of 24 bytes; topk items are
      * 12 bytes, so it doubles as the output here (it is rewritten by every detect). */
     topk_item *items = (topk_item *)ctx->dets;
-    int n = topk_select(&ctx->anchors, &h, k, NULL, items, ctx->pp_scratch);
+    int n = topk_select_mt(&ctx->anchors, &h, k, NULL, items, ctx->pp_scratch, ctx->tp);
     for (int i = 0; i < n; i++) {
         logit[i] = items[i].logit;
         anchor[i] = items[i].anchor;

@@ -6,13 +6,12 @@
  * enforced from the header before the pixel buffer is allocated.
  * The annotated-image encoder lives here too because it shares the error handling.
  */
-#include <setjmp.h>
-#include <stdio.h> /* jpeglib.h needs FILE */
 #include <stdlib.h>
 #include <string.h>
 
 #include <jerror.h>
-#include <jpeglib.h>
+
+#include "image/jpeg_decode.h"
 
 #include "core/status.h"
 
@@ -22,12 +21,6 @@
 
 /* libjpeg's default error_exit calls exit(); ours jumps back to the caller with the
  * library's own message text kept for the effdet_error. */
-typedef struct {
-    struct jpeg_error_mgr pub;
-    jmp_buf jump;
-    char msg[JMSG_LENGTH_MAX];
-} jpeg_guard;
-
 static void guard_error_exit(j_common_ptr cinfo) {
     jpeg_guard *g = (jpeg_guard *)cinfo->err;
     g->pub.format_message(cinfo, g->msg);
@@ -57,7 +50,7 @@ static void guard_output_message(j_common_ptr cinfo) {
     (void)cinfo;
 }
 
-static struct jpeg_error_mgr *guard_init(jpeg_guard *g) {
+struct jpeg_error_mgr *jpeg_guard_init(jpeg_guard *g) {
     jpeg_std_error(&g->pub);
     g->pub.error_exit = guard_error_exit;
     g->pub.emit_message = guard_emit_message;
@@ -136,7 +129,7 @@ static void cmyk_row_to_rgb(const uint8_t *cmyk, int width, uint8_t *rgb) {
 
 /* Largest DCT reduction (1/8, 1/4, 1/2) whose output still covers the target on both
  * axes; 1 (no scaling) when the image is not at least twice the target. */
-static int choose_dct_denominator(int w, int h, int target_w, int target_h) {
+int jpeg_choose_dct_denominator(int w, int h, int target_w, int target_h) {
     if (target_w <= 0 || target_h <= 0) return 1;
     if (w < 2 * target_w || h < 2 * target_h) return 1;
     for (int denom = 8; denom >= 2; denom /= 2) {
@@ -159,6 +152,17 @@ static effdet_status choose_output_colour(jpeg_decoder *d, effdet_error *err) {
     }
 }
 
+/* Pillow's settings; the integer IDCT is also the one libjpeg-turbo has in SIMD. */
+void jpeg_configure_output(struct jpeg_decompress_struct *ci, const effdet_decode_opts *opts) {
+    ci->dct_method = JDCT_ISLOW;
+    ci->do_fancy_upsampling = TRUE;
+    if (opts && opts->allow_dct_scaling) {
+        ci->scale_num = 1;
+        ci->scale_denom = (unsigned)jpeg_choose_dct_denominator((int)ci->image_width, (int)ci->image_height,
+                                                                opts->target_w, opts->target_h);
+    }
+}
+
 /* Everything after jpeg_read_header; libjpeg errors longjmp out to the caller. */
 static effdet_status decode_pixels(jpeg_decoder *d, long long max_pixels, const effdet_decode_opts *opts,
                                    effdet_image *out, effdet_error *err) {
@@ -172,13 +176,7 @@ static effdet_status decode_pixels(jpeg_decoder *d, long long max_pixels, const 
     effdet_status st = choose_output_colour(d, err);
     if (st != EFFDET_OK) return st;
 
-    /* Pillow's settings; the integer IDCT is also the one libjpeg-turbo has in SIMD. */
-    ci->dct_method = JDCT_ISLOW;
-    ci->do_fancy_upsampling = TRUE;
-    if (opts && opts->allow_dct_scaling) {
-        ci->scale_num = 1;
-        ci->scale_denom = (unsigned)choose_dct_denominator(w, h, opts->target_w, opts->target_h);
-    }
+    jpeg_configure_output(ci, opts);
     jpeg_start_decompress(ci);
     int ow = (int)ci->output_width, oh = (int)ci->output_height;
 
@@ -217,7 +215,7 @@ static effdet_status run_decoder(const uint8_t *data, size_t len, long long max_
     if (st != EFFDET_OK) return st;
     jpeg_decoder d;
     memset(&d, 0, sizeof d);
-    d.cinfo.err = guard_init(&d.guard);
+    d.cinfo.err = jpeg_guard_init(&d.guard);
     if (setjmp(d.guard.jump)) {
         st = libjpeg_failure(&d, err);
         goto fail;
@@ -241,6 +239,11 @@ void effdet_decode_opts_default(effdet_decode_opts *o) {
 
 effdet_status effdet_image_decode_jpeg(const uint8_t *data, size_t len, const effdet_decode_opts *opts,
                                        effdet_image *out, effdet_error *err) {
+    return image_decode_jpeg_pool(data, len, opts, NULL, out, err);
+}
+
+effdet_status image_decode_jpeg_pool(const uint8_t *data, size_t len, const effdet_decode_opts *opts,
+                                     threadpool *tp, effdet_image *out, effdet_error *err) {
     if (!out) return set_error(err, EFFDET_ERR_ARG, "effdet_image_decode_jpeg: out is NULL");
     out->rgb = NULL;
     out->width = out->height = out->source_width = out->source_height = 0;
@@ -250,6 +253,12 @@ effdet_status effdet_image_decode_jpeg(const uint8_t *data, size_t len, const ef
     if (opts && opts->allow_dct_scaling && (opts->target_w < 0 || opts->target_h < 0))
         return set_error(err, EFFDET_ERR_ARG, "effdet_decode_opts target size %dx%d is negative",
                          opts->target_w, opts->target_h);
+    /* Restart-marked, DCT-scaled files decode in bands on the pool; anything that path
+     * does not take (or that fails there) goes through the one sequential decoder,
+     * which also words every error. */
+    if (threadpool_size(tp) > 1 && check_jpeg_magic(data, len, NULL) == EFFDET_OK &&
+        jpeg_decode_bands(data, len, max_pixels, opts, tp, out) == EFFDET_OK)
+        return EFFDET_OK;
     return run_decoder(data, len, max_pixels, opts, out, NULL, NULL, err);
 }
 
@@ -292,7 +301,7 @@ effdet_status effdet_image_encode_jpeg(const effdet_image *img, int quality, uin
     jpeg_encoder e;
     memset(&e, 0, sizeof e);
     effdet_status st;
-    e.cinfo.err = guard_init(&e.guard);
+    e.cinfo.err = jpeg_guard_init(&e.guard);
     if (setjmp(e.guard.jump)) {
         st = set_error(err, EFFDET_ERR_INTERNAL, "JPEG encoder: %s", e.guard.msg);
         free(e.buf);

@@ -14,7 +14,7 @@
 #include "post/rank.h"
 
 typedef struct {
-    uint64_t *keys;    /* 2K: top-k candidate buffer, later soft-NMS sort keys + radix temp */
+    uint64_t *keys; /* TOPK_MAX_PARTS x 2K: top-k candidate buffers, later soft-NMS sort keys + radix temp */
     topk_item *items;  /* K, descending logit */
     float *box;        /* K x 4: x1, y1, x2, y2 */
     float *area;       /* K */
@@ -42,7 +42,7 @@ static size_t carve_scratch(scratch_layout *s, void *base, int K, int C) {
         s->field = base ? (void *)((char *)base + off) : NULL;                                               \
         off += align_up((size_t)(count) * sizeof *s->field);                                                 \
     } while (0)
-    CARVE(keys, 2 * (size_t)K); /* topk_select() uses this first region, see postprocess.h */
+    CARVE(keys, TOPK_MAX_PARTS * 2 * (size_t)K); /* topk_select() uses this first region, see postprocess.h */
     CARVE(items, K);
     CARVE(box, 4 * (size_t)K);
     CARVE(area, K);
@@ -183,7 +183,7 @@ int postprocess(const anchor_grid *g, const head_outputs *h, const postprocess_p
     if (p->topk <= 0 || p->max_detections <= 0) return 0;
     scratch_layout s;
     carve_scratch(&s, scratch, p->topk, g->num_classes);
-    int n = topk_select(g, h, p->topk, p->class_mask, s.items, s.keys);
+    int n = topk_select_mt(g, h, p->topk, p->class_mask, s.items, s.keys, p->tp);
     decode_candidates(g, h, p, &s, n);
     if (p->nms == EFFDET_NMS_SOFT) return postprocess_soft(p, &s, n, g->num_classes, out);
     return postprocess_hard(p, &s, n, g->num_classes, out);

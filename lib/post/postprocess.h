@@ -21,6 +21,7 @@ typedef struct {
     int max_detections;
     effdet_nms_kind nms;
     const uint8_t *class_mask; /* NULL = all classes */
+    threadpool *tp;            /* top-k on these threads (NULL: the caller's only) */
 } postprocess_params;
 
 /* Scratch memory postprocess() needs for this grid and top-k size (allocated once per

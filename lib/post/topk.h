@@ -10,7 +10,11 @@
 
 #include <stdint.h>
 
+#include "core/threadpool.h"
 #include "post/anchors.h"
+
+/* The scan is split into at most this many parts (one per pool thread). */
+#define TOPK_MAX_PARTS 4
 
 typedef struct {
     const float *cls[EFFDET_NUM_LEVELS]; /* H x W x (A*C) */
@@ -27,5 +31,10 @@ typedef struct {
  * index first). Returns how many were written (min(k, total*C)). */
 int topk_select(const anchor_grid *g, const head_outputs *h, int k, const uint8_t *class_mask, topk_item *out,
                 void *scratch);
+
+/* The same on tp's threads (NULL: the caller alone); the same result for any pool size.
+ * scratch: TOPK_MAX_PARTS * 2 * k uint64 keys (postprocess_scratch_bytes reserves them). */
+int topk_select_mt(const anchor_grid *g, const head_outputs *h, int k, const uint8_t *class_mask,
+                   topk_item *out, void *scratch, threadpool *tp);
 
 #endif

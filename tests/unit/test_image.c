@@ -16,6 +16,7 @@
 
 #include "effdet.h"
 #include "image/draw.h"
+#include "image/jpeg_decode.h"
 #include "image/letterbox.h"
 #include "testutil.h"
 
@@ -376,6 +377,54 @@ START_TEST(test_letterbox_keeps_one_pixel) {
 }
 END_TEST
 
+/* The banded, fused path the engine uses (letterbox_normalize_nhwc) gives exactly
+ * letterbox_rgb + normalize_to_nhwc, whatever the pool size (1, 2, 3 threads: bands of
+ * different heights), with the scratch it asks for, with too little (it allocates), and
+ * for downscales, upscales and unchanged axes. */
+START_TEST(test_letterbox_bands_match_single_pass) {
+    static const int sizes[][2] = {{1920, 1080}, {960, 540}, {100, 80}, {512, 300}, {300, 512}, {2000, 3}};
+    const int TW = 160, TH = 128;
+    uint32_t seed = 777;
+    threadpool *pools[3] = {NULL, threadpool_create(2), threadpool_create(3)};
+    ck_assert(pools[1] && pools[2]);
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int w = sizes[s][0], h = sizes[s][1];
+        effdet_image img = {.rgb = malloc((size_t)w * h * 3), .width = w, .height = h};
+        for (size_t i = 0; i < (size_t)w * h * 3; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            img.rgb[i] = (uint8_t)(seed >> 24);
+        }
+        uint8_t *canvas = malloc((size_t)TW * TH * 3);
+        float *want = malloc(sizeof(float) * TW * TH * 3), *got = malloc(sizeof(float) * TW * TH * 3);
+        letterbox_info li, lj;
+        effdet_error err = {{0}};
+        ck_assert_int_eq(letterbox_rgb(&img, TW, TH, canvas, &li, &err), EFFDET_OK);
+        normalize_to_nhwc(canvas, TW, TH, want);
+        for (int p = 0; p < 3; p++)
+            for (int small = 0; small < 2; small++) {
+                size_t need = letterbox_scratch_bytes(w, h, TW, TH, threadpool_size(pools[p]));
+                void *scratch = malloc(need);
+                memset(got, 0xff, sizeof(float) * TW * TH * 3); /* NaN: every value must be written */
+                ck_assert_int_eq(letterbox_normalize_nhwc(&img, TW, TH, got, scratch, small ? need / 2 : need,
+                                                          pools[p], &lj, &err),
+                                 EFFDET_OK);
+                ck_assert_int_eq(lj.resized_w, li.resized_w);
+                ck_assert_int_eq(lj.resized_h, li.resized_h);
+                ck_assert_msg(memcmp(got, want, sizeof(float) * TW * TH * 3) == 0,
+                              "%dx%d, %d threads, %s scratch: the banded canvas differs", w, h,
+                              threadpool_size(pools[p]), small ? "too little" : "enough");
+                free(scratch);
+            }
+        free(got);
+        free(want);
+        free(canvas);
+        free(img.rgb);
+    }
+    threadpool_free(pools[1]);
+    threadpool_free(pools[2]);
+}
+END_TEST
+
 START_TEST(test_letterbox_speed_1080p) {
     const int w = 1920, h = 1080, T = 512;
     effdet_image img = {.rgb = malloc((size_t)w * h * 3), .width = w, .height = h};
@@ -396,6 +445,164 @@ START_TEST(test_letterbox_speed_1080p) {
     ck_assert_msg(best < 250.0, "letterbox took %.1f ms", best); /* loose: also runs under ASan */
     free(canvas);
     free(img.rgb);
+}
+END_TEST
+
+/* ---------------------------------------------------------- banded decode */
+
+/* A JPEG with restart markers: every `rows` MCU rows (restart_in_rows) or every
+ * `mcus` MCUs, chroma h x v subsampled (1x1, 2x1, 2x2) or greyscale (components 1). */
+static uint8_t *encode_with_restarts(const uint8_t *px, int w, int h, int components, int hs, int vs,
+                                     int rows, int mcus, size_t *len) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr jerr;
+    c.err = jpeg_std_error(&jerr);
+    jpeg_create_compress(&c);
+    unsigned char *buf = NULL;
+    unsigned long size = 0;
+    jpeg_mem_dest(&c, &buf, &size);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = components;
+    c.in_color_space = components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 85, TRUE);
+    if (components == 3) c.comp_info[0].h_samp_factor = hs, c.comp_info[0].v_samp_factor = vs;
+    c.restart_in_rows = rows;
+    c.restart_interval = (unsigned)mcus;
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = (JSAMPROW)(px + (size_t)c.next_scanline * w * components);
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    *len = size;
+    return buf;
+}
+
+/* Smooth colour gradients with some texture: a photo-like image of any size. */
+static uint8_t *test_picture(int w, int h, int components) {
+    uint8_t *px = malloc((size_t)w * h * components);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < components; c++)
+                px[((size_t)y * w + x) * components + c] =
+                    (uint8_t)((x * (c + 1) + y * (3 - c) + ((x * 7 + y * 13) % 17) * 3) & 255);
+    return px;
+}
+
+/* On a pool, restart-marked files decode in bands (4:2:0 only at a DCT scale); the pixels must be
+ * the sequential decoder's, bit for bit, for every subsampling, scale, restart layout
+ * and pool size, and odd heights (a short last MCU row). */
+START_TEST(test_banded_decode_matches_sequential) {
+    static const struct {
+        int w, h, comps, hs, vs, rows, mcus;
+    } cases[] = {
+        {1920, 1080, 3, 2, 2, 1, 0}, /* 4:2:0, a restart every MCU row */
+        {1920, 1083, 3, 2, 2, 0, 3}, /* every 3 MCUs, odd height */
+        {2048, 1536, 3, 2, 1, 2, 0}, /* 4:2:2, every 2 rows */
+        {2048, 1536, 3, 1, 1, 0, 8}, /* 4:4:4 (the scaled IDCT alone), every 8 MCUs */
+        {1600, 1200, 1, 1, 1, 1, 0}, /* greyscale */
+        {4000, 600, 3, 2, 2, 1, 0},  /* few MCU rows: fewer bands */
+    };
+    threadpool *pools[3] = {threadpool_create(2), threadpool_create(3), threadpool_create(4)};
+    ck_assert(pools[0] && pools[1] && pools[2]);
+    static const int targets[3] = {512, 256, 128}; /* 1/2, 1/4 or 1/8 depending on the size */
+    int banded = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        uint8_t *px = test_picture(cases[k].w, cases[k].h, cases[k].comps);
+        size_t n;
+        uint8_t *jpg = encode_with_restarts(px, cases[k].w, cases[k].h, cases[k].comps, cases[k].hs,
+                                            cases[k].vs, cases[k].rows, cases[k].mcus, &n);
+        for (int t = 0; t < 3; t++) {
+            effdet_decode_opts o = {0, 1, targets[t], targets[t]};
+            effdet_image want, got;
+            effdet_error err = {{0}};
+            ck_assert_int_eq(effdet_image_decode_jpeg(jpg, n, &o, &want, &err), EFFDET_OK);
+            /* banded unless 4:2:0 is decoded unscaled (vertical chroma upsampling) */
+            int bandable = want.width != cases[k].w || cases[k].comps == 1 || cases[k].vs == 1;
+            for (int p = 0; p < 3; p++) {
+                /* the banded decoder itself (no fallback) takes every scaled case */
+                effdet_status st = jpeg_decode_bands(jpg, n, 100000000LL, &o, pools[p], &got);
+                ck_assert_msg(st == (bandable ? EFFDET_OK : EFFDET_ERR_ARG),
+                              "case %zu, target %d: banded decode %s", k, targets[t], effdet_status_name(st));
+                if (st != EFFDET_OK)
+                    ck_assert_int_eq(image_decode_jpeg_pool(jpg, n, &o, pools[p], &got, &err), EFFDET_OK);
+                banded += st == EFFDET_OK;
+                ck_assert_int_eq(got.width, want.width);
+                ck_assert_int_eq(got.height, want.height);
+                ck_assert_int_eq(got.source_width, cases[k].w);
+                ck_assert_int_eq(got.source_height, cases[k].h);
+                ck_assert_msg(memcmp(got.rgb, want.rgb, (size_t)want.width * want.height * 3) == 0,
+                              "case %zu (%dx%d), target %d, %d threads: banded pixels differ", k, cases[k].w,
+                              cases[k].h, targets[t], threadpool_size(pools[p]));
+                effdet_image_free(&got);
+            }
+            effdet_image_free(&want);
+        }
+        free(jpg);
+        free(px);
+    }
+    printf("banded decode: %d of %zu decodes in bands, all equal to the sequential decode\n", banded,
+           sizeof cases / sizeof cases[0] * 9);
+    for (int p = 0; p < 3; p++) threadpool_free(pools[p]);
+}
+END_TEST
+
+/* A damaged band must not come back as pixels: the banded decoder gives up and the
+ * sequential one reports the file as it always did. */
+START_TEST(test_banded_decode_damage_falls_back) {
+    int w = 1920, h = 1080;
+    uint8_t *px = test_picture(w, h, 3);
+    size_t n;
+    uint8_t *jpg = encode_with_restarts(px, w, h, 3, 2, 2, 1, 0, &n);
+    threadpool *tp = threadpool_create(2);
+    effdet_decode_opts o = {0, 1, 512, 512};
+    effdet_image want, got;
+    effdet_error e1 = {{0}}, e2 = {{0}};
+    /* 1: the second half's restart markers renumbered out of order */
+    uint8_t *bad = malloc(n);
+    memcpy(bad, jpg, n);
+    int changed = 0;
+    for (size_t i = n / 2; i + 1 < n; i++)
+        if (bad[i] == 0xFF && bad[i + 1] >= 0xD0 && bad[i + 1] <= 0xD7)
+            bad[i + 1] = 0xD0 + (bad[i + 1] + 3) % 8, changed++;
+    ck_assert_int_gt(changed, 0);
+    effdet_status s1 = effdet_image_decode_jpeg(bad, n, &o, &want, &e1);
+    effdet_status s2 = image_decode_jpeg_pool(bad, n, &o, tp, &got, &e2);
+    ck_assert_int_eq(s2, s1);
+    ck_assert_str_eq(e2.msg, e1.msg);
+    if (s1 == EFFDET_OK) {
+        ck_assert(memcmp(got.rgb, want.rgb, (size_t)want.width * want.height * 3) == 0);
+        effdet_image_free(&got);
+        effdet_image_free(&want);
+    }
+    /* 2: truncated in the middle of the second half */
+    s1 = effdet_image_decode_jpeg(jpg, n * 3 / 4, &o, &want, &e1);
+    s2 = image_decode_jpeg_pool(jpg, n * 3 / 4, &o, tp, &got, &e2);
+    ck_assert_int_eq(s1, EFFDET_ERR_IMAGE);
+    ck_assert_int_eq(s2, s1);
+    ck_assert_str_eq(e2.msg, e1.msg);
+    ck_assert(got.rgb == NULL);
+    printf("banded decode, truncated: %s (%s)\n", effdet_status_name(s2), e2.msg);
+    /* 3: garbage bytes over a stretch of the second band's data */
+    memcpy(bad, jpg, n);
+    for (size_t i = n * 2 / 3; i < n * 2 / 3 + 200; i++) bad[i] = (uint8_t)(i * 37);
+    s1 = effdet_image_decode_jpeg(bad, n, &o, &want, &e1);
+    s2 = image_decode_jpeg_pool(bad, n, &o, tp, &got, &e2);
+    ck_assert_int_eq(s2, s1);
+    ck_assert_str_eq(e2.msg, e1.msg);
+    if (s1 == EFFDET_OK) {
+        ck_assert(memcmp(got.rgb, want.rgb, (size_t)want.width * want.height * 3) == 0);
+        effdet_image_free(&got);
+        effdet_image_free(&want);
+    }
+    printf("banded decode, garbage in band 2: %s, as the sequential decode\n", effdet_status_name(s2));
+    free(bad);
+    threadpool_free(tp);
+    free(jpg);
+    free(px);
 }
 END_TEST
 
@@ -821,6 +1028,8 @@ static Suite *image_suite(void) {
     tcase_add_test(dec, test_decode_cmyk);
     tcase_add_test(dec, test_decode_progressive_equals_baseline);
     tcase_add_test(dec, test_dct_scaling);
+    tcase_add_test(dec, test_banded_decode_matches_sequential);
+    tcase_add_test(dec, test_banded_decode_damage_falls_back);
     suite_add_tcase(s, dec);
 
     TCase *bad = tcase_create("bad_images");
@@ -841,6 +1050,7 @@ static Suite *image_suite(void) {
     tcase_add_test(lb, test_letterbox_matches_reference_resize);
     tcase_add_test(lb, test_normalize_layouts_and_fill_value);
     tcase_add_test(lb, test_letterbox_keeps_one_pixel);
+    tcase_add_test(lb, test_letterbox_bands_match_single_pass);
     tcase_add_test(lb, test_letterbox_speed_1080p);
     suite_add_tcase(s, lb);
 

@@ -355,6 +355,69 @@ START_TEST(test_topk_ties_and_specials) {
 }
 END_TEST
 
+/* Split across a pool (2 and 3 threads: 2 and 3 parts of a D0-sized grid), the top-k is
+ * the single-threaded one bit for bit: thousands of exact ties across part boundaries,
+ * -0 / +0, -inf and NaN among the candidates, with and without a class mask, small and
+ * large k. */
+START_TEST(test_topk_threads_match_single) {
+    effdet_arch a;
+    anchor_grid g;
+    make_arch(&a, 512, 512, 90);
+    ck_assert_int_eq(anchors_build(&g, &a, NULL), EFFDET_OK);
+    heads hd;
+    random_heads(&hd, &g, -6, 2, 0.1f, 4242);
+    for (int l = 0; l < EFFDET_NUM_LEVELS; l++) {
+        size_t n = (size_t)g.level_h[l] * g.level_w[l] * 9 * 90;
+        for (size_t i = 0; i < n; i++) {
+            float v = floorf(hd.cls[l][i] * 4) / 4; /* 32 distinct values: many ties */
+            if (v == 0 && i % 2) v = -0.0f;
+            if (i % 100003 == 7) v = NAN;
+            if (i % 70001 == 3) v = -INFINITY;
+            hd.cls[l][i] = v;
+        }
+    }
+    /* The anchors around the split points of 2 and 3 parts hold the largest finite value
+     * (ties across a split), so a part that lost or doubled its edge would show. */
+    for (int parts = 2; parts <= 3; parts++)
+        for (int p = 1; p < parts; p++) {
+            int edge = (int)((long long)g.total * p / parts);
+            for (int an = edge - 1; an <= edge; an++) {
+                int l = EFFDET_NUM_LEVELS - 1;
+                while (l > 0 && an < g.level_offset[l]) l--;
+                for (int c = 0; c < 90; c++) hd.cls[l][(size_t)(an - g.level_offset[l]) * 90 + c] = 3.0f;
+            }
+        }
+    uint8_t mask[90];
+    for (int c = 0; c < 90; c++) mask[c] = c % 3 != 1;
+    threadpool *pools[2] = {threadpool_create(2), threadpool_create(3)};
+    ck_assert(pools[0] && pools[1]);
+    int ks[] = {1, 100, 5000};
+    for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++)
+        for (int masked = 0; masked < 2; masked++) {
+            int k = ks[t];
+            void *scratch = malloc(postprocess_scratch_bytes(&g, k));
+            topk_item *want = malloc(k * sizeof *want), *got = malloc(k * sizeof *got);
+            int n = topk_select(&g, &hd.h, k, masked ? mask : NULL, want, scratch);
+            ck_assert_int_eq(n, k);
+            for (int p = 0; p < 2; p++) {
+                memset(got, 0, k * sizeof *got);
+                int m = topk_select_mt(&g, &hd.h, k, masked ? mask : NULL, got, scratch, pools[p]);
+                ck_assert_int_eq(m, n);
+                ck_assert_msg(memcmp(got, want, (size_t)n * sizeof *got) == 0,
+                              "k %d, %s, %d threads: the top-k differs from one thread's", k,
+                              masked ? "masked" : "all classes", threadpool_size(pools[p]));
+            }
+            free(got);
+            free(want);
+            free(scratch);
+        }
+    threadpool_free(pools[0]);
+    threadpool_free(pools[1]);
+    free_heads(&hd);
+    anchors_free(&g);
+}
+END_TEST
+
 START_TEST(test_topk_d0) {
     const char *shared = tu_shared_dir();
     if (!shared) return;
@@ -767,6 +830,7 @@ static Suite *postprocess_suite(void) {
     tcase_add_test(tc, test_anchors_reject_bad_arch);
     tcase_add_test(tc, test_topk_tiny);
     tcase_add_test(tc, test_topk_ties_and_specials);
+    tcase_add_test(tc, test_topk_threads_match_single);
     tcase_add_test(tc, test_topk_d0);
     tcase_add_test(tc, test_detections_tiny);
     tcase_add_test(tc, test_detections_d0);
