@@ -63,6 +63,9 @@ effdet_status effdet_context_create(const effdet_model *m, int threads, effdet_c
     effdet_status st;
     ctx->m = m;
     if ((st = kernels_select(&ctx->k, err))) goto fail;
+    /* A bf16 model loaded before EFFDET_ISA changed (or moved to another machine) would
+     * otherwise reach a NULL kernel. */
+    if (m->precision != EFFDET_PRECISION_FP32 && (st = effdet_precision_check(m->precision, err))) goto fail;
     ctx->ar.cap = m->info.arena_bytes;
     ctx->ar.base = aligned_alloc(ARENA_ALIGN, (ctx->ar.cap + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
     if (!ctx->ar.base) {

@@ -9,6 +9,7 @@
 #include "core/clock.h"
 #include "core/context.h"
 #include "core/fpenv.h"
+#include "core/pointwise.h"
 #include "core/status.h"
 
 /* Kernels run unless the pass only measures, or an allocation did not fit (a sizing
@@ -28,8 +29,9 @@ static tensor new_tensor(effdet_context *ctx, int h, int w, int c) {
     return t;
 }
 
+/* In the model's precision (core/pointwise.h). */
 static void pointwise(effdet_context *ctx, const tensor *in, const pw_layer *l, act_kind act, tensor *out) {
-    OP(ctx, EFFDET_OP_PWCONV, ctx->k->pwconv(ctx->tp, in, l->w, l->b, act, out));
+    OP(ctx, EFFDET_OP_PWCONV, pointwise_run(ctx, ctx->tp, in, l, act, out));
 }
 
 /* A k x k, stride-s window over `in`, padded per the model's style. */
@@ -93,18 +95,18 @@ static tensor run_block(effdet_context *ctx, const block_layers *bl, const tenso
     pw_layer project = bl->project;
     /* Folding reads the weights cold (from L3/DRAM) while d is still in L2 from the
      * depthwise conv: measured ~3x the cost per multiply, so fold only when it is at
-     * least 3x fewer multiplies (every D0 stage but the 16x16 ones). */
+     * least 3x fewer multiplies (every D0 stage but the 16x16 ones). A bf16 model folds
+     * into its packed bf16 layout (core/pointwise.h). */
     int fold = (size_t)project.cout * 3 <= (size_t)d.h * d.w;
-    float *folded = fold ? arena_floats(&ctx->ar, (size_t)project.cin * project.cout) : NULL;
+    if (fold) project = pointwise_with_weights(&bl->project, arena_floats(&ctx->ar, pointwise_folded_floats(&project)));
     OP(ctx, EFFDET_OP_SE, {
         ctx->k->se_gates(ctx->tp, row_sums, d.h, d.h * d.w, d.c, se->w1, se->b1, se->rd, se->w2, se->b2,
                          se_scratch, gate);
         if (fold)
-            ctx->k->scale_rows(ctx->tp, project.w, gate, project.cin, project.cout, folded);
+            pointwise_fold(ctx, ctx->tp, &bl->project, gate, &project);
         else
             ctx->k->scale_channels(ctx->tp, &d, gate);
     });
-    if (fold) project.w = folded;
 
     tensor y = new_tensor(ctx, d.h, d.w, b->out_ch);
     pointwise(ctx, &d, &project, ACT_NONE, &y);
