@@ -14,19 +14,20 @@
 #include "core/context.h"
 
 /* out = act(in . l + bias) (ops.h's op_pwconv), on tp (may be NULL: this thread only). */
-void pointwise_run(const effdet_context *ctx, threadpool *tp, const tensor *in, const pw_layer *l, act_kind act,
-                   tensor *out);
+void pointwise_run(const effdet_context *ctx, threadpool *tp, const tensor *in, const pw_layer *l,
+                   act_kind act, tensor *out);
 
 /* Arena floats that a per-request copy of l's weights takes (fp32: cin x cout; bf16:
  * the packed layout, rounded up to whole floats). Count it in the measure pass. */
 size_t pointwise_folded_floats(const pw_layer *l);
 
-/* l with its weights to live in buf (pointwise_folded_floats(l) floats, from the arena;
+/* l with its weights to live in buf (pointwise_folded_floats(l) floats from the arena;
  * NULL in measure mode) instead of the model's. */
-pw_layer pointwise_with_weights(const pw_layer *l, float *buf);
+pw_layer pointwise_with_weights(const pw_layer *l, void *buf);
 
 /* Fill f (from pointwise_with_weights(l, ...)) with l's weights, input channel i scaled
  * by gate[i]: op_scale_rows in fp32, op_fold_bf16 (scale, then round) in bf16. */
-void pointwise_fold(const effdet_context *ctx, threadpool *tp, const pw_layer *l, const float *gate, pw_layer *f);
+void pointwise_fold(const effdet_context *ctx, threadpool *tp, const pw_layer *l, const float *gate,
+                    pw_layer *f);
 
 #endif

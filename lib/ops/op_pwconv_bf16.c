@@ -201,7 +201,8 @@ static void bf_rows(void *p, int begin, int end) {
 
 void op_pwconv_bf16(threadpool *tp, const tensor *in, const uint16_t *wbf, const float *bias, act_kind act,
                     tensor *out) {
-    bf_job job = {in->data, wbf, bias, out->data, in->c, out->c, bf16_pairs(in->c), bf16_cout_padded(out->c), act};
+    bf_job job = {in->data, wbf, bias, out->data, in->c, out->c, bf16_pairs(in->c), bf16_cout_padded(out->c),
+                  act};
     threadpool_run(tp, in->h * in->w, BF_MIN_ROWS, bf_rows, &job);
 }
 
@@ -217,8 +218,8 @@ typedef struct {
 static void fold_pairs(void *p, int begin, int end) {
     const fold_job *job = p;
     /* vpermw index: word 2i <- lo[i] (word i), word 2i + 1 <- hi[i] (word 16 + i). */
-    const __m512i mix = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
-                                         6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i mix = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                         22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int q = begin; q < end; q++) {
         int r = 2 * q;
         int has_hi = r + 1 < job->rows;
@@ -231,7 +232,8 @@ static void fold_pairs(void *p, int begin, int end) {
             int n = job->cols - j < 16 ? job->cols - j : 16;
             __mmask16 m = (__mmask16)((1u << n) - 1u);
             __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, lo_row + j), s_lo);
-            __m512 hi = has_hi ? _mm512_mul_ps(_mm512_maskz_loadu_ps(m, hi_row + j), s_hi) : _mm512_setzero_ps();
+            __m512 hi =
+                has_hi ? _mm512_mul_ps(_mm512_maskz_loadu_ps(m, hi_row + j), s_hi) : _mm512_setzero_ps();
             __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* words 0-15 lo, 16-31 hi */
             _mm512_storeu_si512(dst + (size_t)j * 2, _mm512_permutexvar_epi16(mix, both));
         }
