@@ -440,7 +440,8 @@ const char *config_model_precision(const effdetd_config *c, const char *name) {
 }
 
 int config_validate(const effdetd_config *c, char *err, size_t errlen) {
-    for (const char *p = c->model_precision; *p;) {
+    /* Every comma-separated item, an empty one (",,", a trailing ",") included. */
+    for (const char *p = c->model_precision; *c->model_precision; p++) {
         const char *end = strchr(p, ',');
         if (!end) end = p + strlen(p);
         size_t nlen;
@@ -449,7 +450,8 @@ int config_validate(const effdetd_config *c, char *err, size_t errlen) {
             errf(err, errlen, "model_precision: '%.*s' is not NAME=fp32 or NAME=bf16", (int)(end - p), p);
             return -1;
         }
-        p = *end ? end + 1 : end;
+        if (!*end) break;
+        p = end;
     }
     if (!c->model[0] && !c->models_dir[0]) {
         errf(err, errlen, "no model: set `model` or `models_dir` (or --model / --models-dir)");
