@@ -18,7 +18,7 @@
  * read once per column panel, so converting them once per block keeps the conversion
  * off the inner loop; the buffer is the block's input at half the bytes).
  *
- * Only the avx512 level builds this (the rest of the file is compiled out at the other
+ * Only the avx512 level builds this (BF16_FN below; the file is compiled out at the other
  * levels, whose kernel table leaves the entries NULL). AMX tiles are not used: no CPU
  * with AMX was available to test on; on one, this AVX512_BF16 path runs (every AMX CPU
  * has AVX512_BF16).
@@ -26,11 +26,15 @@
 #include "ops/ops.h"
 
 #if defined(__AVX512F__)
-#pragma GCC target("avx512bf16")
 #include <immintrin.h>
 #include <string.h>
 
 #include "ops/mathfun.h"
+
+/* The functions that use AVX512_BF16 instructions, on top of the level's x86-64-v4 (an
+ * attribute rather than a file-wide flag or pragma: GCC and clang, the fuzz build's
+ * compiler, both honour it, and nothing else in the file can pick up the extension). */
+#define BF16_FN __attribute__((target("avx512bf16")))
 
 /* The per-thread buffer of bf16 input rows: 96 KB, i.e. 12 rows of the widest
  * EfficientDet 1x1 input (3456 channels), 240 rows of a 192-channel one. */
@@ -57,7 +61,7 @@ static inline __m512 load_part(const float *p, int n) {
 
 /* Rows [r0, r1) of the input, rounded to bf16, into buf: row i at buf + i * kp words,
  * the odd channel past an odd cin zero. */
-static void round_rows(const bf_job *job, int r0, int r1, uint32_t *buf) {
+BF16_FN static void round_rows(const bf_job *job, int r0, int r1, uint32_t *buf) {
     const int cin = job->cin;
     if (cin % 2 == 0) { /* rows are contiguous and pair-aligned: one flat span */
         const float *src = job->in + (size_t)r0 * cin;
@@ -91,8 +95,8 @@ static void round_rows(const bf_job *job, int r0, int r1, uint32_t *buf) {
  * at every call (the bf_tile_* wrappers), so the loops unroll and the accumulators stay
  * in registers.
  */
-static inline __attribute__((always_inline)) void bf_tile(const bf_job *job, const uint32_t *a, int r, int j0,
-                                                          int last, int M, int NV) {
+BF16_FN static inline __attribute__((always_inline)) void bf_tile(const bf_job *job, const uint32_t *a, int r,
+                                                                  int j0, int last, int M, int NV) {
     const int kp = job->kp;
     const uint16_t *restrict w = job->w + (size_t)j0 * 2;
     const size_t wstep = (size_t)job->cout16 * 2;
@@ -137,7 +141,7 @@ static inline __attribute__((always_inline)) void bf_tile(const bf_job *job, con
 typedef void (*bf_tile_fn)(const bf_job *job, const uint32_t *a, int r, int j0, int last);
 
 #define BF_TILE(M, NV)                                                                                       \
-    static void bf_tile_##M##x##NV(const bf_job *job, const uint32_t *a, int r, int j0, int last) {          \
+    BF16_FN static void bf_tile_##M##x##NV(const bf_job *job, const uint32_t *a, int r, int j0, int last) {  \
         bf_tile(job, a, r, j0, last, M, NV);                                                                 \
     }
 BF_TILE(12, 1)
@@ -215,7 +219,7 @@ typedef struct {
 } fold_job;
 
 /* Pairs [begin, end): rows 2p and 2p + 1, scaled, rounded, interleaved per column. */
-static void fold_pairs(void *p, int begin, int end) {
+BF16_FN static void fold_pairs(void *p, int begin, int end) {
     const fold_job *job = p;
     /* vpermw index: word 2i <- lo[i] (word i), word 2i + 1 <- hi[i] (word 16 + i). */
     const __m512i mix = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
