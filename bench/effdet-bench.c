@@ -150,7 +150,7 @@ static int bench_forward(const effdet_model *m, const options *o, int threads) {
     for (int i = 1; i < R; i++) mn = total[i] < mn ? total[i] : mn;
     printf("forward %s %dx%d, %d thread%s, %s kernels, %s, input %s: median %.2f ms (min %.2f, %d runs)\n",
            info->name, info->input_w, info->input_h, threads, threads > 1 ? "s" : "", effdet_context_isa(ctx),
-           effdet_precision_name((effdet_precision)info->precision),
+           effdet_precision_name(info->precision),
            o->input ? o->input : "noise (built in)", median(total, R), mn, R);
     printf("  cpu time: median %.2f ms (all threads; the pool's spin-waits included)\n", median(cpu, R));
     printf("  stages: backbone %.2f  bifpn %.2f  heads %.2f ms\n", median(stage[0], R), median(stage[1], R),

@@ -72,7 +72,7 @@ static model_entry *load_one(const char *name, const char *path, effdet_precisio
     model_entry *prev = find_by_name(old, name);
     if (prev && strcmp(prev->path, path) == 0 && prev->dev == st.st_dev && prev->ino == st.st_ino &&
         prev->size == st.st_size && prev->mtime.tv_sec == st.st_mtim.tv_sec &&
-        prev->mtime.tv_nsec == st.st_mtim.tv_nsec && prev->info->precision == (int)precision)
+        prev->mtime.tv_nsec == st.st_mtim.tv_nsec && prev->info->precision == precision)
         return model_entry_ref(prev);
 
     model_entry *m = calloc(1, sizeof *m);

@@ -82,6 +82,14 @@ double effdet_now_ms(void); /* lib/core/clock.c */
 
 typedef struct effdet_model effdet_model;
 
+/* Arithmetic of the 1x1 convolutions (the GEMMs, most of the work).
+ *   FP32  float32 throughout: the default, and the mode the reference-parity tests hold.
+ *   BF16  1x1 conv weights stored as bfloat16 at load, activations rounded to bfloat16
+ *         (to nearest even) at each 1x1 conv's input, float32 sums, bias and activation;
+ *         everything else (stem conv, depthwise, SE, fusion, pooling) stays float32.
+ *         Needs AVX512_BF16 (and the avx512 kernel level): refused elsewhere. */
+typedef enum { EFFDET_PRECISION_FP32 = 0, EFFDET_PRECISION_BF16 = 1 } effdet_precision;
+
 typedef struct {
     char name[64];          /* e.g. "tf_efficientdet_d0" or a custom model's name */
     char backbone[64];      /* e.g. "tf_efficientnet_b0" */
@@ -94,16 +102,8 @@ typedef struct {
     int feature_channels[3]; /* backbone P3, P4, P5 channels */
     long long params;       /* trainable parameters (BN running stats excluded) */
     size_t arena_bytes;     /* scratch memory each context needs */
-    int precision;          /* effdet_precision the model was loaded with */
+    effdet_precision precision; /* what the model was loaded with (effdet_load_opts) */
 } effdet_info;
-
-/* Arithmetic of the 1x1 convolutions (the GEMMs, most of the work).
- *   FP32  float32 throughout: the default, and the mode the reference-parity tests hold.
- *   BF16  1x1 conv weights stored as bfloat16 at load, activations rounded to bfloat16
- *         (to nearest even) at each 1x1 conv's input, float32 sums, bias and activation;
- *         everything else (stem conv, depthwise, SE, fusion, pooling) stays float32.
- *         Needs AVX512_BF16 (and the avx512 kernel level): refused elsewhere. */
-typedef enum { EFFDET_PRECISION_FP32 = 0, EFFDET_PRECISION_BF16 = 1 } effdet_precision;
 
 /* "fp32" or "bf16" (NULL for a value out of range). */
 const char *effdet_precision_name(effdet_precision p);
