@@ -145,10 +145,11 @@ effdet_status cpu_check_bf16(const cpu_features *f, isa_level l, effdet_error *e
         return set_error(err, EFFDET_ERR_UNSUPPORTED, "precision bf16: this CPU (%s) lacks AVX512_BF16", cpu);
     const kernel_table *k = kernels_for_level(l);
     if (!k || !k->pwconv_bf16)
-        return set_error(err, EFFDET_ERR_UNSUPPORTED,
-                         "precision bf16: needs AVX512_BF16, which kernel level %s does not use (only avx512 does; "
-                         "EFFDET_ISA selects the level)",
-                         isa_name(l));
+        return set_error(
+            err, EFFDET_ERR_UNSUPPORTED,
+            "precision bf16: needs AVX512_BF16, which kernel level %s does not use (only avx512 does; "
+            "EFFDET_ISA selects the level)",
+            isa_name(l));
     return EFFDET_OK;
 }
 

@@ -98,7 +98,10 @@ static tensor run_block(effdet_context *ctx, const block_layers *bl, const tenso
      * least 3x fewer multiplies (every D0 stage but the 16x16 ones). A bf16 model folds
      * into its packed bf16 layout (core/pointwise.h). */
     int fold = (size_t)project.cout * 3 <= (size_t)d.h * d.w;
-    if (fold) project = pointwise_with_weights(&bl->project, arena_floats(&ctx->ar, pointwise_folded_floats(&project)));
+    if (fold) {
+        float *buf = arena_floats(&ctx->ar, pointwise_folded_floats(&project));
+        project = pointwise_with_weights(&bl->project, buf);
+    }
     OP(ctx, EFFDET_OP_SE, {
         ctx->k->se_gates(ctx->tp, row_sums, d.h, d.h * d.w, d.c, se->w1, se->b1, se->rd, se->w2, se->b2,
                          se_scratch, gate);

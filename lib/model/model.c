@@ -395,7 +395,6 @@ static effdet_status load_layers(loader *ld) {
     return load_head(ld, a, "box_net", a->num_anchors * 4, &m->box_head);
 }
 
-
 /* A bf16 model's packing kernels: the level contexts will run must have them and this
  * CPU must run them (the check effdet_context_create() repeats). */
 static effdet_status bf16_kernels(const kernel_table **out, effdet_error *err) {

@@ -31,8 +31,12 @@ typedef enum { ACT_NONE = 0, ACT_SWISH, ACT_SIGMOID } act_kind;
  *     wbf[(p * cout16 + j) * 2 + e] = bf16(w[2p + e][j]),   zero past cin or cout.
  * One 64-byte row of 16 words is what vdpbf16ps multiplies with a broadcast input pair. */
 #define BF16_COLS 16
-static inline int bf16_pairs(int cin) { return (cin + 1) / 2; }
-static inline int bf16_cout_padded(int cout) { return (cout + BF16_COLS - 1) / BF16_COLS * BF16_COLS; }
+static inline int bf16_pairs(int cin) {
+    return (cin + 1) / 2;
+}
+static inline int bf16_cout_padded(int cout) {
+    return (cout + BF16_COLS - 1) / BF16_COLS * BF16_COLS;
+}
 /* uint16_t elements of a packed matrix. */
 static inline size_t bf16_packed_elems(int cin, int cout) {
     return (size_t)bf16_pairs(cin) * (size_t)bf16_cout_padded(cout) * 2;
@@ -64,8 +68,8 @@ typedef struct {
     void (*add)(threadpool *tp, float *x, const float *y, size_t n);
     /* The bf16 precision mode's kernels: NULL at every level but avx512, where they need
      * the AVX512_BF16 extension on top (cpu.h: cpu_check_bf16). */
-    void (*pwconv_bf16)(threadpool *tp, const tensor *in, const uint16_t *wbf, const float *bias, act_kind act,
-                        tensor *out);
+    void (*pwconv_bf16)(threadpool *tp, const tensor *in, const uint16_t *wbf, const float *bias,
+                        act_kind act, tensor *out);
     void (*fold_bf16)(threadpool *tp, const float *w, const float *s, int rows, int cols, uint16_t *dst);
 } kernel_table;
 

@@ -163,14 +163,15 @@ START_TEST(model_precision_per_name) {
     ck_assert_int_eq(parse(&c, "model /m/d0.safetensors\n", err, sizeof err), 0);
     ck_assert_str_eq(c.precision, "fp32");
     ck_assert_str_eq(config_model_precision(&c, "d0"), "fp32");
-    ck_assert_int_eq(parse(&c, "model /m/d0.safetensors\nprecision bf16\n"
-                               "model_precision d3=fp32,d0x=fp32,cam=bf16,d3=bf16,d0=fp32\n",
+    ck_assert_int_eq(parse(&c,
+                           "model /m/d0.safetensors\nprecision bf16\n"
+                           "model_precision d3=fp32,d0x=fp32,cam=bf16,d3=bf16,d0=fp32\n",
                            err, sizeof err),
                      0);
     ck_assert_int_eq(config_validate(&c, err, sizeof err), 0);
-    ck_assert_str_eq(config_model_precision(&c, "d0"), "fp32");  /* its entry */
-    ck_assert_str_eq(config_model_precision(&c, "d3"), "bf16");  /* the last entry wins */
-    ck_assert_str_eq(config_model_precision(&c, "d"), "bf16");   /* no prefix match: global */
+    ck_assert_str_eq(config_model_precision(&c, "d0"), "fp32");   /* its entry */
+    ck_assert_str_eq(config_model_precision(&c, "d3"), "bf16");   /* the last entry wins */
+    ck_assert_str_eq(config_model_precision(&c, "d"), "bf16");    /* no prefix match: global */
     ck_assert_str_eq(config_model_precision(&c, "yard"), "bf16"); /* global */
     ck_assert_int_eq(parse(&c, "precision fp16\n", err, sizeof err), -1);
     ck_assert_ptr_nonnull(strstr(err, "t.conf:1"));

@@ -794,7 +794,8 @@ START_TEST(test_fold_bf16_layout) {
     const int shapes[][2] = {{1, 1}, {3, 17}, {16, 16}, {17, 33}, {96, 24}, {240, 50}, {1152, 320}};
     for (int t = 0; t < (int)(sizeof shapes / sizeof shapes[0]); t++) {
         int rows = shapes[t][0], cols = shapes[t][1];
-        float *w = random_floats((size_t)rows * cols, -1.0f, 1.0f), *s = random_floats((size_t)rows, 0.0f, 1.0f);
+        float *w = random_floats((size_t)rows * cols, -1.0f, 1.0f),
+              *s = random_floats((size_t)rows, 0.0f, 1.0f);
         size_t n = bf16_packed_elems(rows, cols);
         uint16_t *got = malloc(n * sizeof *got), *want = calloc(n, sizeof *want);
         ck_assert_ptr_nonnull(got);
@@ -810,7 +811,8 @@ START_TEST(test_fold_bf16_layout) {
         for (int k = 0; k < 3; k++) {
             memset(got, 0xa5, n * sizeof *got); /* padding the kernel skips fails */
             op_fold_bf16(p.pools[k], w, t % 2 ? s : NULL, rows, cols, got);
-            ck_assert_msg(memcmp(got, want, n * sizeof *got) == 0, "op_fold_bf16 %dx%d: layout differs", rows, cols);
+            ck_assert_msg(memcmp(got, want, n * sizeof *got) == 0, "op_fold_bf16 %dx%d: layout differs", rows,
+                          cols);
         }
         free(w);
         free(s);
