@@ -30,6 +30,7 @@ typedef struct {
     const char *make_inputs; /* write black.f32 and noise.f32 here and exit */
     int runs, warmup;
     int threads[8], nthreads;
+    effdet_precision precision; /* --precision fp32|bf16 */
 } options;
 
 /* CPU time of the whole process (every thread), ms: on a loaded machine the time we
@@ -151,8 +152,9 @@ static int bench_forward(const effdet_model *m, const options *o, int threads) {
     }
     double mn = total[0];
     for (int i = 1; i < R; i++) mn = total[i] < mn ? total[i] : mn;
-    printf("forward %s %dx%d, %d thread%s, %s kernels, input %s: median %.2f ms (min %.2f, %d runs)\n", info->name,
-           info->input_w, info->input_h, threads, threads > 1 ? "s" : "", effdet_context_isa(ctx),
+    printf("forward %s %dx%d, %d thread%s, %s kernels, %s, input %s: median %.2f ms (min %.2f, %d runs)\n",
+           info->name, info->input_w, info->input_h, threads, threads > 1 ? "s" : "", effdet_context_isa(ctx),
+           effdet_precision_name(info->precision),
            o->input ? o->input : "noise (built in)", median(total, R), mn, R);
     printf("  cpu time: median %.2f ms (all threads; the pool's spin-waits included)\n", median(cpu, R));
     printf("  arena: %.1f MiB (%zu bytes)\n", effdet_context_arena_bytes(ctx) / 1048576.0, effdet_context_arena_bytes(ctx));
@@ -387,7 +389,8 @@ static int bench_images(const effdet_model *m, const options *o) {
 static void usage(FILE *f) {
     fprintf(f, "usage: effdet-bench --model W.safetensors [--runs N] [--warmup N] [--threads 1,2] [--input X.f32]\n"
                "       effdet-bench --model W.safetensors --images DIR [--runs N] [--threads 1,2]\n"
-               "       effdet-bench --model W.safetensors --make-inputs DIR   (writes DIR/black.f32, DIR/noise.f32)\n");
+               "       effdet-bench --model W.safetensors --make-inputs DIR   (writes DIR/black.f32, DIR/noise.f32)\n"
+               "  --precision fp32|bf16   arithmetic of the 1x1 convs (default fp32; bf16 needs AVX512_BF16)\n");
 }
 
 int main(int argc, char **argv) {
@@ -395,11 +398,13 @@ int main(int argc, char **argv) {
         {"model", required_argument, 0, 'm'}, {"runs", required_argument, 0, 'r'},
         {"warmup", required_argument, 0, 'w'}, {"threads", required_argument, 0, 'j'},
         {"images", required_argument, 0, 'i'}, {"input", required_argument, 0, 'x'},
-        {"make-inputs", required_argument, 0, 'M'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"make-inputs", required_argument, 0, 'M'}, {"precision", required_argument, 0, 'p'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     options o = {.runs = 30, .warmup = 3, .threads = {1, 2}, .nthreads = 2};
     int c;
-    while ((c = getopt_long(argc, argv, "m:r:w:j:i:x:M:h", longopts, NULL)) != -1) {
+    effdet_error err;
+    while ((c = getopt_long(argc, argv, "m:r:w:j:i:x:M:p:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': o.model = optarg; break;
         case 'r': o.runs = atoi(optarg); break;
@@ -407,6 +412,12 @@ int main(int argc, char **argv) {
         case 'i': o.images = optarg; break;
         case 'x': o.input = optarg; break;
         case 'M': o.make_inputs = optarg; break;
+        case 'p':
+            if (effdet_precision_parse(optarg, &o.precision, &err)) {
+                fprintf(stderr, "effdet-bench: --precision: %s\n", err.msg);
+                return 2;
+            }
+            break;
         case 'j': {
             o.nthreads = 0;
             for (char *s = optarg; *s && o.nthreads < 8;) {
@@ -430,8 +441,10 @@ int main(int argc, char **argv) {
             return 2;
         }
     effdet_model *m;
-    effdet_error err;
-    if (effdet_model_load(o.model, &m, &err)) {
+    effdet_load_opts lo;
+    effdet_load_opts_default(&lo);
+    lo.precision = o.precision;
+    if (effdet_model_load_opts(o.model, &lo, &m, &err)) {
         fprintf(stderr, "effdet-bench: %s\n", err.msg);
         return 2;
     }

@@ -6,6 +6,9 @@
 # effdet-bench --make-inputs in build/bench-inputs/).
 #
 #   bench/vs-ort.sh [RUNS] [ROUNDS]     (default 10 runs after 3 warm-up runs, 3 rounds)
+#   BF16=1 bench/vs-ort.sh ...          also ours in the bf16 precision mode (a third peer,
+#                                       run in the same rounds; needs AVX512_BF16), with
+#                                       tables bf16 / ORT and bf16 / fp32
 #
 # The machine may be shared: every round runs each (input, threads) pair for both peers
 # back to back, so load changes hit both alike; a figure is the median over the rounds
@@ -45,7 +48,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
   "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, effdet kernels: $level, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$RUNS runs per measurement, $ROUNDS interleaved rounds; medians in ms"
 
-declare -A OURS ORT OURS_CPU ORT_CPU
+declare -A OURS ORT OURS_CPU ORT_CPU BF BF_CPU
 names=(fixture black noise)
 declare -A FILE=([fixture]=$FIXTURE [black]=$INPUTS/black.f32 [noise]=$INPUTS/noise.f32)
 for r in $(seq "$ROUNDS"); do
@@ -55,6 +58,11 @@ for r in $(seq "$ROUNDS"); do
       b=$(node bench/ort-bench.mjs "$ONNX" "${FILE[$name]}" "$t" "$RUNS" 3)
       OURS[$name,$t]="${OURS[$name,$t]:-} $(echo "$a" | sed -n 's/^forward.*median \([0-9.]*\) ms.*/\1/p')"
       OURS_CPU[$name,$t]="${OURS_CPU[$name,$t]:-} $(echo "$a" | sed -n 's/.*cpu time: median \([0-9.]*\) ms.*/\1/p')"
+      if [ "${BF16:-0}" = 1 ]; then
+        c=$(build/effdet-bench --model "$MODEL" --precision bf16 --runs "$RUNS" --threads "$t" --input "${FILE[$name]}")
+        BF[$name,$t]="${BF[$name,$t]:-} $(echo "$c" | sed -n 's/^forward.*median \([0-9.]*\) ms.*/\1/p')"
+        BF_CPU[$name,$t]="${BF_CPU[$name,$t]:-} $(echo "$c" | sed -n 's/.*cpu time: median \([0-9.]*\) ms.*/\1/p')"
+      fi
       ORT[$name,$t]="${ORT[$name,$t]:-} $(echo "$b" | sed -n 's/.*"median_ms":\([0-9.]*\).*/\1/p')"
       ORT_CPU[$name,$t]="${ORT_CPU[$name,$t]:-} $(echo "$b" | sed -n 's/.*"cpu_median_ms":\([0-9.]*\).*/\1/p')"
     done
@@ -87,4 +95,9 @@ table() {
 }
 table "wall time (ms)" OURS ORT
 table "CPU time (ms, every thread of the process)" OURS_CPU ORT_CPU
+if [ "${BF16:-0}" = 1 ]; then
+  table "bf16 wall time (ms): effdet = ours in bf16, ORT = ONNX Runtime fp32" BF ORT
+  table "bf16 / fp32 wall time (ms): effdet = ours in bf16, ORT column = ours in fp32" BF OURS
+  table "bf16 / fp32 CPU time (ms): effdet = ours in bf16, ORT column = ours in fp32" BF_CPU OURS_CPU
+fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

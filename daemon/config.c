@@ -28,6 +28,14 @@ static const cfg_option options[] = {
     {"default_model", CFG_STRING, OPT(default_model), 0, 0, "", NULL, 0,
      "Model used when a request names none. Empty: the `model` option's model, else the first "
      "name in alphabetical order."},
+    {"precision", CFG_ENUM, OPT(precision), 0, 0, "fp32", "fp32|bf16", 0,
+     "Arithmetic of every model's 1x1 convolutions. fp32 is the reference-parity mode. bf16 stores "
+     "their weights as bfloat16 and rounds their inputs to bfloat16 (sums in fp32): faster, "
+     "less accurate, and only on CPUs with AVX512_BF16 (a model that cannot run is not loaded, "
+     "with a log line naming the missing feature). Applied when a model is (re)loaded."},
+    {"model_precision", CFG_STRING, OPT(model_precision), 0, 0, "", NULL, 0,
+     "Per-model precision, overriding `precision`: comma-separated NAME=fp32|bf16 pairs, NAME "
+     "a model's name (its file stem), e.g. tf_efficientdet_d3=bf16,tf_efficientdet_d0=fp32."},
     {"api_key", CFG_STRING, OPT(api_key), 0, 0, "", NULL, 0,
      "When set, detection and model endpoints require `Authorization: Bearer KEY` or the "
      "DeepStack form field api_key=KEY (401 otherwise). /healthz, /readyz and /metrics stay open. "
@@ -402,7 +410,49 @@ int config_read_key_file(const char *path, char *key, size_t cap, char *err, siz
     return 0;
 }
 
+/* One NAME=PRECISION item of model_precision, [p, end): its name's length and precision,
+ * or -1 when malformed. */
+static int parse_model_precision_item(const char *p, const char *end, size_t *name_len, const char **prec) {
+    const char *eq = memchr(p, '=', (size_t)(end - p));
+    if (!eq || eq == p) return -1;
+    size_t plen = (size_t)(end - eq - 1);
+    if ((plen == 4 && strncmp(eq + 1, "fp32", 4) == 0) || (plen == 4 && strncmp(eq + 1, "bf16", 4) == 0)) {
+        *name_len = (size_t)(eq - p);
+        *prec = strncmp(eq + 1, "fp32", 4) == 0 ? "fp32" : "bf16";
+        return 0;
+    }
+    return -1;
+}
+
+const char *config_model_precision(const effdetd_config *c, const char *name) {
+    const char *found = c->precision;
+    for (const char *p = c->model_precision; *p;) {
+        const char *end = strchr(p, ',');
+        if (!end) end = p + strlen(p);
+        size_t nlen;
+        const char *prec;
+        if (parse_model_precision_item(p, end, &nlen, &prec) == 0 && nlen == strlen(name) &&
+            strncmp(p, name, nlen) == 0)
+            found = prec; /* the last entry for a name wins */
+        p = *end ? end + 1 : end;
+    }
+    return found;
+}
+
 int config_validate(const effdetd_config *c, char *err, size_t errlen) {
+    /* Every comma-separated item, an empty one (",,", a trailing ",") included. */
+    for (const char *p = c->model_precision; *c->model_precision; p++) {
+        const char *end = strchr(p, ',');
+        if (!end) end = p + strlen(p);
+        size_t nlen;
+        const char *prec;
+        if (parse_model_precision_item(p, end, &nlen, &prec)) {
+            errf(err, errlen, "model_precision: '%.*s' is not NAME=fp32 or NAME=bf16", (int)(end - p), p);
+            return -1;
+        }
+        if (!*end) break;
+        p = end;
+    }
     if (!c->model[0] && !c->models_dir[0]) {
         errf(err, errlen, "no model: set `model` or `models_dir` (or --model / --models-dir)");
         return -1;

@@ -18,6 +18,8 @@ typedef struct {
     char instance[CFG_STR_MAX];     /* metrics label and /v1/models field; "" = hostname:port */
     char api_key_file[CFG_STR_MAX]; /* the key is this file's first line (read at start and reload) */
     char log_level[16];
+    char precision[8];                 /* fp32 | bf16: every model's, unless model_precision says */
+    char model_precision[CFG_STR_MAX]; /* "NAME=fp32|bf16,..." per model name */
     int workers; /* 0 = number of cores */
     int threads_per_worker;
     int queue_size; /* 0 = 2 x workers */
@@ -90,6 +92,10 @@ int config_build(effdetd_config *c, const char *path, const char *const *overrid
 
 /* The first line of path, trailing whitespace removed, into key. */
 int config_read_key_file(const char *path, char *key, size_t cap, char *err, size_t errlen);
+
+/* The precision ("fp32" / "bf16") model `name` is loaded in: its model_precision entry,
+ * else the global precision. */
+const char *config_model_precision(const effdetd_config *c, const char *name);
 
 /* Cross-option checks (a model source is given, ...). */
 int config_validate(const effdetd_config *c, char *err, size_t errlen);

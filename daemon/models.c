@@ -62,7 +62,8 @@ static model_entry *find_by_name(model_set *s, const char *name) {
 
 /* Load path as `name`, or reuse old's model when its file is unchanged. NULL on failure
  * (logged; the caller decides whether to keep an old model). */
-static model_entry *load_one(const char *name, const char *path, model_set *old, const logger *lg) {
+static model_entry *load_one(const char *name, const char *path, effdet_precision precision, model_set *old,
+                             const logger *lg) {
     struct stat st;
     if (stat(path, &st) != 0) {
         log_error(lg, "model %s: %s: %s", name, path, strerror(errno));
@@ -71,7 +72,7 @@ static model_entry *load_one(const char *name, const char *path, model_set *old,
     model_entry *prev = find_by_name(old, name);
     if (prev && strcmp(prev->path, path) == 0 && prev->dev == st.st_dev && prev->ino == st.st_ino &&
         prev->size == st.st_size && prev->mtime.tv_sec == st.st_mtim.tv_sec &&
-        prev->mtime.tv_nsec == st.st_mtim.tv_nsec)
+        prev->mtime.tv_nsec == st.st_mtim.tv_nsec && prev->info->precision == precision)
         return model_entry_ref(prev);
 
     model_entry *m = calloc(1, sizeof *m);
@@ -82,7 +83,10 @@ static model_entry *load_one(const char *name, const char *path, model_set *old,
     snprintf(m->path, sizeof m->path, "%s", path);
     m->dev = st.st_dev, m->ino = st.st_ino, m->size = st.st_size, m->mtime = st.st_mtim;
     effdet_error e = {{0}};
-    effdet_status s = effdet_model_load(path, &m->model, &e);
+    effdet_load_opts lo;
+    effdet_load_opts_default(&lo);
+    lo.precision = precision;
+    effdet_status s = effdet_model_load_opts(path, &lo, &m->model, &e);
     if (s == EFFDET_OK) m->info = effdet_model_info(m->model);
     if (s != EFFDET_OK) {
         log_error(lg, "model %s: %s: %s (%s)", name, path, e.msg, effdet_status_name(s));
@@ -90,8 +94,9 @@ static model_entry *load_one(const char *name, const char *path, model_set *old,
         free(m);
         return NULL;
     }
-    log_info(lg, "model %s: loaded %s (%s, %dx%d, %d classes, %lld params)", name, path, m->info->name,
-             m->info->input_w, m->info->input_h, m->info->num_classes, m->info->params);
+    log_info(lg, "model %s: loaded %s (%s, %dx%d, %d classes, %lld params, %s)", name, path, m->info->name,
+             m->info->input_w, m->info->input_h, m->info->num_classes, m->info->params,
+             effdet_precision_name(precision));
     return m;
 }
 
@@ -169,7 +174,10 @@ int model_set_build(const effdetd_config *cfg, model_set *old, const logger *lg,
     }
     atomic_init(&s->refs, 1);
     for (int i = 0; i < nsrc; i++) {
-        model_entry *m = load_one(src[i].name, src[i].path, old, lg);
+        effdet_precision prec = EFFDET_PRECISION_FP32;
+        /* config_validate() accepted every value, so this parse cannot fail. */
+        effdet_precision_parse(config_model_precision(cfg, src[i].name), &prec, NULL);
+        model_entry *m = load_one(src[i].name, src[i].path, prec, old, lg);
         if (!m) s->failures++;
         if (!m && (m = find_by_name(old, src[i].name)) != NULL) {
             log_warn(lg, "model %s: keeping the previously loaded %s", src[i].name, m->path);

@@ -122,8 +122,10 @@ void write_models_json(sbuf *b, const char *instance, const model_set *set) {
         sb_puts(b, ",\"backbone\":");
         sb_json_str(b, inf->backbone);
         sb_printf(b,
-                  ",\"input\":{\"width\":%d,\"height\":%d},\"num_classes\":%d,\"params\":%lld,\"classes\":[",
-                  inf->input_w, inf->input_h, inf->num_classes, inf->params);
+                  ",\"input\":{\"width\":%d,\"height\":%d},\"num_classes\":%d,\"params\":%lld,"
+                  "\"precision\":\"%s\",\"classes\":[",
+                  inf->input_w, inf->input_h, inf->num_classes, inf->params,
+                  effdet_precision_name(inf->precision));
         for (int c = 0; c < inf->num_classes; c++) {
             if (c) sb_puts(b, ",");
             sb_json_str(b, effdet_model_label(m->model, c));

@@ -34,6 +34,7 @@ typedef struct {
     int image_w, image_h; /* --image-size for --raw-input: also write image-frame detections */
     int num_classes;
     int threads;
+    effdet_precision precision;
     int fast_decode;
     int pretty;
     effdet_detect_opts det;
@@ -54,6 +55,8 @@ static void usage(FILE *f) {
             "  -c, --classes LIST      only these labels, comma-separated (e.g. person,car)\n"
             "      --nms hard|soft     hard NMS (IoU > 0.5, default) or gaussian soft-NMS\n"
             "  -j, --threads N         threads for inference (default 1)\n"
+            "      --precision P       fp32 (default) or bf16: 1x1 convs in bfloat16 (needs a\n"
+            "                          CPU with AVX512_BF16; not bit-exact with the reference)\n"
             "      --fast-decode       let libjpeg downscale large images while decoding (not\n"
             "                          bit-exact with the reference pipeline)\n"
             "  -d, --draw OUT.jpg      write the (single) image with boxes and labels drawn\n"
@@ -90,7 +93,7 @@ static int parse_int(const char *s, const char *flag, int lo, int hi, int *out) 
 
 static int parse_args(int argc, char **argv, options *o) {
     enum { O_NMS = 256, O_FAST, O_DESCRIBE, O_NUMCLS, O_RAW, O_DUMP, O_IMGSIZE, O_PRETTY, O_DESCCFG, O_TENSORS,
-           O_LIST };
+           O_LIST, O_PRECISION };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},     {"threshold", required_argument, 0, 't'},
         {"max-detections", required_argument, 0, 'n'}, {"classes", required_argument, 0, 'c'},
@@ -100,7 +103,7 @@ static int parse_args(int argc, char **argv, options *o) {
         {"raw-input", required_argument, 0, O_RAW}, {"dump", required_argument, 0, O_DUMP},
         {"image-size", required_argument, 0, O_IMGSIZE}, {"pretty", no_argument, 0, O_PRETTY},
         {"describe-config", required_argument, 0, O_DESCCFG}, {"tensors", no_argument, 0, O_TENSORS},
-        {"list-models", no_argument, 0, O_LIST},
+        {"list-models", no_argument, 0, O_LIST},  {"precision", required_argument, 0, O_PRECISION},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0},
     };
     memset(o, 0, sizeof *o);
@@ -135,6 +138,14 @@ static int parse_args(int argc, char **argv, options *o) {
         case 'j':
             if (parse_int(optarg, "--threads", 1, 256, &o->threads)) return -1;
             break;
+        case O_PRECISION: {
+            effdet_error e;
+            if (effdet_precision_parse(optarg, &o->precision, &e)) {
+                fprintf(stderr, "effdet-detect: --precision: %s\n", e.msg);
+                return -1;
+            }
+            break;
+        }
         case O_FAST: o->fast_decode = 1; break;
         case 'd': o->draw_path = optarg; break;
         case O_DESCRIBE: o->describe = optarg; break;
@@ -662,7 +673,10 @@ int main(int argc, char **argv) {
     effdet_error err;
     uint8_t *mask = NULL;
     int rc = 2;
-    if (effdet_model_load(o.model_path, &m, &err)) {
+    effdet_load_opts lo;
+    effdet_load_opts_default(&lo);
+    lo.precision = o.precision;
+    if (effdet_model_load_opts(o.model_path, &lo, &m, &err)) {
         fprintf(stderr, "effdet-detect: %s\n", err.msg);
         goto done;
     }

@@ -31,6 +31,7 @@ typedef enum { MAP_AUTO, MAP_ID, MAP_LABEL } map_kind;
 typedef struct {
     const char *model_path, *annotations, *images_dir, *detections_out, *eval_only;
     int threads;
+    effdet_precision precision;
     map_kind map;
     int pretty;
     effdet_detect_opts det;
@@ -45,6 +46,8 @@ static void usage(FILE *f) {
                "  -i, --images DIR          directory holding the images' file_name\n"
                "  -o, --detections OUT      also write the detections (COCO results format)\n"
                "  -j, --threads N           worker threads, one image each at a time (default 1)\n"
+               "      --precision fp32|bf16 arithmetic of the 1x1 convs (default fp32; bf16 needs\n"
+               "                            AVX512_BF16)\n"
                "  -n, --max-detections N    detections kept per image (default 100, as COCO)\n"
                "  -t, --threshold X         minimum score (default 0: keep every detection)\n"
                "      --map auto|id|label   category id -> model class: by id (COCO models, 90\n"
@@ -67,7 +70,7 @@ static int parse_int(const char *s, const char *flag, int lo, int hi, int *out) 
 }
 
 static int parse_args(int argc, char **argv, options *o) {
-    enum { O_MAP = 256, O_EVAL_ONLY, O_PRETTY };
+    enum { O_MAP = 256, O_EVAL_ONLY, O_PRETTY, O_PRECISION };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},
         {"annotations", required_argument, 0, 'a'},
@@ -79,6 +82,7 @@ static int parse_args(int argc, char **argv, options *o) {
         {"map", required_argument, 0, O_MAP},
         {"eval-only", required_argument, 0, O_EVAL_ONLY},
         {"pretty", no_argument, 0, O_PRETTY},
+        {"precision", required_argument, 0, O_PRECISION},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -106,6 +110,14 @@ static int parse_args(int argc, char **argv, options *o) {
                 return -1;
             }
             break;
+        case O_PRECISION: {
+            effdet_error e;
+            if (effdet_precision_parse(optarg, &o->precision, &e)) {
+                fprintf(stderr, "effdet-eval: --precision: %s\n", e.msg);
+                return -1;
+            }
+            break;
+        }
         case O_MAP:
             if (strcmp(optarg, "auto") == 0)
                 o->map = MAP_AUTO;
@@ -488,7 +500,10 @@ static int run_model(const options *o, const coco_dataset *d) {
     coco_det *dets = NULL;
     int *class_cat = NULL, rc = 2;
     const char *mapping = NULL;
-    if (effdet_model_load(o->model_path, &m, &err)) {
+    effdet_load_opts lo;
+    effdet_load_opts_default(&lo);
+    lo.precision = o->precision;
+    if (effdet_model_load_opts(o->model_path, &lo, &m, &err)) {
         fprintf(stderr, "effdet-eval: %s\n", err.msg);
         return 2;
     }
@@ -516,6 +531,7 @@ static int run_model(const options *o, const coco_dataset *d) {
     json_object_object_add(extra, "category_mapping", json_object_new_string(mapping));
     json_object_object_add(extra, "max_detections", json_object_new_int(o->det.max_detections));
     json_object_object_add(extra, "threads", json_object_new_int(o->threads));
+    json_object_object_add(extra, "precision", json_object_new_string(effdet_precision_name(o->precision)));
     json_object_object_add(extra, "seconds", json_object_new_double(seconds));
     json_object_object_add(extra, "images_per_second",
                            json_object_new_double(seconds > 0 ? d->num_images / seconds : 0));

@@ -70,6 +70,9 @@ effdet_status effdet_context_create(const effdet_model *m, int threads, effdet_c
     effdet_status st;
     ctx->m = m;
     if ((st = kernels_select(&ctx->k, err))) goto fail;
+    /* A bf16 model loaded before EFFDET_ISA changed (or moved to another machine) would
+     * otherwise reach a NULL kernel. */
+    if (m->precision != EFFDET_PRECISION_FP32 && (st = effdet_precision_check(m->precision, err))) goto fail;
     if (threads > 1 && !(ctx->tp = threadpool_create(threads))) {
         st = set_error(err, EFFDET_ERR_NOMEM, "cannot start %d threads", threads);
         goto fail;

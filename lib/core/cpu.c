@@ -44,6 +44,8 @@ void cpu_detect(cpu_features *f) {
         f->bmi1 = b7 >> 3 & 1, f->avx2 = b7 >> 5 & 1, f->bmi2 = b7 >> 8 & 1;
         f->avx512f = b7 >> 16 & 1, f->avx512dq = b7 >> 17 & 1, f->avx512cd = b7 >> 28 & 1;
         f->avx512bw = b7 >> 30 & 1, f->avx512vl = b7 >> 31 & 1;
+        cpuid(7, 1, r); /* subleaf 1: EAX bit 5 = AVX512_BF16 */
+        f->avx512_bf16 = r[0] >> 5 & 1;
     }
     cpuid(0x80000000u, 0, r);
     unsigned max_ext = r[0];
@@ -135,6 +137,20 @@ effdet_status cpu_select_level(const cpu_features *f, const char *request, isa_l
         return EFFDET_OK;
     }
     return set_error(err, EFFDET_ERR_ARG, "EFFDET_ISA=%s: unknown level (baseline, avx2 or avx512)", request);
+}
+
+effdet_status cpu_check_bf16(const cpu_features *f, isa_level l, effdet_error *err) {
+    const char *cpu = f->brand[0] ? f->brand : "unknown";
+    if (!f->avx512_bf16 || !f->os_avx512)
+        return set_error(err, EFFDET_ERR_UNSUPPORTED, "precision bf16: this CPU (%s) lacks AVX512_BF16", cpu);
+    const kernel_table *k = kernels_for_level(l);
+    if (!k || !k->pwconv_bf16)
+        return set_error(
+            err, EFFDET_ERR_UNSUPPORTED,
+            "precision bf16: needs AVX512_BF16, which kernel level %s does not use (only avx512 does; "
+            "EFFDET_ISA selects the level)",
+            isa_name(l));
+    return EFFDET_OK;
 }
 
 effdet_status kernels_select(const kernel_table **out, effdet_error *err) {

@@ -5,6 +5,7 @@
  * follow the x86-64 psABI micro-architecture levels the kernels are compiled for:
  *   baseline = x86-64-v2 (SSE4.2, POPCNT), avx2 = x86-64-v3 (AVX2, FMA, BMI1/2, F16C,
  *   LZCNT, MOVBE), avx512 = x86-64-v4 (AVX512F/BW/CD/DQ/VL).
+ * AVX512_BF16 is no level of its own: the bf16 precision mode needs it on top of avx512.
  */
 #ifndef EFFDET_CPU_H
 #define EFFDET_CPU_H
@@ -21,7 +22,8 @@ typedef enum { ISA_BASELINE = 0, ISA_AVX2, ISA_AVX512, ISA_COUNT } isa_level;
     X(sse3) X(ssse3) X(sse4_1) X(sse4_2) X(popcnt) X(cx16) X(lahf_lm)                     /* v2 */           \
     X(avx) X(avx2) X(fma) X(f16c) X(bmi1) X(bmi2) X(lzcnt) X(movbe)                       /* v3 */           \
     X(avx512f) X(avx512bw) X(avx512cd) X(avx512dq) X(avx512vl)                            /* v4 */           \
-    X(osxsave) X(os_avx) X(os_avx512)
+    X(osxsave) X(os_avx) X(os_avx512)                                                                    \
+    X(avx512_bf16) /* bf16 precision (vdpbf16ps), on top of v4 */
 
 typedef struct {
     char vendor[13];
@@ -47,6 +49,10 @@ effdet_status cpu_select_level(const cpu_features *f, const char *request, isa_l
 
 /* The kernels compiled for a level. */
 const kernel_table *kernels_for_level(isa_level l);
+
+/* EFFDET_OK when a context of this level on this CPU can run the bf16 1x1 kernels;
+ * otherwise EFFDET_ERR_UNSUPPORTED and a message naming the missing feature. */
+effdet_status cpu_check_bf16(const cpu_features *f, isa_level l, effdet_error *err);
 
 /* cpu_detect + cpu_select_level(getenv("EFFDET_ISA")) + kernels_for_level. */
 effdet_status kernels_select(const kernel_table **out, effdet_error *err);

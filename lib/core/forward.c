@@ -19,6 +19,7 @@
 #include "core/context.h"
 #include "core/fpenv.h"
 #include "core/mbconv_bands.h"
+#include "core/pointwise.h"
 #include "core/status.h"
 
 /* Kernels run unless the pass only plans, or the pass departed from the plan (a bug:
@@ -53,8 +54,9 @@ static void drop_unless_kept(effdet_context *ctx, const tensor *t) {
     if (!ctx->keep_tensors) drop(ctx, t);
 }
 
+/* In the model's precision (core/pointwise.h). */
 static void pointwise(effdet_context *ctx, const tensor *in, const pw_layer *l, act_kind act, tensor *out) {
-    OP(ctx, EFFDET_OP_PWCONV, ctx->k->pwconv(ctx->tp, in, l->w, l->b, act, out));
+    OP(ctx, EFFDET_OP_PWCONV, pointwise_run(ctx, ctx->tp, in, l, act, out));
 }
 
 /* A k x k, stride-s window over `in`, padded per the model's style. */
@@ -153,20 +155,21 @@ static tensor run_block(effdet_context *ctx, const block_layers *bl, const tenso
     pw_layer project = bl->project;
     /* Folding reads the weights cold (from L3/DRAM) while d is still in L2 from the
      * depthwise conv: measured ~3x the cost per multiply, so fold only when it is at
-     * least 3x fewer multiplies (every D0 stage but the 16x16 ones). */
+     * least 3x fewer multiplies (every D0 stage but the 16x16 ones). A bf16 model folds
+     * into its packed bf16 layout (core/pointwise.h). */
     int fold = (size_t)project.cout * 3 <= (size_t)d.h * d.w;
-    float *folded = fold ? take_floats(ctx, (size_t)project.cin * project.cout, &folded_id) : NULL;
+    float *folded = fold ? take_floats(ctx, pointwise_folded_floats(&project), &folded_id) : NULL;
+    if (fold) project = pointwise_with_weights(&bl->project, folded);
     OP(ctx, EFFDET_OP_SE, {
         ctx->k->se_gates(ctx->tp, row_sums, d.h, d.h * d.w, d.c, se->w1, se->b1, se->rd, se->w2, se->b2,
                          se_scratch, gate);
         if (fold)
-            ctx->k->scale_rows(ctx->tp, project.w, gate, project.cin, project.cout, folded);
+            pointwise_fold(ctx, ctx->tp, &bl->project, gate, &project);
         else
             ctx->k->scale_channels(ctx->tp, &d, gate);
     });
     arena_drop(&ctx->ar, sums_id);
     arena_drop(&ctx->ar, se_id);
-    if (fold) project.w = folded;
 
     tensor y = take(ctx, d.h, d.w, b->out_ch);
     pointwise(ctx, &d, &project, ACT_NONE, &y);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/mbconv_bands.h"
+#include "core/pointwise.h"
 
 /* About half of a 1-2 MB L2: the band, the input rows it reads and the depthwise output
  * it writes all pass through it. */
@@ -37,8 +38,9 @@ typedef enum { FROM_EXPANSION, FROM_STEM } band_source;
 typedef struct {
     const effdet_context *ctx;
     band_source source;
-    const tensor *x;   /* expansion: the block input; stem: the network input */
-    const float *pw_w, *pw_b; /* expansion: the 1x1; stem: its conv */
+    const tensor *x;          /* expansion: the block input; stem: the network input */
+    const pw_layer *expand;   /* expansion: the 1x1 (in the model's precision: core/pointwise.h) */
+    const float *pw_w, *pw_b; /* stem: its conv */
     conv_geom stem;           /* stem: its window over x */
     int in_h, in_w, mid;      /* the depthwise input (expanded tensor or stem output) */
     const dw_layer *dw;
@@ -61,7 +63,7 @@ static void produce_rows(const band_job *j, int lo, int hi, float *dst) {
     tensor out = {dst, hi - lo, j->in_w, j->mid, 0};
     if (j->source == FROM_EXPANSION) {
         tensor src = rows_of(j->x, lo, hi);
-        j->ctx->k->pwconv(NULL, &src, j->pw_w, j->pw_b, ACT_SWISH, &out);
+        pointwise_run(j->ctx, NULL, &src, j->expand, ACT_SWISH, &out);
         return;
     }
     /* The stem's input rows for output rows [lo, hi), clipped to the image; the top
@@ -117,7 +119,7 @@ static void sweep(effdet_context *ctx, band_job *j) {
 
 void mbconv_expand_dw(effdet_context *ctx, const tensor *x, const block_layers *bl, const conv_geom *g,
                       band_shape bs, float *bands, tensor *d, float *row_sums) {
-    band_job j = {.source = FROM_EXPANSION, .x = x, .pw_w = bl->expand.w, .pw_b = bl->expand.b,
+    band_job j = {.source = FROM_EXPANSION, .x = x, .expand = &bl->expand,
                   .in_h = x->h, .in_w = x->w, .mid = bl->spec.mid_ch, .dw = &bl->dw, .g = g, .bs = bs,
                   .bands = bands, .d = d, .row_sums = row_sums};
     sweep(ctx, &j);

@@ -22,6 +22,7 @@ const char *effdet_status_name(effdet_status s) {
     case EFFDET_ERR_IMAGE: return "invalid_image";
     case EFFDET_ERR_TOO_LARGE: return "image_too_large";
     case EFFDET_ERR_INTERNAL: return "internal";
+    case EFFDET_ERR_UNSUPPORTED: return "unsupported";
     }
     return "unknown";
 }

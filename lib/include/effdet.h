@@ -62,6 +62,7 @@ typedef enum {
     EFFDET_ERR_IMAGE,     /* image cannot be decoded (corrupt, truncated, unsupported) */
     EFFDET_ERR_TOO_LARGE, /* image exceeds the configured pixel limit */
     EFFDET_ERR_INTERNAL,
+    EFFDET_ERR_UNSUPPORTED, /* this CPU (or the forced EFFDET_ISA level) lacks a feature asked for */
 } effdet_status;
 
 typedef struct {
@@ -81,6 +82,14 @@ double effdet_now_ms(void); /* lib/core/clock.c */
 
 typedef struct effdet_model effdet_model;
 
+/* Arithmetic of the 1x1 convolutions (the GEMMs, most of the work).
+ *   FP32  float32 throughout: the default, and the mode the reference-parity tests hold.
+ *   BF16  1x1 conv weights stored as bfloat16 at load, activations rounded to bfloat16
+ *         (to nearest even) at each 1x1 conv's input, float32 sums, bias and activation;
+ *         everything else (stem conv, depthwise, SE, fusion, pooling) stays float32.
+ *         Needs AVX512_BF16 (and the avx512 kernel level): refused elsewhere. */
+typedef enum { EFFDET_PRECISION_FP32 = 0, EFFDET_PRECISION_BF16 = 1 } effdet_precision;
+
 typedef struct {
     char name[64];          /* e.g. "tf_efficientdet_d0" or a custom model's name */
     char backbone[64];      /* e.g. "tf_efficientnet_b0" */
@@ -93,13 +102,36 @@ typedef struct {
     int feature_channels[3]; /* backbone P3, P4, P5 channels */
     long long params;       /* trainable parameters (BN running stats excluded) */
     size_t arena_bytes;     /* scratch memory each context needs */
+    effdet_precision precision; /* what the model was loaded with (effdet_load_opts) */
 } effdet_info;
+
+/* "fp32" or "bf16" (NULL for a value out of range). */
+const char *effdet_precision_name(effdet_precision p);
+/* Parse "fp32" / "bf16"; anything else is EFFDET_ERR_ARG with a message naming the value. */
+effdet_status effdet_precision_parse(const char *name, effdet_precision *out, effdet_error *err);
+/* EFFDET_OK when contexts created now can run precision p: for BF16, this CPU has
+ * AVX512_BF16 and the kernel level (best, or EFFDET_ISA's) is avx512. Otherwise
+ * EFFDET_ERR_UNSUPPORTED (or EFFDET_ISA's own error) and a one-line message naming the
+ * missing feature. */
+effdet_status effdet_precision_check(effdet_precision p, effdet_error *err);
+
+typedef struct {
+    effdet_precision precision; /* default FP32 */
+} effdet_load_opts;
+
+/* Fill o with the defaults; set the fields you need afterwards. */
+void effdet_load_opts_default(effdet_load_opts *o);
 
 /* Load weights (safetensors). The file is mmapped only while loading: every tensor is
  * copied into the model's own buffers (BatchNorm folded, repacked) and the file is
  * closed before this returns, so replacing or rewriting it later does not affect the
  * loaded model. */
 effdet_status effdet_model_load(const char *path, effdet_model **out, effdet_error *err);
+/* The same with options (opts NULL = the defaults, i.e. effdet_model_load). A BF16 model
+ * also keeps its 1x1 weights prepacked as bfloat16; loading one where
+ * effdet_precision_check() fails returns that check's status and message. */
+effdet_status effdet_model_load_opts(const char *path, const effdet_load_opts *opts, effdet_model **out,
+                                     effdet_error *err);
 void effdet_model_free(effdet_model *m);
 const effdet_info *effdet_model_info(const effdet_model *m);
 /* Class label for a 0-based class index; NULL when out of range. */
@@ -115,7 +147,9 @@ const char *const *effdet_known_models(void);
 
 typedef struct effdet_context effdet_context;
 
-/* threads: how many threads this context may use (>= 1).
+/* threads: how many threads this context may use (>= 1). The context computes in the
+ * model's precision (effdet_load_opts); a BF16 model on a level or CPU that cannot run it
+ * (e.g. EFFDET_ISA=avx2) fails here with effdet_precision_check()'s status and message.
  * The context runs the compute kernels built for the best instruction-set level this
  * CPU (and OS) supports: "avx512" (x86-64-v4), "avx2" (x86-64-v3, AVX2 + FMA) or
  * "baseline" (x86-64-v2). The environment variable EFFDET_ISA=baseline|avx2|avx512

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/context.h"
+#include "core/cpu.h"
 #include "core/status.h"
 #include "model/model.h"
 #include "model/safetensors.h"
@@ -25,6 +26,7 @@ typedef struct {
     effdet_error *err;
     effdet_tensor_spec *specs;
     int num_specs, cap_specs;
+    const kernel_table *k; /* bf16 model: the kernels that pack its 1x1 weights; else NULL */
 } loader;
 
 static int listing(const loader *ld) {
@@ -64,18 +66,23 @@ static effdet_status fetch_tensor(loader *ld, const char *name, int ndim, const 
     return record_spec(ld, name, ndim, shape);
 }
 
-static float *alloc_weights(loader *ld, size_t n) {
+/* A 64-byte aligned buffer owned by the model (freed with it). */
+static void *alloc_model_bytes(loader *ld, size_t bytes) {
     effdet_model *m = ld->m;
     if (m->num_allocs == m->cap_allocs) {
         int cap = m->cap_allocs ? 2 * m->cap_allocs : 256;
-        float **p = realloc(m->allocs, (size_t)cap * sizeof *p);
+        void **p = realloc(m->allocs, (size_t)cap * sizeof *p);
         if (!p) return NULL;
         m->allocs = p;
         m->cap_allocs = cap;
     }
-    float *w = aligned_alloc(64, ((n * sizeof(float)) + 63) / 64 * 64);
+    void *w = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (w) m->allocs[m->num_allocs++] = w;
     return w;
+}
+
+static float *alloc_weights(loader *ld, size_t n) {
+    return alloc_model_bytes(ld, n * sizeof(float));
 }
 
 /* Read a tensor into a fresh float buffer; NULL (with err set) on failure. Listing, the
@@ -161,6 +168,16 @@ static effdet_status load_pw(loader *ld, const char *conv, int has_bias, const c
         for (int i = 0; i < cin; i++)
             out->w[(size_t)i * cout + o] = (float)(w[(size_t)o * cin + i] * scale[o]);
         out->b[o] = (float)((b ? b[o] : 0.0) * scale[o] + shift[o]);
+    }
+    /* bf16 model: the folded weights also packed for op_pwconv_bf16 (the fp32 copy stays:
+     * the SE fold of a projection scales it per request before rounding). */
+    out->wbf = NULL;
+    if (ld->k && cin <= BF16_MAX_CIN) {
+        if (!(out->wbf = alloc_model_bytes(ld, bf16_packed_elems(cin, cout) * sizeof(uint16_t)))) {
+            st = set_error(ld->err, EFFDET_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        ld->k->fold_bf16(NULL, out->w, NULL, cin, cout, out->wbf);
     }
     st = EFFDET_OK;
 done:
@@ -378,24 +395,47 @@ static effdet_status load_layers(loader *ld) {
     return load_head(ld, a, "box_net", a->num_anchors * 4, &m->box_head);
 }
 
+/* A bf16 model's packing kernels: the level contexts will run must have them and this
+ * CPU must run them (the check effdet_context_create() repeats). */
+static effdet_status bf16_kernels(const kernel_table **out, effdet_error *err) {
+    effdet_status st = effdet_precision_check(EFFDET_PRECISION_BF16, err);
+    if (st) return st;
+    return kernels_select(out, err);
+}
 
 effdet_status effdet_model_load(const char *path, effdet_model **out, effdet_error *err) {
+    return effdet_model_load_opts(path, NULL, out, err);
+}
+
+effdet_status effdet_model_load_opts(const char *path, const effdet_load_opts *opts, effdet_model **out,
+                                     effdet_error *err) {
     st_file f;
     effdet_status st;
+    effdet_load_opts o;
+    const kernel_table *k = NULL;
     *out = NULL;
+    if (opts)
+        o = *opts;
+    else
+        effdet_load_opts_default(&o);
     if (!path) return set_error(err, EFFDET_ERR_ARG, "no model path given");
+    if (!effdet_precision_name(o.precision))
+        return set_error(err, EFFDET_ERR_ARG, "precision %d: expected fp32 or bf16", (int)o.precision);
+    if (o.precision == EFFDET_PRECISION_BF16 && (st = bf16_kernels(&k, err))) return st;
     if ((st = st_open(path, &f, err))) return st;
     effdet_model *m = calloc(1, sizeof *m);
     if (!m) {
         st_close(&f);
         return set_error(err, EFFDET_ERR_NOMEM, "out of memory");
     }
-    loader ld = {m, &f, path, err, NULL, 0, 0};
+    m->precision = o.precision;
+    loader ld = {m, &f, path, err, NULL, 0, 0, k};
     if ((st = arch_from_metadata(&m->arch, f.metadata_config, path, err))) goto fail;
     if ((st = load_layers(&ld))) goto fail;
     if ((st = st_check_all_used(&f, err))) goto fail;
     if ((st = model_load_labels(m, f.metadata_config, path, err))) goto fail;
     arch_fill_info(&m->arch, &m->info);
+    m->info.precision = m->precision;
     m->info.arena_bytes = model_measure_arena(m);
     st_close(&f);
     *out = m;
@@ -435,7 +475,7 @@ effdet_status effdet_describe_config(const char *config_json, const char *where,
     if (!where) where = "config";
     effdet_model *m = calloc(1, sizeof *m);
     if (!m) return set_error(err, EFFDET_ERR_NOMEM, "out of memory");
-    loader ld = {m, NULL, where, err, NULL, 0, 0};
+    loader ld = {m, NULL, where, err, NULL, 0, 0, NULL};
     if ((st = arch_from_metadata(&m->arch, config_json, where, err))) goto done;
     if ((st = model_load_labels(m, config_json, where, err))) goto done;
     if ((st = load_layers(&ld))) goto done;

@@ -7,6 +7,7 @@
 #define EFFDET_MODEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "effdet.h"
 #include "model/arch.h"
@@ -16,8 +17,9 @@
 
 typedef struct {
     int cin, cout;
-    float *w; /* [cin][cout] */
-    float *b; /* [cout] */
+    float *w;      /* [cin][cout] */
+    float *b;      /* [cout] */
+    uint16_t *wbf; /* bf16 model: w in kernels.h's packed bf16 layout; NULL = this layer runs fp32 */
 } pw_layer;
 
 typedef struct {
@@ -77,8 +79,9 @@ struct effdet_model {
     fpn_node_layers *nodes; /* arch.fpn_repeats x arch.num_fpn_nodes */
     head_layers class_head, box_head;
     label_map labels;       /* class names */
+    effdet_precision precision; /* of the 1x1 convs (effdet_load_opts) */
     /* every weight buffer, for freeing */
-    float **allocs;
+    void **allocs;
     int num_allocs, cap_allocs;
 };
 

@@ -18,4 +18,8 @@ const kernel_table kernels_this_isa = {
     .fuse = op_fuse,
     .activate = op_activate,
     .add = op_add,
+#if defined(__AVX512F__)
+    .pwconv_bf16 = op_pwconv_bf16,
+    .fold_bf16 = op_fold_bf16,
+#endif
 };

@@ -45,6 +45,8 @@
 #define op_fuse KSYM(op_fuse)
 #define op_activate KSYM(op_activate)
 #define op_add KSYM(op_add)
+#define op_pwconv_bf16 KSYM(op_pwconv_bf16)
+#define op_fold_bf16 KSYM(op_fold_bf16)
 /* This level's table (lib/ops/kernels_isa.c). */
 #define kernels_this_isa KSYM(kernels)
 
@@ -114,5 +116,21 @@ void op_activate(threadpool *tp, float *x, size_t n, act_kind act);
 
 /* Element-wise: x += y (the MBConv residual). */
 void op_add(threadpool *tp, float *x, const float *y, size_t n);
+
+#if defined(__AVX512F__)
+/* The bf16 precision mode (lib/ops/op_pwconv_bf16.c; built at the avx512 level only, and
+ * run only where the CPU has AVX512_BF16). */
+
+/* op_pwconv with bf16 weights in kernels.h's packed layout (cin = in->c <= BF16_MAX_CIN):
+ * each input row rounded to bf16 (nearest even) once, products summed in fp32 by
+ * vdpbf16ps, then bias and act in fp32. Pixel rows split across threads. */
+void op_pwconv_bf16(threadpool *tp, const tensor *in, const uint16_t *wbf, const float *bias, act_kind act,
+                    tensor *out);
+
+/* Pack a rows x cols fp32 matrix (w[rows][cols], a 1x1 conv's [cin][cout]) into the bf16
+ * layout, row r scaled by s[r] first (s NULL: by 1): the model loader's packing and the
+ * per-request SE fold (op_scale_rows' bf16 twin), so both round the same way. */
+void op_fold_bf16(threadpool *tp, const float *w, const float *s, int rows, int cols, uint16_t *dst);
+#endif
 
 #endif

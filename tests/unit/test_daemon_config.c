@@ -157,6 +157,35 @@ END_TEST
 
 /* fuzz_config found it: an unquoted value holding a quote was accepted, and
  * config_write's output for it (--check-config) did not parse again. */
+START_TEST(model_precision_per_name) {
+    effdetd_config c;
+    char err[256];
+    ck_assert_int_eq(parse(&c, "model /m/d0.safetensors\n", err, sizeof err), 0);
+    ck_assert_str_eq(c.precision, "fp32");
+    ck_assert_str_eq(config_model_precision(&c, "d0"), "fp32");
+    ck_assert_int_eq(parse(&c,
+                           "model /m/d0.safetensors\nprecision bf16\n"
+                           "model_precision d3=fp32,d0x=fp32,cam=bf16,d3=bf16,d0=fp32\n",
+                           err, sizeof err),
+                     0);
+    ck_assert_int_eq(config_validate(&c, err, sizeof err), 0);
+    ck_assert_str_eq(config_model_precision(&c, "d0"), "fp32");   /* its entry */
+    ck_assert_str_eq(config_model_precision(&c, "d3"), "bf16");   /* the last entry wins */
+    ck_assert_str_eq(config_model_precision(&c, "d"), "bf16");    /* no prefix match: global */
+    ck_assert_str_eq(config_model_precision(&c, "yard"), "bf16"); /* global */
+    ck_assert_int_eq(parse(&c, "precision fp16\n", err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "t.conf:1"));
+    const char *bad[] = {"d0", "d0=", "=bf16", "d0=bf16,", "d0=bf16,,d3=fp32", "d0=BF16"};
+    for (int i = 0; i < (int)(sizeof bad / sizeof bad[0]); i++) {
+        config_defaults(&c);
+        snprintf(c.model, sizeof c.model, "/m/d0.safetensors");
+        snprintf(c.model_precision, sizeof c.model_precision, "%s", bad[i]);
+        ck_assert_msg(config_validate(&c, err, sizeof err) == -1, "'%s' accepted", bad[i]);
+        ck_assert_ptr_nonnull(strstr(err, "model_precision"));
+    }
+}
+END_TEST
+
 START_TEST(values_with_quotes_or_control_bytes_are_refused) {
     effdetd_config c;
     char err[512];
@@ -182,6 +211,7 @@ int main(void) {
     tcase_add_test(tc, listen_forms);
     tcase_add_test(tc, validate_and_round_trip);
     tcase_add_test(tc, values_with_quotes_or_control_bytes_are_refused);
+    tcase_add_test(tc, model_precision_per_name);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

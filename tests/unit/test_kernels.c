@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cpu.h"
 #include "ops/mathfun.h"
 #include "ops/ops.h"
 #include "testutil.h"
@@ -758,6 +759,119 @@ START_TEST(test_fuse) {
 }
 END_TEST
 
+#if defined(__AVX512F__)
+/* ---- the bf16 precision mode (avx512 level, on CPUs with AVX512_BF16) ---- */
+
+/* x rounded to bfloat16, to nearest even (what vcvtneps2bf16 does for the normal,
+ * finite values these tests use), back as a float. */
+static float bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u += 0x7fffu + (u >> 16 & 1u);
+    u &= 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static int cpu_has_bf16(void) {
+    cpu_features f;
+    cpu_detect(&f);
+    if (!f.avx512_bf16 || !f.os_avx512) {
+        printf("bf16 kernel tests SKIPPED: this CPU (%s) lacks AVX512_BF16\n", f.brand);
+        return 0;
+    }
+    return 1;
+}
+
+/* op_fold_bf16 writes kernels.h's layout exactly: every word, padding included, from
+ * a scalar packing of bf16(w[r][j] * s[r]) (the product is one fp32 multiply in both). */
+START_TEST(test_fold_bf16_layout) {
+    if (!cpu_has_bf16()) return;
+    pools p = make_pools();
+    const int shapes[][2] = {{1, 1}, {3, 17}, {16, 16}, {17, 33}, {96, 24}, {240, 50}, {1152, 320}};
+    for (int t = 0; t < (int)(sizeof shapes / sizeof shapes[0]); t++) {
+        int rows = shapes[t][0], cols = shapes[t][1];
+        float *w = random_floats((size_t)rows * cols, -1.0f, 1.0f),
+              *s = random_floats((size_t)rows, 0.0f, 1.0f);
+        size_t n = bf16_packed_elems(rows, cols);
+        uint16_t *got = malloc(n * sizeof *got), *want = calloc(n, sizeof *want);
+        ck_assert_ptr_nonnull(got);
+        ck_assert_ptr_nonnull(want);
+        int c16 = bf16_cout_padded(cols);
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < cols; j++) {
+                float v = bf16_round(w[(size_t)r * cols + j] * (t % 2 ? s[r] : 1.0f));
+                uint32_t u;
+                memcpy(&u, &v, sizeof u);
+                want[((size_t)(r / 2) * c16 + j) * 2 + r % 2] = (uint16_t)(u >> 16);
+            }
+        for (int k = 0; k < 3; k++) {
+            memset(got, 0xa5, n * sizeof *got); /* padding the kernel skips fails */
+            op_fold_bf16(p.pools[k], w, t % 2 ? s : NULL, rows, cols, got);
+            ck_assert_msg(memcmp(got, want, n * sizeof *got) == 0, "op_fold_bf16 %dx%d: layout differs", rows,
+                          cols);
+        }
+        free(w);
+        free(s);
+        free(got);
+        free(want);
+    }
+    free_pools(&p);
+}
+END_TEST
+
+/* op_pwconv_bf16 against the double reference of the same bf16-rounded operands: what
+ * is left is fp32 accumulation (as op_pwconv_direct's tolerance). Shapes as
+ * test_pwconv_direct's plus odd cin (the zero-padded pair) and cin past one row block;
+ * no pool and 2 and 3 threads, bit-identical. */
+START_TEST(test_pwconv_bf16) {
+    if (!cpu_has_bf16()) return;
+    pools p = make_pools();
+    const int rows_list[] = {1, 7, 13, 100, 331, 2011};
+    const int cins[] = {1, 3, 16, 17, 240, 3456};
+    const int couts[] = {1, 15, 17, 33, 50, 80, 88};
+    int combo = 0;
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 6; j++)
+            for (int c = 0; c < 7; c++, combo++) {
+                int rows = rows_list[i], cin = cins[j], cout = couts[c];
+                if (rows * cin > 400000) continue;
+                act_kind act = combo % 3 == 0 ? ACT_NONE : combo % 3 == 1 ? ACT_SWISH : ACT_SIGMOID;
+                float *in = random_floats((size_t)rows * cin, -2.0f, 2.0f);
+                float *wt = random_floats((size_t)cin * cout, -0.5f, 0.5f);
+                float *bias = combo % 2 ? random_floats((size_t)cout, -0.5f, 0.5f) : NULL;
+                float *in_r = alloc_floats((size_t)rows * cin), *wt_r = alloc_floats((size_t)cin * cout);
+                for (size_t e = 0; e < (size_t)rows * cin; e++) in_r[e] = bf16_round(in[e]);
+                for (size_t e = 0; e < (size_t)cin * cout; e++) wt_r[e] = bf16_round(wt[e]);
+                uint16_t *wbf = malloc(bf16_packed_elems(cin, cout) * sizeof *wbf);
+                ck_assert_ptr_nonnull(wbf);
+                op_fold_bf16(NULL, wt, NULL, cin, cout, wbf);
+                size_t n = (size_t)rows * cout;
+                double *ref = alloc_doubles(n);
+                ref_pwconv(in_r, rows, cin, wt_r, bias, cout, act, ref);
+                float *got[3];
+                for (int t = 0; t < 3; t++) {
+                    got[t] = alloc_floats(n);
+                    for (size_t e = 0; e < n; e++) got[t][e] = NAN;
+                    tensor tin = {in, rows, 1, cin, 0}, tout = {got[t], rows, 1, cout, 0};
+                    op_pwconv_bf16(p.pools[t], &tin, wbf, bias, act, &tout);
+                    assert_close(got[t], ref, n, "op_pwconv_bf16");
+                    if (t) assert_identical(got[0], got[t], n, "op_pwconv_bf16");
+                }
+                for (int t = 0; t < 3; t++) free(got[t]);
+                free(in);
+                free(wt);
+                free(bias);
+                free(in_r);
+                free(wt_r);
+                free(wbf);
+                free(ref);
+            }
+    free_pools(&p);
+}
+END_TEST
+#endif
+
 static Suite *ops_suite(void) {
     Suite *s = suite_create("ops");
     TCase *tc = tcase_create("kernels");
@@ -778,6 +892,10 @@ static Suite *ops_suite(void) {
     tcase_add_test(tc, test_maxpool);
     tcase_add_test(tc, test_upsample);
     tcase_add_test(tc, test_fuse);
+#if defined(__AVX512F__)
+    tcase_add_test(tc, test_fold_bf16_layout);
+    tcase_add_test(tc, test_pwconv_bf16);
+#endif
     suite_add_tcase(s, tc);
     return s;
 }

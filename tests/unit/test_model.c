@@ -2,7 +2,10 @@
  * Model loading end to end: files that are valid safetensors but the wrong model (a
  * missing, extra or mis-shaped tensor, bad metadata) are refused with a message naming
  * the file and the tensor or field; F16 weights load and widen; one model is shared by
- * concurrent contexts; a forward pass allocates nothing.
+ * concurrent contexts; a forward pass allocates nothing. The bf16 precision mode: names,
+ * refusal below the avx512 level (and on CPUs without AVX512_BF16), and a bf16 model's
+ * forward pass (arena sized by its measure pass, nothing allocated, the same result at
+ * every thread count).
  */
 #include <check.h>
 #include <json-c/json.h>
@@ -296,6 +299,124 @@ START_TEST(test_missing_file) {
 }
 END_TEST
 
+/* ---- the precision option ---- */
+
+START_TEST(test_precision_names) {
+    effdet_precision p = EFFDET_PRECISION_BF16;
+    effdet_error err;
+    ck_assert_int_eq(effdet_precision_parse("fp32", &p, &err), EFFDET_OK);
+    ck_assert_int_eq(p, EFFDET_PRECISION_FP32);
+    ck_assert_int_eq(effdet_precision_parse("bf16", &p, &err), EFFDET_OK);
+    ck_assert_int_eq(p, EFFDET_PRECISION_BF16);
+    ck_assert_str_eq(effdet_precision_name(EFFDET_PRECISION_FP32), "fp32");
+    ck_assert_str_eq(effdet_precision_name(EFFDET_PRECISION_BF16), "bf16");
+    ck_assert_ptr_null(effdet_precision_name((effdet_precision)7));
+    ck_assert_int_eq(effdet_precision_parse("BF16", &p, &err), EFFDET_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(err.msg, "'BF16'"));
+    ck_assert_int_eq(effdet_precision_check(EFFDET_PRECISION_FP32, &err), EFFDET_OK);
+    effdet_load_opts o;
+    effdet_load_opts_default(&o);
+    ck_assert_int_eq(o.precision, EFFDET_PRECISION_FP32);
+    o.precision = (effdet_precision)7;
+    effdet_model *m = NULL;
+    ck_assert_int_eq(effdet_model_load_opts(tu_fixture("weights.safetensors"), &o, &m, &err), EFFDET_ERR_ARG);
+    ck_assert_ptr_null(m);
+}
+END_TEST
+
+/* 1 when this CPU can run bf16 at its best level (else says why the test is skipped). */
+static int bf16_available(void) {
+    effdet_error err;
+    if (effdet_precision_check(EFFDET_PRECISION_BF16, &err) == EFFDET_OK) return 1;
+    printf("bf16 model tests SKIPPED: %s\n", err.msg);
+    return 0;
+}
+
+/* Below the avx512 level (EFFDET_ISA=baseline runs on every x86-64 CPU) bf16 is refused
+ * with EFFDET_ERR_UNSUPPORTED and a message naming AVX512_BF16: by the check, at load,
+ * and by a context of a bf16 model loaded before the level changed. */
+START_TEST(test_bf16_refused_below_avx512) {
+    effdet_error err;
+    effdet_load_opts o;
+    effdet_load_opts_default(&o);
+    o.precision = EFFDET_PRECISION_BF16;
+    effdet_model *m = NULL;
+    int loaded = bf16_available() &&
+                 effdet_model_load_opts(tu_fixture("weights.safetensors"), &o, &m, &err) == EFFDET_OK;
+    setenv("EFFDET_ISA", "baseline", 1);
+    ck_assert_int_eq(effdet_precision_check(EFFDET_PRECISION_BF16, &err), EFFDET_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(err.msg, "AVX512_BF16") && !strchr(err.msg, '\n'), "message: %s", err.msg);
+    effdet_model *m2 = NULL;
+    err.msg[0] = 0;
+    ck_assert_int_eq(effdet_model_load_opts(tu_fixture("weights.safetensors"), &o, &m2, &err),
+                     EFFDET_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(m2);
+    ck_assert_ptr_nonnull(strstr(err.msg, "AVX512_BF16"));
+    if (loaded) {
+        effdet_context *ctx = NULL;
+        err.msg[0] = 0;
+        ck_assert_int_eq(effdet_context_create(m, 1, &ctx, &err), EFFDET_ERR_UNSUPPORTED);
+        ck_assert_ptr_null(ctx);
+        ck_assert_ptr_nonnull(strstr(err.msg, "AVX512_BF16"));
+    }
+    unsetenv("EFFDET_ISA");
+    effdet_model_free(m);
+}
+END_TEST
+
+/* A bf16 model runs: the arena its measure pass sized holds the bf16 SE folds (an
+ * overflow would fail the pass), nothing is allocated, the results are the same at 1 and
+ * 2 threads (every 1x1 conv is the row-split bf16 kernel), and they differ from fp32's
+ * (the bf16 path ran) by no more than bf16 rounding explains on the first backbone
+ * feature: max|bf16 - fp32| <= 0.05 max|fp32| (about 25 bf16 half-ulps; a wrong layout,
+ * fold or bias is O(1)). */
+START_TEST(test_bf16_forward) {
+    if (!bf16_available()) return;
+    effdet_model *m32, *m16;
+    effdet_context *c32, *c16, *c16b;
+    effdet_error err;
+    effdet_load_opts o;
+    effdet_load_opts_default(&o);
+    o.precision = EFFDET_PRECISION_BF16;
+    ck_assert_int_eq(effdet_model_load(tu_fixture("weights.safetensors"), &m32, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_model_load_opts(tu_fixture("weights.safetensors"), &o, &m16, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_model_info(m16)->precision, EFFDET_PRECISION_BF16);
+    ck_assert_int_eq(effdet_model_info(m32)->precision, EFFDET_PRECISION_FP32);
+    ck_assert_int_eq(effdet_context_create(m32, 1, &c32, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_context_create(m16, 1, &c16, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_context_create(m16, 2, &c16b, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_context_keep_tensors(c32, &err), EFFDET_OK); /* for feat_0 below */
+    ck_assert_int_eq(effdet_context_keep_tensors(c16, &err), EFFDET_OK);
+    float *in = tu_read_file(tu_fixture("input.f32"), NULL);
+    ck_assert_int_eq(effdet_forward(c32, in, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_forward(c16, in, &err), EFFDET_OK);
+    struct mallinfo2 before = mallinfo2();
+    ck_assert_int_eq(effdet_forward(c16b, in, &err), EFFDET_OK);
+    struct mallinfo2 after = mallinfo2();
+    ck_assert_msg(after.uordblks == before.uordblks, "heap changed during a bf16 forward");
+    for (int l = 0; l < EFFDET_NUM_LEVELS; l++) {
+        effdet_tensor a, b;
+        ck_assert_int_eq(effdet_get_tensor(c16, EFFDET_T_CLASS, l, &a), EFFDET_OK);
+        ck_assert_int_eq(effdet_get_tensor(c16b, EFFDET_T_CLASS, l, &b), EFFDET_OK);
+        ck_assert_msg(memcmp(a.data, b.data, (size_t)a.h * a.w * a.c * sizeof(float)) == 0,
+                      "bf16 class P%d differs between 1 and 2 threads", l + 3);
+    }
+    effdet_tensor f32, f16;
+    ck_assert_int_eq(effdet_get_tensor(c32, EFFDET_T_FEAT, 0, &f32), EFFDET_OK);
+    ck_assert_int_eq(effdet_get_tensor(c16, EFFDET_T_FEAT, 0, &f16), EFFDET_OK);
+    size_t n = (size_t)f32.h * f32.w * f32.c;
+    double e = tu_rel_err(f16.data, f32.data, n);
+    printf("bf16 feat_0 (P3): max|bf16 - fp32| / max|fp32| = %.2e\n", e);
+    ck_assert_msg(e > 0 && e <= 0.05, "bf16 feat_0 off fp32 by %g of its range", e);
+    free(in);
+    effdet_context_free(c32);
+    effdet_context_free(c16);
+    effdet_context_free(c16b);
+    effdet_model_free(m32);
+    effdet_model_free(m16);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("model");
@@ -309,6 +430,9 @@ int main(void) {
     tcase_add_test(tc, test_shared_model_concurrent);
     tcase_add_test(tc, test_forward_allocates_nothing);
     tcase_add_test(tc, test_missing_file);
+    tcase_add_test(tc, test_precision_names);
+    tcase_add_test(tc, test_bf16_refused_below_avx512);
+    tcase_add_test(tc, test_bf16_forward);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
