@@ -132,15 +132,17 @@ FUZZ_KERNEL_OBJ := $(foreach i,$(KERNEL_ISAS),$(patsubst lib/%.c,build/fuzz/obj/
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o) $(FUZZ_KERNEL_OBJ)
 FUZZ_DMN_OBJ := $(patsubst %.c,build/fuzz/obj/%.o,$(filter-out daemon/main.c,$(DAEMON_SRC)))
 
+# -MMD: the objects depend on the headers they include (the Makefile reads build/**/*.d),
+# or a changed struct leaves stale objects that disagree about its layout.
 build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_COPTS) -fsanitize=fuzzer-no-link $(FUZZ_SAN) -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_COPTS) -MMD -MP -fsanitize=fuzzer-no-link $(FUZZ_SAN) -c $< -o $@
 
 # -fvect-cost-model is GCC's; clang vectorises these loops without being asked.
 define fuzz_kernel_rule
 build/fuzz/obj/lib/isa-$(1)/%.o: lib/%.c
 	@mkdir -p $$(dir $$@)
-	$$(FUZZ_CC) $$(FUZZ_COPTS) -fsanitize=fuzzer-no-link $$(FUZZ_SAN) \
+	$$(FUZZ_CC) $$(FUZZ_COPTS) -MMD -MP -fsanitize=fuzzer-no-link $$(FUZZ_SAN) \
 	  $(filter-out -fvect-cost-model=%,$(call KERNEL_CFLAGS,$(1))) -c $$< -o $$@
 endef
 $(foreach i,$(KERNEL_ISAS),$(eval $(call fuzz_kernel_rule,$(i))))
