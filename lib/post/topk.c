@@ -10,6 +10,8 @@
  *
  * With a thread pool the anchors are split into parts, one per thread, each with its own
  * buffer (scratch holds TOPK_MAX_PARTS of them), and the parts' survivors are merged.
+ * On large grids the threshold starts at a value guessed from a sample, checked after the
+ * scan (guess_threshold).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -63,7 +65,8 @@ static void select_largest(uint64_t *keys, int n, int k) {
 typedef struct {
     uint64_t *buf;
     int n, cap, k;
-    float threshold; /* a logit must be > this to enter (NaN always enters) */
+    float threshold;   /* a logit must be > this to enter (NaN always enters) */
+    long long entered; /* candidates that entered, shrunk away or not */
 } candidate_buffer;
 
 /* Keep only the k best candidates and raise the entry threshold to the k-th best value:
@@ -86,7 +89,10 @@ static void shrink_to_k(candidate_buffer *cb) {
 static void offer(candidate_buffer *cb, float v, uint32_t flat) {
     if (cb->n == cb->cap) shrink_to_k(cb);
     /* re-check: shrinking may have raised the threshold above v */
-    if (!(v <= cb->threshold)) cb->buf[cb->n++] = rank_key(v, flat);
+    if (!(v <= cb->threshold)) {
+        cb->buf[cb->n++] = rank_key(v, flat);
+        cb->entered++;
+    }
 }
 
 /* Bit j of the result is set when x[j] passes the threshold (!(x <= t): NaN passes,
@@ -158,17 +164,19 @@ typedef struct {
     const uint8_t *class_mask;
     uint64_t *keys; /* part p's buffer: keys + p * 2k */
     int k, parts;
-    int count[TOPK_MAX_PARTS]; /* candidates each part ends with (<= k) */
+    float start;                       /* every part's first threshold (NaN: everything enters) */
+    int count[TOPK_MAX_PARTS];         /* candidates each part ends with (<= k) */
+    long long entered[TOPK_MAX_PARTS]; /* logits above `start` each part saw */
 } topk_job;
 
 static void scan_part(const topk_job *j, int p) {
     const anchor_grid *g = j->g;
     const int C = g->num_classes;
     long long a0 = (long long)g->total * p / j->parts, a1 = (long long)g->total * (p + 1) / j->parts;
-    /* The threshold starts as NaN, which every value passes (-inf included); it becomes
-     * a real value at the first shrink. */
+    /* The threshold starts at j->start (NaN: every value passes, -inf included); it rises
+     * at each shrink. */
     candidate_buffer cb = {
-        .buf = j->keys + (size_t)p * 2 * j->k, .n = 0, .cap = 2 * j->k, .k = j->k, .threshold = NAN};
+        .buf = j->keys + (size_t)p * 2 * j->k, .n = 0, .cap = 2 * j->k, .k = j->k, .threshold = j->start};
     for (int l = 0; l < EFFDET_NUM_LEVELS; l++) {
         long long lo = g->level_offset[l];
         long long hi = lo + (long long)g->level_h[l] * g->level_w[l] * g->num_anchors;
@@ -187,7 +195,8 @@ static void scan_part(const topk_job *j, int p) {
         select_largest(cb.buf, cb.n, j->k);
         cb.n = j->k;
     }
-    ((topk_job *)j)->count[p] = cb.n; /* each part writes only its own slot */
+    ((topk_job *)j)->count[p] = cb.n; /* each part writes only its own slots */
+    ((topk_job *)j)->entered[p] = cb.entered;
 }
 
 static void scan_parts(void *arg, int begin, int end) {
@@ -203,6 +212,41 @@ static int parts_for(const anchor_grid *g, int threads) {
     return parts < 1 ? 1 : parts;
 }
 
+/* The logit at flat index i (level by level, channels-last). */
+static const float *logit_at(const anchor_grid *g, const head_outputs *h, long long i) {
+    const long long C = g->num_classes;
+    int l = EFFDET_NUM_LEVELS - 1;
+    while (l > 0 && i < g->level_offset[l] * C) l--;
+    return h->cls[l] + (i - g->level_offset[l] * C);
+}
+
+/* A starting threshold for the scan, so that it does not begin by admitting (and
+ * repeatedly cutting back) thousands of ordinary logits: the value ranked
+ * 4 * k * M / total in a sample of M logits (32 runs of 512, spread over the grid), which
+ * leaves about 4k logits above it. Only a guess: topk_select_mt checks that at least k
+ * logits were above it, and otherwise scans again from NaN. NaN when there is no point. */
+#define SAMPLE_RUNS 32
+#define SAMPLE_RUN 512
+static float guess_threshold(const anchor_grid *g, const head_outputs *h, long long total, int k,
+                             uint64_t *keys) {
+    const long long M = (long long)SAMPLE_RUNS * SAMPLE_RUN;
+    if (total < 16 * M || (long long)TOPK_MAX_PARTS * 2 * k < M) return NAN; /* small grid, or no room */
+    long long rank = (4 * (long long)k * M + total - 1) / total;
+    if (rank < 16) rank = 16;
+    if (rank > M / 4) return NAN; /* k is a large share of the logits: nothing to skip */
+    int n = 0;
+    for (int r = 0; r < SAMPLE_RUNS; r++) {
+        long long begin = total * (2 * r + 1) / (2 * SAMPLE_RUNS) - SAMPLE_RUN / 2;
+        for (long long i = begin; i < begin + SAMPLE_RUN; i++) /* a run may cross a level: per value */
+            keys[n++] = rank_key(*logit_at(g, h, i), (uint32_t)i);
+    }
+    select_largest(keys, n, (int)rank);
+    uint64_t kth = keys[0];
+    for (int i = 1; i < rank; i++)
+        if (keys[i] < kth) kth = keys[i];
+    return *logit_at(g, h, rank_key_index(kth)); /* NaN when the sample is that NaN-rich */
+}
+
 int topk_select_mt(const anchor_grid *g, const head_outputs *h, int k, const uint8_t *class_mask,
                    topk_item *out, void *scratch, threadpool *tp) {
     const int C = g->num_classes;
@@ -214,9 +258,19 @@ int topk_select_mt(const anchor_grid *g, const head_outputs *h, int k, const uin
      * beaten by k others in its own part is beaten by k overall), then one selection over
      * the union. Keys are unique, so the k best and their order do not depend on how the
      * logits were split: the result is the same for every pool size. */
-    topk_job j = {.g = g, .h = h, .class_mask = class_mask, .keys = scratch, .k = k};
+    topk_job j = {.g = g, .h = h, .class_mask = class_mask, .keys = scratch, .k = k, .start = NAN};
     j.parts = parts_for(g, threadpool_size(tp));
+    /* Masked classes would skew the sample; they start from NaN. */
+    if (!class_mask) j.start = guess_threshold(g, h, total, k, j.keys);
     threadpool_run(tp, j.parts, 1, scan_parts, &j);
+    /* With k logits above the start, the k best are all above it and were all offered;
+     * otherwise the guess was too high: scan again, admitting everything. */
+    long long entered = 0;
+    for (int p = 0; p < j.parts; p++) entered += j.entered[p];
+    if (!isnan(j.start) && entered < k) {
+        j.start = NAN;
+        threadpool_run(tp, j.parts, 1, scan_parts, &j);
+    }
     int n = 0;
     for (int p = 0; p < j.parts; p++) { /* pack the parts' survivors to the front */
         memmove(j.keys + n, j.keys + (size_t)p * 2 * k, sizeof *j.keys * (size_t)j.count[p]);

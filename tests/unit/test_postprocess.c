@@ -418,6 +418,51 @@ START_TEST(test_topk_threads_match_single) {
 }
 END_TEST
 
+/* On a D0-sized grid the scan starts from a threshold guessed from a sample (topk.c);
+ * the result must still be the full sort's, with ties, -0 and -inf among the candidates,
+ * and when the guess is too high (every logit equal: nothing is above the sampled value)
+ * the selection must notice and scan again. */
+START_TEST(test_topk_guessed_threshold_exact) {
+    effdet_arch a;
+    anchor_grid g;
+    make_arch(&a, 512, 512, 90);
+    ck_assert_int_eq(anchors_build(&g, &a, NULL), EFFDET_OK);
+    heads hd;
+    random_heads(&hd, &g, -6, 2, 0.1f, 777);
+    for (int l = 0; l < EFFDET_NUM_LEVELS; l++) {
+        size_t n = (size_t)g.level_h[l] * g.level_w[l] * 9 * 90;
+        for (size_t i = 0; i < n; i++) {
+            float v = floorf(hd.cls[l][i] * 16) / 16; /* 128 distinct values */
+            if (v == 0 && i % 2) v = -0.0f;
+            if (i % 70001 == 3) v = -INFINITY;
+            hd.cls[l][i] = v;
+        }
+    }
+    void *scratch = malloc(postprocess_scratch_bytes(&g, 5000));
+    topk_item *got = malloc(5000 * sizeof *got), *want = malloc(5000 * sizeof *want);
+    ck_assert_int_eq(topk_by_full_sort(&g, &hd.h, 5000, NULL, want), 5000);
+    ck_assert_int_eq(topk_select(&g, &hd.h, 5000, NULL, got, scratch), 5000);
+    assert_topk_equal(got, want, 5000, "D0 grid, k 5000");
+    ck_assert_int_eq(topk_select(&g, &hd.h, 100, NULL, got, scratch), 100);
+    assert_topk_equal(got, want, 100, "D0 grid, k 100");
+    /* every logit 1: the guess is 1, no logit is above it, the scan is redone from NaN */
+    for (int l = 0; l < EFFDET_NUM_LEVELS; l++) {
+        size_t n = (size_t)g.level_h[l] * g.level_w[l] * 9 * 90;
+        for (size_t i = 0; i < n; i++) hd.cls[l][i] = 1.0f;
+    }
+    ck_assert_int_eq(topk_select(&g, &hd.h, 5000, NULL, got, scratch), 5000);
+    for (int i = 0; i < 5000; i++)
+        ck_assert_msg(got[i].logit == 1.0f && got[i].anchor * 90 + got[i].cls == i,
+                      "all equal: rank %d is (%g, anchor %d, class %d)", i, got[i].logit, got[i].anchor,
+                      got[i].cls);
+    free(got);
+    free(want);
+    free(scratch);
+    free_heads(&hd);
+    anchors_free(&g);
+}
+END_TEST
+
 START_TEST(test_topk_d0) {
     const char *shared = tu_shared_dir();
     if (!shared) return;
@@ -831,6 +876,7 @@ static Suite *postprocess_suite(void) {
     tcase_add_test(tc, test_topk_tiny);
     tcase_add_test(tc, test_topk_ties_and_specials);
     tcase_add_test(tc, test_topk_threads_match_single);
+    tcase_add_test(tc, test_topk_guessed_threshold_exact);
     tcase_add_test(tc, test_topk_d0);
     tcase_add_test(tc, test_detections_tiny);
     tcase_add_test(tc, test_detections_d0);
