@@ -129,7 +129,8 @@ static void run_job(worker *w, job *j) {
     int render = j->kind == JOB_DETECT && j->dp.render == RENDER_JPEG;
     effdet_decode_opts dopt = {j->max_pixels, j->allow_dct && !render, info->input_w, info->input_h};
     double t0 = now_ms();
-    st = effdet_image_decode_jpeg(j->image, j->image_len, &dopt, &img, &e);
+    /* on the context's threads: a frame with restart markers decodes in bands */
+    st = effdet_context_decode_jpeg(ctx, j->image, j->image_len, &dopt, &img, &e);
     j->decode_ms = now_ms() - t0;
     if (st != EFFDET_OK) {
         job_fail_engine(j, st, &e);

@@ -132,6 +132,12 @@ effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, 
     return st;
 }
 
+effdet_status effdet_context_decode_jpeg(effdet_context *ctx, const uint8_t *data, size_t len,
+                                         const effdet_decode_opts *opts, effdet_image *out, effdet_error *err) {
+    if (!ctx) return set_error(err, EFFDET_ERR_ARG, "effdet_context_decode_jpeg: NULL context");
+    return image_decode_jpeg_pool(data, len, opts, ctx->tp, out, err);
+}
+
 effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_t len, const effdet_decode_opts *dopts,
                                  const effdet_detect_opts *o, effdet_result *out, effdet_error *err) {
     effdet_decode_opts d;

@@ -552,6 +552,45 @@ END_TEST
 
 /* A damaged band must not come back as pixels: the banded decoder gives up and the
  * sequential one reports the file as it always did. */
+/* The public entry that effdetd's workers call: a context's pool decodes a
+ * restart-marked frame in bands with the sequential decoder's pixels and errors. */
+START_TEST(test_context_decode_matches_sequential) {
+    effdet_model *m;
+    effdet_context *ctx;
+    effdet_error err = {{0}};
+    ck_assert_int_eq(effdet_model_load(tu_fixture("weights.safetensors"), &m, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_context_create(m, 2, &ctx, &err), EFFDET_OK);
+    int w = 1920, h = 1080;
+    uint8_t *px = test_picture(w, h, 3);
+    size_t n;
+    uint8_t *jpg = encode_with_restarts(px, w, h, 3, 2, 2, 1, 0, &n);
+    effdet_decode_opts o = {0, 1, 512, 512};
+    effdet_image want, got;
+    ck_assert_int_eq(effdet_image_decode_jpeg(jpg, n, &o, &want, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_context_decode_jpeg(ctx, jpg, n, &o, &got, &err), EFFDET_OK);
+    ck_assert_int_eq(got.width, want.width);
+    ck_assert_int_eq(got.height, want.height);
+    ck_assert(memcmp(got.rgb, want.rgb, (size_t)want.width * want.height * 3) == 0);
+    effdet_image_free(&got);
+    /* a truncated file: the same error as the sequential decoder's */
+    effdet_error e1 = {{0}}, e2 = {{0}};
+    effdet_status s1 = effdet_image_decode_jpeg(jpg, n / 2, &o, &want, &e1);
+    effdet_status s2 = effdet_context_decode_jpeg(ctx, jpg, n / 2, &o, &got, &e2);
+    ck_assert_int_eq(s1, s2);
+    if (s1 == EFFDET_OK) {
+        effdet_image_free(&got);
+    } else {
+        ck_assert_str_eq(e1.msg, e2.msg);
+    }
+    effdet_image_free(&want);
+    ck_assert_int_eq(effdet_context_decode_jpeg(NULL, jpg, n, &o, &got, &err), EFFDET_ERR_ARG);
+    free(jpg);
+    free(px);
+    effdet_context_free(ctx);
+    effdet_model_free(m);
+}
+END_TEST
+
 START_TEST(test_banded_decode_damage_falls_back) {
     int w = 1920, h = 1080;
     uint8_t *px = test_picture(w, h, 3);
@@ -1030,6 +1069,7 @@ static Suite *image_suite(void) {
     tcase_add_test(dec, test_dct_scaling);
     tcase_add_test(dec, test_banded_decode_matches_sequential);
     tcase_add_test(dec, test_banded_decode_damage_falls_back);
+    tcase_add_test(dec, test_context_decode_matches_sequential);
     suite_add_tcase(s, dec);
 
     TCase *bad = tcase_create("bad_images");
