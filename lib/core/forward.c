@@ -108,28 +108,29 @@ static tensor run_stem(effdet_context *ctx) {
 }
 
 /* [expand 1x1 | stem] + swish -> depthwise + swish into d, with the SE row sums. x is the
- * block input (NULL: the stem's output, made here). The expansion (or stem) runs in row
- * bands (mbconv_bands.c), so its output never exists whole. */
-static void expand_depthwise(effdet_context *ctx, const block_layers *bl, const tensor *x, const conv_geom *g,
-                             tensor *d, float *row_sums) {
+ * block input; from_stem: x is only the shape of the stem's output, which is made here
+ * from the image. The expansion (or stem) runs in row bands (mbconv_bands.c), so its
+ * output never exists whole. */
+static void expand_depthwise(effdet_context *ctx, const block_layers *bl, const tensor *x, int from_stem,
+                             const conv_geom *g, tensor *d, float *row_sums) {
     const dw_layer *dw = &bl->dw;
-    if (x && bl->spec.type != BLOCK_IR) {
+    if (!from_stem && bl->spec.type != BLOCK_IR) {
         OP(ctx, EFFDET_OP_DWCONV,
            ctx->k->dwconv_sum(ctx->tp, x, dw->w, dw->b, g->k, g->stride, g->pad_top, g->pad_left, ACT_SWISH, d,
                               row_sums));
         return;
     }
-    conv_geom sg = stem_window(ctx);
-    int in_w = x ? x->w : sg.out_w, mid = x ? bl->spec.mid_ch : ctx->m->stem.cout;
-    band_shape bs = mbconv_band_shape(in_w, mid, g);
+    band_shape bs = mbconv_band_shape(x->w, bl->spec.mid_ch, g);
     int bands_id;
     float *bands = take_floats(ctx, bs.floats * (size_t)threadpool_size(ctx->tp), &bands_id);
-    if (x)
-        OP(ctx, EFFDET_OP_PWCONV, mbconv_expand_dw(ctx, x, bl, g, bs, bands, d, row_sums));
-    else
+    if (from_stem) {
+        conv_geom sg = stem_window(ctx);
         OP(ctx, EFFDET_OP_STEM, mbconv_stem_dw(ctx, &ctx->input, &ctx->m->stem, &sg, bl, g, bs, bands, d, row_sums));
+        drop(ctx, &ctx->input);
+    } else {
+        OP(ctx, EFFDET_OP_PWCONV, mbconv_expand_dw(ctx, x, bl, g, bs, bands, d, row_sums));
+    }
     arena_drop(&ctx->ar, bands_id);
-    if (!x) drop(ctx, &ctx->input);
 }
 
 /* MBConv: [expand 1x1 + swish] -> depthwise + swish -> SE -> project 1x1 -> [+ x].
@@ -137,17 +138,16 @@ static void expand_depthwise(effdet_context *ctx, const block_layers *bl, const 
  * per-row channel sums for the means, and the gate scales the projection weights
  * (mid x out multiplies) instead of the h x w x mid activation, whichever is cheaper.
  * x is dropped once read for the last time, unless keep_x (a feature the BiFPN reads).
- * x NULL: the first block, fused with the stem (stem_fuses_with). */
-static tensor run_block(effdet_context *ctx, const block_layers *bl, const tensor *x, int keep_x) {
+ * from_stem: the first block, fused with the stem (stem_fuses_with); x is the shape of
+ * the stem's output. */
+static tensor run_block(effdet_context *ctx, const block_layers *bl, const tensor *x, int keep_x, int from_stem) {
     const block_spec *b = &bl->spec;
-    conv_geom sg = stem_window(ctx);
-    tensor stem_out = {NULL, sg.out_h, sg.out_w, ctx->m->stem.cout, 0}; /* its shape only */
-    conv_geom g = window(ctx, x ? x : &stem_out, bl->dw.k, bl->dw.stride);
+    conv_geom g = window(ctx, x, bl->dw.k, bl->dw.stride);
     tensor d = take(ctx, g.out_h, g.out_w, b->mid_ch);
     int sums_id, gate_id, se_id, folded_id = -1;
     float *row_sums = take_floats(ctx, (size_t)g.out_h * d.c, &sums_id);
-    expand_depthwise(ctx, bl, x, &g, &d, row_sums);
-    if (x && !b->skip && !keep_x) drop(ctx, x);
+    expand_depthwise(ctx, bl, x, from_stem, &g, &d, row_sums);
+    if (!b->skip && !keep_x) drop(ctx, x);
 
     const se_layer *se = &bl->se;
     float *gate = take_floats(ctx, (size_t)d.c, &gate_id);
@@ -193,11 +193,12 @@ static int feature_of_block(const effdet_arch *a, int i) {
 static void run_backbone(effdet_context *ctx) {
     const effdet_arch *a = &ctx->m->arch;
     int fused = stem_fuses_with(ctx, &ctx->m->blocks[0]);
-    tensor x = {0};
+    conv_geom sg = stem_window(ctx);
+    tensor x = {NULL, sg.out_h, sg.out_w, ctx->m->stem.cout, 0}; /* fused: the stem output's shape only */
     if (!fused) x = run_stem(ctx);
     int x_is_feature = 0;
     for (int i = 0; i < a->num_blocks; i++) {
-        tensor y = run_block(ctx, &ctx->m->blocks[i], i == 0 && fused ? NULL : &x, x_is_feature);
+        tensor y = run_block(ctx, &ctx->m->blocks[i], &x, x_is_feature, i == 0 && fused);
         int f = feature_of_block(a, i);
         if (f >= 0) ctx->feat[f] = y;
         x = y;
