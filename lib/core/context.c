@@ -81,8 +81,11 @@ effdet_status effdet_context_create(const effdet_model *m, int threads, effdet_c
     if ((st = anchors_build(&ctx->anchors, &m->arch, err))) goto fail;
     ctx->pp_scratch = malloc(postprocess_scratch_bytes(&ctx->anchors, m->arch.max_detection_points));
     ctx->dets = malloc(sizeof(effdet_detection) * (size_t)m->arch.max_detection_points);
-    ctx->letterbox_u8 = malloc((size_t)m->arch.image_h * m->arch.image_w * 3);
-    if (!ctx->pp_scratch || !ctx->dets || !ctx->letterbox_u8) {
+    /* image_h x image_w x 3 bytes: the resize state of any image up to ~16x the network
+     * input per side (letterbox_normalize_nhwc allocates for larger ones) */
+    ctx->letterbox_scratch_bytes = (size_t)m->arch.image_h * m->arch.image_w * 3;
+    ctx->letterbox_scratch = malloc(ctx->letterbox_scratch_bytes);
+    if (!ctx->pp_scratch || !ctx->dets || !ctx->letterbox_scratch) {
         st = set_error(err, EFFDET_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -101,7 +104,7 @@ void effdet_context_free(effdet_context *ctx) {
     anchors_free(&ctx->anchors);
     free(ctx->pp_scratch);
     free(ctx->dets);
-    free(ctx->letterbox_u8);
+    free(ctx->letterbox_scratch);
     free(ctx);
 }
 

@@ -29,7 +29,8 @@ struct effdet_context {
     anchor_grid anchors;
     void *pp_scratch;
     effdet_detection *dets;
-    uint8_t *letterbox_u8;
+    void *letterbox_scratch; /* the letterbox's resize state (letterbox.h) */
+    size_t letterbox_scratch_bytes;
 };
 
 /* Arena bytes one single-threaded context of m needs: the plan of a pass that runs no

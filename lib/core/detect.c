@@ -104,12 +104,9 @@ static effdet_status detect_image(effdet_context *ctx, const effdet_image *img, 
     effdet_status st;
     double t0 = now_ms();
     letterbox_info lb;
-    /* letterbox_u8 (image_h x image_w x 3 bytes, allocated with the context) serves as the
-     * resize state: the canvas goes straight into the input tensor, so no uint8 copy of it
-     * is kept. It fits any image up to ~16x the network input per side. */
-    size_t scratch_bytes = (size_t)a->image_h * a->image_w * 3;
-    if ((st = letterbox_normalize_nhwc(img, a->image_w, a->image_h, ctx->input.data, ctx->letterbox_u8,
-                                       scratch_bytes, ctx->tp, &lb, err)))
+    /* The canvas goes straight into the input tensor: no uint8 copy of it is kept. */
+    if ((st = letterbox_normalize_nhwc(img, a->image_w, a->image_h, ctx->input.data, ctx->letterbox_scratch,
+                                       ctx->letterbox_scratch_bytes, ctx->tp, &lb, err)))
         return st;
     double t1 = now_ms();
     if ((st = forward_run(ctx, err))) return st;
