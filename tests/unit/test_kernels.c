@@ -234,6 +234,28 @@ START_TEST(test_vexp_sweep) {
     }
 }
 END_TEST
+
+/* A channel remainder goes through fast_swishf, its neighbours through vswish; where a
+ * thread's span ends decides which, so the two must give the same bits for the
+ * results not to depend on the thread count. */
+START_TEST(test_vswish_matches_scalar) {
+    int differ = 0;
+    float first_x = 0;
+    for (float x0 = -87.0f; x0 < 87.0f; x0 += 0.00731f * VLEN) {
+        float xs[VLEN], ys[VLEN], ss[VLEN];
+        for (int i = 0; i < VLEN; i++) xs[i] = x0 + 0.00731f * i;
+        vstore(ys, vswish(vload(xs)));
+        vstore(ss, vsigmoid(vload(xs)));
+        for (int i = 0; i < VLEN; i++)
+            if (ys[i] != fast_swishf(xs[i]) || ss[i] != fast_sigmoidf(xs[i])) {
+                if (!differ) first_x = xs[i];
+                differ++;
+            }
+    }
+    ck_assert_msg(differ == 0, "vector and scalar swish/sigmoid differ at %d points, first x = %g", differ,
+                  first_x);
+}
+END_TEST
 #endif
 
 START_TEST(test_op_activate_and_add) {
@@ -880,6 +902,7 @@ static Suite *ops_suite(void) {
     tcase_add_test(tc, test_expf_sweep);
 #ifdef HAVE_VEXP
     tcase_add_test(tc, test_vexp_sweep);
+    tcase_add_test(tc, test_vswish_matches_scalar);
 #endif
     tcase_add_test(tc, test_op_activate_and_add);
     tcase_add_test(tc, test_tf_same_padding_cases);
