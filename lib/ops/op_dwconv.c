@@ -44,14 +44,16 @@ typedef struct {
 /*
  * P interior pixels of one channel vector. src: input at (row ky0, first column of
  * pixel 0's window, this channel vector); w: weights at (ky0, kx 0, this vector);
- * out/sums: this vector's slot of pixel 0 / of the row sums. K, S, P are literals
- * at every call site, so the column loop unrolls into straight FMAs.
+ * out/sums: this vector's slot of pixel 0 / of the row sums. The window's first J0
+ * and last E columns are zero padding (edge blocks; 0 and 0 inside) and are never read.
+ * K, S, P, J0, E are literals at every call site, so the column loop unrolls into
+ * straight FMAs.
  */
 static inline __attribute__((always_inline)) void dw_block(const float *restrict src, size_t row_stride,
                                                            int nky, int prefetch, const float *restrict w,
                                                            vfloat b, int c, act_kind act, float *restrict out,
                                                            float *restrict sums, const int K, const int S,
-                                                           const int P) {
+                                                           const int P, const int J0, const int E) {
     vfloat acc[DW_MAX_P]; /* fixed sizes (not P, K): GCC keeps fixed arrays in registers, VLAs on the stack */
 #pragma GCC unroll 8
     for (int p = 0; p < P; p++) acc[p] = b;
@@ -62,7 +64,8 @@ static inline __attribute__((always_inline)) void dw_block(const float *restrict
         for (int kx = 0; kx < K; kx++) wk[kx] = vload(w + (size_t)(ky * K + kx) * c);
 #pragma GCC unroll 32
         for (int j = 0; j < (P - 1) * S + K; j++) {
-            vfloat v = vload(r + (size_t)j * c);
+            if (j < J0 || j >= (P - 1) * S + K - E) continue; /* zero padding: not in the input */
+            vfloat v = vload(r + (ptrdiff_t)j * c);
 #pragma GCC unroll 16
             for (int p = 0; p < P; p++) {
                 int kx = j - p * S;
@@ -144,7 +147,7 @@ static inline __attribute__((always_inline)) void dw_columns(const dwconv_job *j
         vfloat b = {0};
         if (job->bias) b = vload(job->bias + ci);
         dw_block(src + ci, row_stride, rw->nky, rw->prefetch, rw->w + ci, b, c, job->act, out + ci,
-                 sums ? sums + ci : NULL, K, S, P);
+                 sums ? sums + ci : NULL, K, S, P, 0, 0);
     }
 }
 
@@ -188,6 +191,80 @@ static void dw_interior_k5s2(const dwconv_job *j, const row_window *rw, size_t r
     dw_interior(j, rw, rs, o, s, 5, 2);
 }
 
+/*
+ * The edge columns: the P pixels left of x_lo (or right of x_hi) as one block whose
+ * window starts J0 columns before the input (ends E columns past it), so they get the
+ * interior's unrolled FMAs, with the padding taps left out, instead of the per-pixel
+ * loops of dw_pixel_clipped (25% of the columns of a 16x16 k5 layer are edges). The
+ * taps are summed in the same order either way.
+ */
+typedef void (*edge_fn)(const dwconv_job *job, const row_window *rw, size_t row_stride, int x0,
+                        float *restrict orow, float *restrict sums);
+
+static inline __attribute__((always_inline)) void dw_edge(const dwconv_job *job, const row_window *rw,
+                                                          size_t row_stride, int x0, float *restrict orow,
+                                                          float *restrict sums, const int K, const int S,
+                                                          const int P, const int J0, const int E) {
+    int c = job->in->c, cv = c - c % VLEN;
+    int ix0 = x0 * S - job->pad_left; /* may be < 0: column J0 is the first one read */
+    float *out = orow + (size_t)x0 * c;
+    for (int ci = 0; ci < cv; ci += VLEN) {
+        vfloat b = {0};
+        if (job->bias) b = vload(job->bias + ci);
+        dw_block(rw->src + (ptrdiff_t)ix0 * c + ci, row_stride, rw->nky, 0, rw->w + ci, b, c, job->act, out + ci,
+                 sums ? sums + ci : NULL, K, S, P, J0, E);
+    }
+    if (cv < c)
+        for (int p = 0; p < P; p++) {
+            int ixp = ix0 + p * S, kx0 = ixp < 0 ? -ixp : 0, kx1 = job->in->w - ixp < K ? job->in->w - ixp : K;
+            dw_pixel_tail(rw, row_stride, job->bias, K, ixp, kx0, kx1, cv, c, job->act, out + (size_t)p * c, sums);
+        }
+}
+
+/* One instance per (k, stride, pixels, padding columns) that EfficientDet's layers have:
+ * TF "SAME" and symmetric padding, k3 and k5, stride 1 and 2 (P = 2 only at stride 1,
+ * where a k5 window overhangs by 2 for two pixels). */
+#define DW_EDGE(K, S, P, J0, E)                                                                              \
+    static void dw_edge_k##K##s##S##p##P##l##J0##r##E(const dwconv_job *j, const row_window *rw, size_t rs,  \
+                                                      int x0, float *o, float *s) {                          \
+        dw_edge(j, rw, rs, x0, o, s, K, S, P, J0, E);                                                        \
+    }
+DW_EDGE(3, 1, 1, 1, 0)
+DW_EDGE(3, 1, 1, 0, 1)
+DW_EDGE(3, 2, 1, 1, 0)
+DW_EDGE(3, 2, 1, 0, 1)
+DW_EDGE(5, 1, 2, 2, 0)
+DW_EDGE(5, 1, 2, 0, 2)
+DW_EDGE(5, 2, 1, 1, 0)
+DW_EDGE(5, 2, 1, 2, 0)
+DW_EDGE(5, 2, 1, 0, 1)
+DW_EDGE(5, 2, 1, 0, 2)
+
+typedef struct {
+    int k, stride, pixels, j0, e;
+    edge_fn fn;
+} edge_variant;
+
+static const edge_variant edge_variants[] = {
+    {3, 1, 1, 1, 0, dw_edge_k3s1p1l1r0}, {3, 1, 1, 0, 1, dw_edge_k3s1p1l0r1}, {3, 2, 1, 1, 0, dw_edge_k3s2p1l1r0},
+    {3, 2, 1, 0, 1, dw_edge_k3s2p1l0r1}, {5, 1, 2, 2, 0, dw_edge_k5s1p2l2r0}, {5, 1, 2, 0, 2, dw_edge_k5s1p2l0r2},
+    {5, 2, 1, 1, 0, dw_edge_k5s2p1l1r0}, {5, 2, 1, 2, 0, dw_edge_k5s2p1l2r0}, {5, 2, 1, 0, 1, dw_edge_k5s2p1l0r1},
+    {5, 2, 1, 0, 2, dw_edge_k5s2p1l0r2},
+};
+
+/* The block for output columns [x0, x1), or NULL (dw_pixel_clipped then takes them). */
+static edge_fn pick_edge(const dwconv_job *job, int x0, int x1) {
+    int k = job->k, s = job->stride, pixels = x1 - x0;
+    int ix0 = x0 * s - job->pad_left, span = (pixels - 1) * s + k;
+    int j0 = ix0 < 0 ? -ix0 : 0, e = ix0 + span > job->in->w ? ix0 + span - job->in->w : 0;
+    if (pixels <= 0 || (j0 && e)) return NULL;
+    for (size_t i = 0; i < sizeof edge_variants / sizeof edge_variants[0]; i++) {
+        const edge_variant *v = &edge_variants[i];
+        if (v->k == k && v->stride == s && v->pixels == pixels && v->j0 == j0 && v->e == e) return v->fn;
+    }
+    return NULL;
+}
+
 typedef void (*interior_fn)(const dwconv_job *, const row_window *, size_t, float *, float *);
 
 static interior_fn pick_interior(int k, int stride) {
@@ -206,6 +283,9 @@ static void dwconv_rows(void *p, int begin, int end) {
     size_t row_stride = (size_t)in->w * c;
     interior_fn interior = pick_interior(k, s);
     int x_lo = interior ? job->x_lo : out->w, x_hi = interior ? job->x_hi : out->w;
+    int x_right = x_hi > x_lo ? x_hi : x_lo;
+    edge_fn left = interior ? pick_edge(job, 0, x_lo) : NULL;
+    edge_fn right = interior ? pick_edge(job, x_right, out->w) : NULL;
     for (int y = begin; y < end; y++) {
         int iy0 = y * s - job->pad_top;
         int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = in->h - iy0 < k ? in->h - iy0 : k;
@@ -214,13 +294,19 @@ static void dwconv_rows(void *p, int begin, int end) {
         float *orow = out->data + (size_t)y * out->w * c;
         float *sums = job->row_sums ? job->row_sums + (size_t)y * c : NULL;
         if (sums) memset(sums, 0, (size_t)c * sizeof *sums);
-        for (int x = 0; x < x_lo; x++)
-            dw_pixel_clipped(&rw, row_stride, in->w, job->bias, k, x * s - job->pad_left, c, job->act,
-                             orow + (size_t)x * c, sums);
+        if (left)
+            left(job, &rw, row_stride, 0, orow, sums);
+        else
+            for (int x = 0; x < x_lo; x++)
+                dw_pixel_clipped(&rw, row_stride, in->w, job->bias, k, x * s - job->pad_left, c, job->act,
+                                 orow + (size_t)x * c, sums);
         if (x_hi > x_lo) interior(job, &rw, row_stride, orow, sums);
-        for (int x = x_hi > x_lo ? x_hi : x_lo; x < out->w; x++)
-            dw_pixel_clipped(&rw, row_stride, in->w, job->bias, k, x * s - job->pad_left, c, job->act,
-                             orow + (size_t)x * c, sums);
+        if (right)
+            right(job, &rw, row_stride, x_right, orow, sums);
+        else
+            for (int x = x_right; x < out->w; x++)
+                dw_pixel_clipped(&rw, row_stride, in->w, job->bias, k, x * s - job->pad_left, c, job->act,
+                                 orow + (size_t)x * c, sums);
     }
 }
 
