@@ -2,7 +2,8 @@
  * A fork-join pool for the forward pass: several hundred parallel loops of 20 us - 2 ms
  * each per image, so a round trip through the kernel (condvar wake-up, ~10-50 us) on
  * every call would cost as much as the work. Workers therefore spin on a job word for a
- * short while after each job and only then sleep on a condvar.
+ * short while after each job, then yield the core for a while, and only then sleep on a
+ * condvar (wait_briefly).
  *
  * Chunks are not assigned to threads: every participant, the caller included, claims
  * the next unclaimed chunk until none are left, and the caller then waits only for
@@ -14,8 +15,10 @@
 #include "core/threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "core/fpenv.h"
 
@@ -26,10 +29,42 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* Spin iterations before sleeping (PAUSE is ~20 ns on Zen 3/4, so ~50 us): about the gap between
- * two consecutive kernels of a forward pass, short enough not to steal a shared core
- * for long when the pool is idle between images. */
+/*
+ * How long a waiting thread stays awake. First PAUSE iterations (~20 ns each on Zen 3-5,
+ * so ~50 us): the usual gap between two kernels. Then sched_yield until YIELD_NS: a core
+ * another thread wants is handed over at every yield, yet a new job is still seen
+ * within microseconds. Only then the condvar. Sleeping after the 50 us alone was too
+ * early: one thread of a 2-thread D0 pass waits longer than that whenever its chunk ends
+ * first, which put a worker to sleep ~80 times per pass (~160 futex calls, strace), and
+ * each wake-up cost ~40 us (a halted vCPU) before the worker started its chunk (AMD EPYC
+ * Zen 5 VM). Past YIELD_NS the pool is idle between images, and sleeping costs nothing.
+ */
 #define SPIN_ITERS 2500
+#define YIELD_NS 2000000L
+
+typedef struct {
+    int spins;
+    struct timespec yield_start;
+} waiting;
+
+static long ns_since(const struct timespec *t) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - t->tv_sec) * 1000000000L + (now.tv_nsec - t->tv_nsec);
+}
+
+/* One more round of waiting without sleeping (a PAUSE, later a yield); 0 once it is
+ * time to sleep instead. */
+static int wait_briefly(waiting *w) {
+    if (w->spins < SPIN_ITERS) {
+        if (++w->spins == SPIN_ITERS) clock_gettime(CLOCK_MONOTONIC, &w->yield_start);
+        cpu_relax();
+        return 1;
+    }
+    if (ns_since(&w->yield_start) >= YIELD_NS) return 0;
+    sched_yield();
+    return 1;
+}
 
 struct threadpool {
     int nthreads; /* total, including the caller */
@@ -86,11 +121,11 @@ static int run_claimed_chunks(threadpool *tp, unsigned job, int nchunks) {
 }
 
 static unsigned long long wait_for_new_job(threadpool *tp, unsigned long long seen) {
-    for (int i = 0; i < SPIN_ITERS; i++) {
+    waiting wt = {0};
+    do {
         unsigned long long w = atomic_load_explicit(&tp->job_word, memory_order_acquire);
         if (w != seen || atomic_load_explicit(&tp->stop, memory_order_relaxed)) return w;
-        cpu_relax();
-    }
+    } while (wait_briefly(&wt));
     pthread_mutex_lock(&tp->mu);
     unsigned long long w;
     while ((w = atomic_load_explicit(&tp->job_word, memory_order_acquire)) == seen &&
@@ -170,10 +205,10 @@ int threadpool_size(const threadpool *tp) {
 }
 
 static void wait_for_workers(threadpool *tp, int nchunks) {
-    for (int i = 0; i < SPIN_ITERS; i++) {
+    waiting wt = {0};
+    do {
         if (atomic_load_explicit(&tp->done, memory_order_acquire) == nchunks) return;
-        cpu_relax();
-    }
+    } while (wait_briefly(&wt));
     pthread_mutex_lock(&tp->mu);
     while (atomic_load_explicit(&tp->done, memory_order_acquire) != nchunks)
         pthread_cond_wait(&tp->done_cv, &tp->mu);
