@@ -92,6 +92,61 @@ static inline __attribute__((always_inline)) void dw_block(const float *restrict
     if (sums) vstore(sums, vload(sums) + total);
 }
 
+/*
+ * Two output rows at once (y and y + 1, all K + S input rows inside): each input row
+ * is loaded once for both, feeding row y with kernel row i and row y + 1 with kernel
+ * row i - S, so a k3 s1 block of 8 pixels makes 144 FMAs from 40 input loads where two
+ * single-row blocks load 60, and its 16 accumulators hide the FMA latency better than
+ * 8. Each sum still runs over the kernel rows in order, then the columns: the same bits
+ * as dw_block. src: input at (row 0 of row y's window, pixel 0's first column, this
+ * channel vector); out/sums: row y's slots, row y + 1's are out_stride / c floats on.
+ */
+static inline __attribute__((always_inline)) void dw_block_pair(const float *restrict src, size_t row_stride,
+                                                                const float *restrict w, vfloat b, int c,
+                                                                act_kind act, float *restrict out,
+                                                                size_t out_stride, float *restrict sums,
+                                                                const int K, const int S, const int P) {
+    vfloat acc0[DW_MAX_P], acc1[DW_MAX_P];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) acc0[p] = acc1[p] = b;
+#pragma GCC unroll 7
+    for (int i = 0; i < K + S; i++) {
+        const float *r = src + i * row_stride;
+        vfloat w0[DW_MAX_K], w1[DW_MAX_K]; /* kernel rows i (for row y) and i - S (row y + 1) */
+#pragma GCC unroll 5
+        for (int kx = 0; kx < K; kx++) {
+            if (i < K) w0[kx] = vload(w + (size_t)(i * K + kx) * c);
+            if (i >= S) w1[kx] = vload(w + (size_t)((i - S) * K + kx) * c);
+        }
+#pragma GCC unroll 32
+        for (int j = 0; j < (P - 1) * S + K; j++) {
+            vfloat v = vload(r + (ptrdiff_t)j * c);
+            /* One load, used from a register: GCC would fold a load into every FMA. */
+            __asm__("" : "+v"(v));
+#pragma GCC unroll 16
+            for (int p = 0; p < P; p++) {
+                int kx = j - p * S;
+                if (kx < 0 || kx >= K) continue;
+                if (i < K) acc0[p] = vmadd(v, w0[kx], acc0[p]);
+                if (i >= S) acc1[p] = vmadd(v, w1[kx], acc1[p]);
+            }
+        }
+    }
+    vfloat total0 = {0}, total1 = {0};
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) {
+        vfloat y0 = vact(acc0[p], act), y1 = vact(acc1[p], act);
+        vstore(out + (size_t)p * c, y0);
+        vstore(out + out_stride + (size_t)p * c, y1);
+        total0 += y0;
+        total1 += y1;
+    }
+    if (sums) {
+        vstore(sums, vload(sums) + total0);
+        vstore(sums + c, vload(sums + c) + total1);
+    }
+}
+
 /* Channels [c0, c) of one pixel with its window clipped to kx in [kx0, kx1), scalar:
  * the channel remainder (c not a multiple of the vector width) of every pixel. */
 static void dw_pixel_tail(const row_window *rw, size_t row_stride, const float *restrict bias, int k, int ix0,
@@ -191,6 +246,68 @@ static void dw_interior_k5s2(const dwconv_job *j, const row_window *rw, size_t r
     dw_interior(j, rw, rs, o, s, 5, 2);
 }
 
+/* dw_columns and dw_interior for the output row pair of dw_block_pair: src is row y's
+ * first input row (all K + S inside), orow/sums row y's. */
+static inline __attribute__((always_inline)) void dw_columns_pair(const dwconv_job *job, const float *src_row,
+                                                                  size_t row_stride, int x0, int c0, int c1,
+                                                                  float *restrict orow, float *restrict sums,
+                                                                  const int K, const int S, const int P) {
+    int c = job->in->c;
+    const float *src = src_row + (ptrdiff_t)(x0 * S - job->pad_left) * c;
+    float *out = orow + (size_t)x0 * c;
+    size_t out_stride = (size_t)job->out->w * c;
+    for (int ci = c0; ci < c1; ci += VLEN) {
+        vfloat b = {0};
+        if (job->bias) b = vload(job->bias + ci);
+        dw_block_pair(src + ci, row_stride, job->w + ci, b, c, job->act, out + ci, out_stride,
+                      sums ? sums + ci : NULL, K, S, P);
+    }
+}
+
+static inline __attribute__((always_inline)) void dw_interior_pair(const dwconv_job *job, const float *src_row,
+                                                                   size_t row_stride, float *orow, float *sums,
+                                                                   const int K, const int S) {
+    int c = job->in->c;
+    int cv = c - c % VLEN;
+    for (int c0 = 0; c0 < cv; c0 += DW_CHANNEL_GROUP) {
+        int c1 = cv - c0 < DW_CHANNEL_GROUP ? cv : c0 + DW_CHANNEL_GROUP;
+        int x = job->x_lo, end = job->x_hi;
+        for (; x + 8 <= end; x += 8) dw_columns_pair(job, src_row, row_stride, x, c0, c1, orow, sums, K, S, 8);
+        if (x + 4 <= end) {
+            dw_columns_pair(job, src_row, row_stride, x, c0, c1, orow, sums, K, S, 4);
+            x += 4;
+        }
+        if (x + 2 <= end) {
+            dw_columns_pair(job, src_row, row_stride, x, c0, c1, orow, sums, K, S, 2);
+            x += 2;
+        }
+        if (x < end) dw_columns_pair(job, src_row, row_stride, x, c0, c1, orow, sums, K, S, 1);
+    }
+}
+
+typedef void (*interior_pair_fn)(const dwconv_job *, const float *, size_t, float *, float *);
+
+static void dw_pair_k3s1(const dwconv_job *j, const float *src, size_t rs, float *o, float *s) {
+    dw_interior_pair(j, src, rs, o, s, 3, 1);
+}
+static void dw_pair_k3s2(const dwconv_job *j, const float *src, size_t rs, float *o, float *s) {
+    dw_interior_pair(j, src, rs, o, s, 3, 2);
+}
+static void dw_pair_k5s1(const dwconv_job *j, const float *src, size_t rs, float *o, float *s) {
+    dw_interior_pair(j, src, rs, o, s, 5, 1);
+}
+static void dw_pair_k5s2(const dwconv_job *j, const float *src, size_t rs, float *o, float *s) {
+    dw_interior_pair(j, src, rs, o, s, 5, 2);
+}
+
+static interior_pair_fn pick_interior_pair(int k, int stride) {
+    if (k == 3 && stride == 1) return dw_pair_k3s1;
+    if (k == 3 && stride == 2) return dw_pair_k3s2;
+    if (k == 5 && stride == 1) return dw_pair_k5s1;
+    if (k == 5 && stride == 2) return dw_pair_k5s2;
+    return NULL;
+}
+
 /*
  * The edge columns: the P pixels left of x_lo (or right of x_hi) as one block whose
  * window starts J0 columns before the input (ends E columns past it), so they get the
@@ -275,38 +392,81 @@ static interior_fn pick_interior(int k, int stride) {
     return NULL;
 }
 
+/* Output row y: its kernel rows inside the input, and where its output and row sums go
+ * (the sums zeroed). */
+typedef struct {
+    row_window rw;
+    float *out, *sums;
+} out_row;
+
+static out_row start_row(const dwconv_job *job, int y) {
+    const tensor *in = job->in;
+    int c = in->c, k = job->k, s = job->stride;
+    size_t row_stride = (size_t)in->w * c;
+    int iy0 = y * s - job->pad_top;
+    int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = in->h - iy0 < k ? in->h - iy0 : k;
+    out_row r = {{in->data + (ptrdiff_t)(iy0 + ky0) * row_stride, job->w + (size_t)ky0 * k * c,
+                  ky1 > ky0 ? ky1 - ky0 : 0, job->prefetch && ky0 == 0 && iy0 + k + s <= in->h},
+                 job->out->data + (size_t)y * job->out->w * c,
+                 job->row_sums ? job->row_sums + (size_t)y * c : NULL};
+    if (r.sums) memset(r.sums, 0, (size_t)c * sizeof *r.sums);
+    return r;
+}
+
+/* The columns left of x_lo (left = 1) or right of the interior, as a block or per pixel. */
+static void edge_columns(const dwconv_job *job, const out_row *r, edge_fn block, int x0, int x1) {
+    size_t row_stride = (size_t)job->in->w * job->in->c;
+    if (block) {
+        block(job, &r->rw, row_stride, x0, r->out, r->sums);
+        return;
+    }
+    for (int x = x0; x < x1; x++)
+        dw_pixel_clipped(&r->rw, row_stride, job->in->w, job->bias, job->k, x * job->stride - job->pad_left,
+                         job->in->c, job->act, r->out + (size_t)x * job->in->c, r->sums);
+}
+
+/* The scalar channel remainder of the interior columns (dw_interior's last step). */
+static void interior_tail(const dwconv_job *job, const out_row *r) {
+    int c = job->in->c, cv = c - c % VLEN;
+    if (cv == c) return;
+    for (int x = job->x_lo; x < job->x_hi; x++)
+        dw_pixel_tail(&r->rw, (size_t)job->in->w * c, job->bias, job->k, x * job->stride - job->pad_left, 0,
+                      job->k, cv, c, job->act, r->out + (size_t)x * c, r->sums);
+}
+
+/* Rows go in pairs (dw_block_pair) where both have their whole window inside the input;
+ * every row sum still adds its left edge, interior, right edge in that order, so how
+ * rows pair up (thread split, bands) never changes a bit. */
 static void dwconv_rows(void *p, int begin, int end) {
     const dwconv_job *job = p;
     const tensor *in = job->in;
     const tensor *out = job->out;
-    int c = in->c, k = job->k, s = job->stride;
-    size_t row_stride = (size_t)in->w * c;
+    int k = job->k, s = job->stride;
+    size_t row_stride = (size_t)in->w * in->c;
     interior_fn interior = pick_interior(k, s);
+    interior_pair_fn pair = job->prefetch ? NULL : pick_interior_pair(k, s);
     int x_lo = interior ? job->x_lo : out->w, x_hi = interior ? job->x_hi : out->w;
     int x_right = x_hi > x_lo ? x_hi : x_lo;
     edge_fn left = interior ? pick_edge(job, 0, x_lo) : NULL;
     edge_fn right = interior ? pick_edge(job, x_right, out->w) : NULL;
     for (int y = begin; y < end; y++) {
         int iy0 = y * s - job->pad_top;
-        int ky0 = iy0 < 0 ? -iy0 : 0, ky1 = in->h - iy0 < k ? in->h - iy0 : k;
-        row_window rw = {in->data + (ptrdiff_t)(iy0 + ky0) * row_stride, job->w + (size_t)ky0 * k * c,
-                         ky1 > ky0 ? ky1 - ky0 : 0, job->prefetch && ky0 == 0 && iy0 + k + s <= in->h};
-        float *orow = out->data + (size_t)y * out->w * c;
-        float *sums = job->row_sums ? job->row_sums + (size_t)y * c : NULL;
-        if (sums) memset(sums, 0, (size_t)c * sizeof *sums);
-        if (left)
-            left(job, &rw, row_stride, 0, orow, sums);
-        else
-            for (int x = 0; x < x_lo; x++)
-                dw_pixel_clipped(&rw, row_stride, in->w, job->bias, k, x * s - job->pad_left, c, job->act,
-                                 orow + (size_t)x * c, sums);
-        if (x_hi > x_lo) interior(job, &rw, row_stride, orow, sums);
-        if (right)
-            right(job, &rw, row_stride, x_right, orow, sums);
-        else
-            for (int x = x_right; x < out->w; x++)
-                dw_pixel_clipped(&rw, row_stride, in->w, job->bias, k, x * s - job->pad_left, c, job->act,
-                                 orow + (size_t)x * c, sums);
+        out_row r0 = start_row(job, y);
+        if (pair && x_hi > x_lo && y + 1 < end && iy0 >= 0 && iy0 + k + s <= in->h) {
+            out_row r1 = start_row(job, y + 1);
+            edge_columns(job, &r0, left, 0, x_lo);
+            edge_columns(job, &r1, left, 0, x_lo);
+            pair(job, in->data + (size_t)iy0 * row_stride, row_stride, r0.out, r0.sums);
+            interior_tail(job, &r0);
+            interior_tail(job, &r1);
+            edge_columns(job, &r0, right, x_right, out->w);
+            edge_columns(job, &r1, right, x_right, out->w);
+            y++;
+            continue;
+        }
+        edge_columns(job, &r0, left, 0, x_lo);
+        if (x_hi > x_lo) interior(job, &r0.rw, row_stride, r0.out, r0.sums);
+        edge_columns(job, &r0, right, x_right, out->w);
     }
 }
 
