@@ -75,8 +75,10 @@ static inline uint32_t float_as_bits(float f) {
  * e^x as 2^(n/16) * e^r with n = round(16 x / ln2): 2^(j/16) for j = n mod 16 comes from
  * a 16-entry table (one vpermps at this level: the table fills one zmm register) and
  * 2^floor(n/16) from the exponent, so |r| <= ln2/32 and a degree-3 polynomial is
- * already below 1e-8 (r^4/24). That is 8 multiply-class instructions per vector where
- * the Cephes route below needs 10, and swish sits next to the FMA-bound 1x1 and
+ * already below 1e-8 (r^4/24). n / 16 is rounded directly, with 1.5 * 2^19 (whose ulp is
+ * 1/16) in place of the usual 1.5 * 2^23, so vscalefps takes it as it is and the low 4
+ * mantissa bits still index the table. That is 7 multiply-class instructions per vector
+ * where the Cephes route below needs 10, and swish sits next to the FMA-bound 1x1 and
  * depthwise kernels, which compete for the same two pipes. The scalar form below runs
  * the same operations in the same order, so a channel remainder gets the bits a vector
  * lane would.
@@ -86,9 +88,10 @@ static const float exp2_sixteenths[16] __attribute__((aligned(64))) = {
     1.0f,          1.04427378f, 1.09050773f, 1.13878863f, 1.18920712f, 1.24185781f,
     1.29683955f,   1.35425555f, 1.41421356f, 1.47682615f, 1.54221083f, 1.61049033f,
     1.68179283f,   1.75625216f, 1.83400809f, 1.91520656f};
-#define EXP_SCALE 23.0831206542233f       /* 16 / ln2 */
-#define EXP_LN2_HI (-0.693359375f / 16)   /* ln2 / 16 in two parts: n * hi is exact */
-#define EXP_LN2_LO (2.12194440e-4f / 16)
+#define EXP_MAGIC 786432.0f            /* 1.5 * 2^19: t = m + this holds m to 1/16 */
+#define EXP_LOG2E 1.44269504088896341f /* 1 / ln2 */
+#define EXP_LN2_HI (-0.693359375f)     /* ln2 in two parts: m * hi is exact (m: 12 bits) */
+#define EXP_LN2_LO 2.12194440e-4f
 #endif
 
 /* Clamp bounds of the reduction: above ~88.376, 2^floor(n/16) would pass 2^127; below
@@ -105,15 +108,14 @@ static inline float fast_expf(float x) {
     float xc = x > EXP_CLAMP_HI ? EXP_CLAMP_HI : x;
     xc = xc < EXP_CLAMP_LO ? EXP_CLAMP_LO : xc;
 
-    /* Round to the nearest integer with the 1.5 * 2^23 trick: the integer lands in the
-     * low mantissa bits of t. */
-    const float round_magic = 12582912.0f;
+    /* Round with the 1.5 * 2^k trick: the rounded value lands in the low mantissa bits
+     * of t (to 1/16 here, to an integer in the Cephes route). */
 #ifdef EXP_TABLE
-    float t = MADD(xc, EXP_SCALE, round_magic);
-    int32_t n_int = (int32_t)(float_as_bits(t) - float_as_bits(round_magic));
-    float n = t - round_magic;
-    float r = MADD(n, EXP_LN2_HI, xc);
-    r = MADD(n, EXP_LN2_LO, r);
+    float t = MADD(xc, EXP_LOG2E, EXP_MAGIC);
+    int32_t n_int = (int32_t)(float_as_bits(t) - float_as_bits(EXP_MAGIC)); /* 16 m */
+    float m = t - EXP_MAGIC;                                                /* x / ln2 to 1/16 */
+    float r = MADD(m, EXP_LN2_HI, xc);
+    r = MADD(m, EXP_LN2_LO, r);
     float p = MADD(1.0f / 6, r, 0.5f);
     p = MADD(p, r, 1.0f);
     float table = exp2_sixteenths[n_int & 15];
@@ -121,6 +123,7 @@ static inline float fast_expf(float x) {
     y *= bits_as_float((uint32_t)((n_int >> 4) + 127) << 23); /* >> floors: n_int < 0 too */
 #else
     /* Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-7 polynomial for e^r. */
+    const float round_magic = 12582912.0f;
     float t = MADD(xc, 1.44269504088896341f, round_magic);
     int32_t n_int = (int32_t)(float_as_bits(t) - float_as_bits(round_magic));
     float n = t - round_magic;
@@ -189,19 +192,19 @@ static inline vfloat vmax(vfloat a, vfloat b) {
  * instead of compare-and-blend keeps it short. */
 static inline vfloat vexp(vfloat x) {
     vfloat xc = vmax(vmin(x, vsplat(EXP_CLAMP_HI)), vsplat(EXP_CLAMP_LO));
-    const vfloat round_magic = vsplat(12582912.0f);
 #ifdef EXP_TABLE
-    vfloat t = vmadd(xc, vsplat(EXP_SCALE), round_magic);
-    vfloat n = t - round_magic;
-    vfloat r = vmadd(n, vsplat(EXP_LN2_HI), xc);
-    r = vmadd(n, vsplat(EXP_LN2_LO), r);
+    vfloat t = vmadd(xc, vsplat(EXP_LOG2E), vsplat(EXP_MAGIC));
+    vfloat m = t - EXP_MAGIC; /* x / ln2 to the nearest 1/16 */
+    vfloat r = vmadd(m, vsplat(EXP_LN2_HI), xc);
+    r = vmadd(m, vsplat(EXP_LN2_LO), r);
     vfloat p = vmadd(vsplat(1.0f / 6), r, vsplat(0.5f));
     p = vmadd(p, r, vsplat(1.0f));
-    /* vpermps reads the low 4 bits of each index lane: t's low mantissa bits = n mod 16. */
+    /* vpermps reads the low 4 bits of each index lane: t's low mantissa bits = 16 m mod 16. */
     vfloat table = _mm512_permutexvar_ps(_mm512_castps_si512(t), _mm512_load_ps(exp2_sixteenths));
     vfloat y = vmadd(p * r, table, table);
-    return _mm512_scalef_ps(y, n * (1.0f / 16)); /* scalef multiplies by 2^floor(.) */
+    return _mm512_scalef_ps(y, m); /* scalef multiplies by 2^floor(m) */
 #else
+    const vfloat round_magic = vsplat(12582912.0f);
     vfloat t = vmadd(xc, vsplat(1.44269504088896341f), round_magic);
     vint n_int = (vint)t - (vint)round_magic;
     vfloat n = t - round_magic;
