@@ -189,11 +189,13 @@ static void dw_pixel_clipped(const row_window *rw, size_t row_stride, int in_w, 
  * c = 1152) cycling through L1 once per block of pixels. */
 #define DW_CHANNEL_GROUP 128
 
-/* Output columns x0 .. x0 + P - 1 (all interior), channel vectors [c0, c1). */
+/* Output columns x0 .. x0 + P - 1 (all interior), channel vectors [c0, c1), of one row
+ * or (ROWS = 2: rw is row y's whole window, dw_block_pair) of rows y and y + 1. */
 static inline __attribute__((always_inline)) void dw_columns(const dwconv_job *job, const row_window *rw,
                                                              size_t row_stride, int x0, int c0, int c1,
                                                              float *restrict orow, float *restrict sums,
-                                                             const int K, const int S, const int P) {
+                                                             const int K, const int S, const int P,
+                                                             const int ROWS) {
     int c = job->in->c;
     int ix0 = x0 * S - job->pad_left;
     const float *src = rw->src + (ptrdiff_t)ix0 * c;
@@ -201,110 +203,69 @@ static inline __attribute__((always_inline)) void dw_columns(const dwconv_job *j
     for (int ci = c0; ci < c1; ci += VLEN) {
         vfloat b = {0};
         if (job->bias) b = vload(job->bias + ci);
-        dw_block(src + ci, row_stride, rw->nky, rw->prefetch, rw->w + ci, b, c, job->act, out + ci,
-                 sums ? sums + ci : NULL, K, S, P, 0, 0);
+        if (ROWS == 2)
+            dw_block_pair(src + ci, row_stride, rw->w + ci, b, c, job->act, out + ci, (size_t)job->out->w * c,
+                          sums ? sums + ci : NULL, K, S, P);
+        else
+            dw_block(src + ci, row_stride, rw->nky, rw->prefetch, rw->w + ci, b, c, job->act, out + ci,
+                     sums ? sums + ci : NULL, K, S, P, 0, 0);
     }
 }
 
-/* The interior columns [x_lo, x_hi) of one output row, one channel group at a time:
- * blocks of 8 pixels, then 4, 2, 1; the scalar channel remainder last. */
+/* The interior columns [x_lo, x_hi) of one output row (or row pair), one channel group
+ * at a time: blocks of 8 pixels, then 4, 2, 1; for one row the scalar channel remainder
+ * last (a pair's is interior_tail's, per row). */
 static inline __attribute__((always_inline)) void dw_interior(const dwconv_job *job, const row_window *rw,
                                                               size_t row_stride, float *orow, float *sums,
-                                                              const int K, const int S) {
+                                                              const int K, const int S, const int ROWS) {
     int c = job->in->c;
     int cv = c - c % VLEN;
     for (int c0 = 0; c0 < cv; c0 += DW_CHANNEL_GROUP) {
         int c1 = cv - c0 < DW_CHANNEL_GROUP ? cv : c0 + DW_CHANNEL_GROUP;
         int x = job->x_lo, end = job->x_hi;
-        for (; x + 8 <= end; x += 8) dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 8);
+        for (; x + 8 <= end; x += 8) dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 8, ROWS);
         if (x + 4 <= end) {
-            dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 4);
+            dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 4, ROWS);
             x += 4;
         }
         if (x + 2 <= end) {
-            dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 2);
+            dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 2, ROWS);
             x += 2;
         }
-        if (x < end) dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 1);
+        if (x < end) dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 1, ROWS);
     }
-    if (cv < c)
+    if (ROWS == 1 && cv < c)
         for (int x = job->x_lo; x < job->x_hi; x++)
             dw_pixel_tail(rw, row_stride, job->bias, K, x * S - job->pad_left, 0, K, cv, c, job->act,
                           orow + (size_t)x * c, sums);
 }
 
-static void dw_interior_k3s1(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) {
-    dw_interior(j, rw, rs, o, s, 3, 1);
-}
-static void dw_interior_k3s2(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) {
-    dw_interior(j, rw, rs, o, s, 3, 2);
-}
-static void dw_interior_k5s1(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) {
-    dw_interior(j, rw, rs, o, s, 5, 1);
-}
-static void dw_interior_k5s2(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) {
-    dw_interior(j, rw, rs, o, s, 5, 2);
-}
+typedef void (*interior_fn)(const dwconv_job *, const row_window *, size_t, float *, float *);
 
-/* dw_columns and dw_interior for the output row pair of dw_block_pair: src is row y's
- * first input row (all K + S inside), orow/sums row y's. */
-static inline __attribute__((always_inline)) void dw_columns_pair(const dwconv_job *job, const float *src_row,
-                                                                  size_t row_stride, int x0, int c0, int c1,
-                                                                  float *restrict orow, float *restrict sums,
-                                                                  const int K, const int S, const int P) {
-    int c = job->in->c;
-    const float *src = src_row + (ptrdiff_t)(x0 * S - job->pad_left) * c;
-    float *out = orow + (size_t)x0 * c;
-    size_t out_stride = (size_t)job->out->w * c;
-    for (int ci = c0; ci < c1; ci += VLEN) {
-        vfloat b = {0};
-        if (job->bias) b = vload(job->bias + ci);
-        dw_block_pair(src + ci, row_stride, job->w + ci, b, c, job->act, out + ci, out_stride,
-                      sums ? sums + ci : NULL, K, S, P);
+/* One row and row-pair instance per kernel size and stride with a block path. */
+#define DW_INTERIOR(K, S)                                                                                    \
+    static void dw_row_k##K##s##S(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) {  \
+        dw_interior(j, rw, rs, o, s, K, S, 1);                                                               \
+    }                                                                                                        \
+    static void dw_pair_k##K##s##S(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) { \
+        dw_interior(j, rw, rs, o, s, K, S, 2);                                                               \
     }
-}
+DW_INTERIOR(3, 1)
+DW_INTERIOR(3, 2)
+DW_INTERIOR(5, 1)
+DW_INTERIOR(5, 2)
 
-static inline __attribute__((always_inline)) void dw_interior_pair(const dwconv_job *job, const float *src_row,
-                                                                   size_t row_stride, float *orow, float *sums,
-                                                                   const int K, const int S) {
-    int c = job->in->c;
-    int cv = c - c % VLEN;
-    for (int c0 = 0; c0 < cv; c0 += DW_CHANNEL_GROUP) {
-        int c1 = cv - c0 < DW_CHANNEL_GROUP ? cv : c0 + DW_CHANNEL_GROUP;
-        int x = job->x_lo, end = job->x_hi;
-        for (; x + 8 <= end; x += 8) dw_columns_pair(job, src_row, row_stride, x, c0, c1, orow, sums, K, S, 8);
-        if (x + 4 <= end) {
-            dw_columns_pair(job, src_row, row_stride, x, c0, c1, orow, sums, K, S, 4);
-            x += 4;
-        }
-        if (x + 2 <= end) {
-            dw_columns_pair(job, src_row, row_stride, x, c0, c1, orow, sums, K, S, 2);
-            x += 2;
-        }
-        if (x < end) dw_columns_pair(job, src_row, row_stride, x, c0, c1, orow, sums, K, S, 1);
-    }
-}
-
-typedef void (*interior_pair_fn)(const dwconv_job *, const float *, size_t, float *, float *);
-
-static void dw_pair_k3s1(const dwconv_job *j, const float *src, size_t rs, float *o, float *s) {
-    dw_interior_pair(j, src, rs, o, s, 3, 1);
-}
-static void dw_pair_k3s2(const dwconv_job *j, const float *src, size_t rs, float *o, float *s) {
-    dw_interior_pair(j, src, rs, o, s, 3, 2);
-}
-static void dw_pair_k5s1(const dwconv_job *j, const float *src, size_t rs, float *o, float *s) {
-    dw_interior_pair(j, src, rs, o, s, 5, 1);
-}
-static void dw_pair_k5s2(const dwconv_job *j, const float *src, size_t rs, float *o, float *s) {
-    dw_interior_pair(j, src, rs, o, s, 5, 2);
-}
-
-static interior_pair_fn pick_interior_pair(int k, int stride) {
-    if (k == 3 && stride == 1) return dw_pair_k3s1;
-    if (k == 3 && stride == 2) return dw_pair_k3s2;
-    if (k == 5 && stride == 1) return dw_pair_k5s1;
-    if (k == 5 && stride == 2) return dw_pair_k5s2;
+/* The interior sweep of one row (rows = 1) or row pair (2), or NULL (no block path). */
+static interior_fn pick_interior(int k, int stride, int rows) {
+    static const struct {
+        int k, stride;
+        interior_fn row, pair;
+    } paths[] = {{3, 1, dw_row_k3s1, dw_pair_k3s1},
+                 {3, 2, dw_row_k3s2, dw_pair_k3s2},
+                 {5, 1, dw_row_k5s1, dw_pair_k5s1},
+                 {5, 2, dw_row_k5s2, dw_pair_k5s2}};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (paths[i].k == k && paths[i].stride == stride) return rows == 2 ? paths[i].pair : paths[i].row;
     return NULL;
 }
 
@@ -382,15 +343,6 @@ static edge_fn pick_edge(const dwconv_job *job, int x0, int x1) {
     return NULL;
 }
 
-typedef void (*interior_fn)(const dwconv_job *, const row_window *, size_t, float *, float *);
-
-static interior_fn pick_interior(int k, int stride) {
-    if (k == 3 && stride == 1) return dw_interior_k3s1;
-    if (k == 3 && stride == 2) return dw_interior_k3s2;
-    if (k == 5 && stride == 1) return dw_interior_k5s1;
-    if (k == 5 && stride == 2) return dw_interior_k5s2;
-    return NULL;
-}
 
 /* Output row y: its kernel rows inside the input, and where its output and row sums go
  * (the sums zeroed). */
@@ -443,8 +395,8 @@ static void dwconv_rows(void *p, int begin, int end) {
     const tensor *out = job->out;
     int k = job->k, s = job->stride;
     size_t row_stride = (size_t)in->w * in->c;
-    interior_fn interior = pick_interior(k, s);
-    interior_pair_fn pair = job->prefetch ? NULL : pick_interior_pair(k, s);
+    interior_fn interior = pick_interior(k, s, 1);
+    interior_fn pair = job->prefetch ? NULL : pick_interior(k, s, 2);
     int x_lo = interior ? job->x_lo : out->w, x_hi = interior ? job->x_hi : out->w;
     int x_right = x_hi > x_lo ? x_hi : x_lo;
     edge_fn left = interior ? pick_edge(job, 0, x_lo) : NULL;
@@ -456,7 +408,7 @@ static void dwconv_rows(void *p, int begin, int end) {
             out_row r1 = start_row(job, y + 1);
             edge_columns(job, &r0, left, 0, x_lo);
             edge_columns(job, &r1, left, 0, x_lo);
-            pair(job, in->data + (size_t)iy0 * row_stride, row_stride, r0.out, r0.sums);
+            pair(job, &r0.rw, row_stride, r0.out, r0.sums); /* r0's window: all k rows, from iy0 */
             interior_tail(job, &r0);
             interior_tail(job, &r1);
             edge_columns(job, &r0, right, x_right, out->w);
