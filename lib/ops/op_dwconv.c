@@ -244,10 +244,12 @@ typedef void (*interior_fn)(const dwconv_job *, const row_window *, size_t, floa
 
 /* One row and row-pair instance per kernel size and stride with a block path. */
 #define DW_INTERIOR(K, S)                                                                                    \
-    static void dw_row_k##K##s##S(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) {  \
+    static void dw_row_k##K##s##S(const dwconv_job *j, const row_window *rw, size_t rs, float *o,            \
+                                  float *s) {                                                                \
         dw_interior(j, rw, rs, o, s, K, S, 1);                                                               \
     }                                                                                                        \
-    static void dw_pair_k##K##s##S(const dwconv_job *j, const row_window *rw, size_t rs, float *o, float *s) { \
+    static void dw_pair_k##K##s##S(const dwconv_job *j, const row_window *rw, size_t rs, float *o,           \
+                                   float *s) {                                                               \
         dw_interior(j, rw, rs, o, s, K, S, 2);                                                               \
     }
 DW_INTERIOR(3, 1)
@@ -289,13 +291,15 @@ static inline __attribute__((always_inline)) void dw_edge(const dwconv_job *job,
     for (int ci = 0; ci < cv; ci += VLEN) {
         vfloat b = {0};
         if (job->bias) b = vload(job->bias + ci);
-        dw_block(rw->src + (ptrdiff_t)ix0 * c + ci, row_stride, rw->nky, 0, rw->w + ci, b, c, job->act, out + ci,
-                 sums ? sums + ci : NULL, K, S, P, J0, E);
+        dw_block(rw->src + (ptrdiff_t)ix0 * c + ci, row_stride, rw->nky, 0, rw->w + ci, b, c, job->act,
+                 out + ci, sums ? sums + ci : NULL, K, S, P, J0, E);
     }
     if (cv < c)
         for (int p = 0; p < P; p++) {
-            int ixp = ix0 + p * S, kx0 = ixp < 0 ? -ixp : 0, kx1 = job->in->w - ixp < K ? job->in->w - ixp : K;
-            dw_pixel_tail(rw, row_stride, job->bias, K, ixp, kx0, kx1, cv, c, job->act, out + (size_t)p * c, sums);
+            int ixp = ix0 + p * S, kx0 = ixp < 0 ? -ixp : 0,
+                kx1 = job->in->w - ixp < K ? job->in->w - ixp : K;
+            dw_pixel_tail(rw, row_stride, job->bias, K, ixp, kx0, kx1, cv, c, job->act, out + (size_t)p * c,
+                          sums);
         }
 }
 
@@ -324,10 +328,11 @@ typedef struct {
 } edge_variant;
 
 static const edge_variant edge_variants[] = {
-    {3, 1, 1, 1, 0, dw_edge_k3s1p1l1r0}, {3, 1, 1, 0, 1, dw_edge_k3s1p1l0r1}, {3, 2, 1, 1, 0, dw_edge_k3s2p1l1r0},
-    {3, 2, 1, 0, 1, dw_edge_k3s2p1l0r1}, {5, 1, 2, 2, 0, dw_edge_k5s1p2l2r0}, {5, 1, 2, 0, 2, dw_edge_k5s1p2l0r2},
-    {5, 2, 1, 1, 0, dw_edge_k5s2p1l1r0}, {5, 2, 1, 2, 0, dw_edge_k5s2p1l2r0}, {5, 2, 1, 0, 1, dw_edge_k5s2p1l0r1},
-    {5, 2, 1, 0, 2, dw_edge_k5s2p1l0r2},
+    {3, 1, 1, 1, 0, dw_edge_k3s1p1l1r0}, {3, 1, 1, 0, 1, dw_edge_k3s1p1l0r1},
+    {3, 2, 1, 1, 0, dw_edge_k3s2p1l1r0}, {3, 2, 1, 0, 1, dw_edge_k3s2p1l0r1},
+    {5, 1, 2, 2, 0, dw_edge_k5s1p2l2r0}, {5, 1, 2, 0, 2, dw_edge_k5s1p2l0r2},
+    {5, 2, 1, 1, 0, dw_edge_k5s2p1l1r0}, {5, 2, 1, 2, 0, dw_edge_k5s2p1l2r0},
+    {5, 2, 1, 0, 1, dw_edge_k5s2p1l0r1}, {5, 2, 1, 0, 2, dw_edge_k5s2p1l0r2},
 };
 
 /* The block for output columns [x0, x1), or NULL (dw_pixel_clipped then takes them). */
@@ -342,7 +347,6 @@ static edge_fn pick_edge(const dwconv_job *job, int x0, int x1) {
     }
     return NULL;
 }
-
 
 /* Output row y: its kernel rows inside the input, and where its output and row sums go
  * (the sums zeroed). */
