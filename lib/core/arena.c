@@ -1,9 +1,9 @@
 /*
  * The arena's memory plan (arena.h): record takes and drops in a planning pass, then
- * place the blocks greedily, largest first, each at the lowest offset where it overlaps
- * no already-placed block that is alive at the same time. Largest-first is TFLite's
- * "greedy by size" rule: the big tensors decide the peak, so they pick first and the
- * small ones fill the gaps between them.
+ * place the blocks greedily, one at a time, each where it overlaps no already-placed
+ * block that is alive at the same time (arena_plan tries a few orders and fits and
+ * keeps the smallest plan). Largest-first is TFLite's "greedy by size" rule: the big
+ * tensors decide the peak, so they pick first and the small ones fill the gaps.
  */
 #include <stdlib.h>
 
@@ -124,9 +124,9 @@ static int by_area_desc(const void *pa, const void *pb) {
     return (ax < ay) - (ax > ay);
 }
 
-/* Four placements: blocks largest first (the big tensors decide the peak, so they pick
- * first; TFLite's rule) or in the order the pass takes them (as a plain allocator would
- * see them), each by first fit and by best fit. The smallest plan is kept. None is
+/* Six placements: blocks largest first (the big tensors decide the peak, so they pick
+ * first; TFLite's rule), in the order the pass takes them (as a plain allocator would
+ * see them), or by size x lifetime, each by first fit and by best fit. The smallest plan is kept. None is
  * optimal (that problem is NP-hard) and each loses on some network: on D0 largest-first
  * strands the 4 MiB output of block 1 above two 8 MiB tensors. */
 size_t arena_plan(arena *a) {

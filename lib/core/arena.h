@@ -6,8 +6,8 @@
  * every pass of a model (sizes depend only on the architecture, the thread count and
  * which tensors the caller keeps), so it is recorded once, by a planning pass that runs
  * no kernels, and each buffer is then given a fixed offset such that no two buffers
- * alive at the same time overlap (arena_plan: greedy by size, as TFLite's arena planner
- * does). Buffers never dropped live to the end of the pass: the network's outputs.
+ * alive at the same time overlap (arena_plan: greedy placement in a few orders, TFLite's
+ * "greedy by size" among them). Buffers never dropped live to the end of the pass: the network's outputs.
  * A real pass replays the plan: the i-th take returns base + offset[i], so a request
  * allocates nothing and the memory is the peak of what is alive at once, not the sum.
  */

@@ -345,7 +345,7 @@ static void run_heads(effdet_context *ctx) {
 }
 
 /* The input is the pass's first take, so its place is known before the pass (the
- * caller writes the image there: context_place_input). */
+ * caller writes the image there: ctx->input, set by plan_arena). */
 effdet_status forward_run(effdet_context *ctx, effdet_error *err) {
     fpenv_saved fp = fpenv_enter();
     const effdet_arch *a = &ctx->m->arch;

@@ -18,11 +18,11 @@ void pointwise_run(const effdet_context *ctx, threadpool *tp, const tensor *in, 
                    act_kind act, tensor *out);
 
 /* Arena floats that a per-request copy of l's weights takes (fp32: cin x cout; bf16:
- * the packed layout, rounded up to whole floats). Count it in the measure pass. */
+ * the packed layout, rounded up to whole floats). Count it in the planning pass. */
 size_t pointwise_folded_floats(const pw_layer *l);
 
 /* l with its weights to live in buf (pointwise_folded_floats(l) floats from the arena;
- * NULL in measure mode) instead of the model's. */
+ * NULL in the planning pass) instead of the model's. */
 pw_layer pointwise_with_weights(const pw_layer *l, void *buf);
 
 /* Fill f (from pointwise_with_weights(l, ...)) with l's weights, input channel i scaled

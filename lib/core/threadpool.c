@@ -84,9 +84,9 @@ struct threadpool {
     pthread_cond_t done_cv; /* the caller sleeps here waiting for done == nchunks */
     /* (job number << 32) | number of chunks: posted once per job, after its fields. */
     atomic_ullong job_word;
-    /* Per chunk, the last job number that claimed it (nthreads of them). A chunk is
-     * claimed for job J by a compare-and-swap from an older number, so a late worker
-     * still holding job J - 1 can never take a chunk of a newer job: it finds J there. */
+    /* Per chunk, a job number (nthreads of them): before job J is posted its chunks
+     * hold J - 1, and claiming one for J is a compare-and-swap from J - 1 to J. A late
+     * worker still holding an older job expects an older number and never matches. */
     atomic_uint *claimed;
     atomic_int done; /* chunks of the current job finished */
     atomic_int stop;
@@ -114,17 +114,11 @@ static void run_chunk(const threadpool *tp, int chunk) {
     if (begin < end) tp->fn(tp->arg, begin, end);
 }
 
-/* Claim and run chunks of job `job` (nchunks of them) until none are left. Returns 1
- * if this thread finished the job's last chunk. */
-/* Chunk k for job `job`, unless some thread already claimed it for this job (or, seen
- * by a late thread, for a newer one: the signed difference is not positive). */
+/* Chunk k for job `job`, unless some thread already claimed it. */
 static int claim(threadpool *tp, unsigned job, int k) {
-    unsigned v = atomic_load_explicit(&tp->claimed[k], memory_order_acquire);
-    while ((int)(job - v) > 0)
-        if (atomic_compare_exchange_weak_explicit(&tp->claimed[k], &v, job, memory_order_acq_rel,
-                                                  memory_order_acquire))
-            return 1;
-    return 0;
+    unsigned free_mark = job - 1;
+    return atomic_compare_exchange_strong_explicit(&tp->claimed[k], &free_mark, job, memory_order_acq_rel,
+                                                   memory_order_relaxed);
 }
 
 /* Claim and run chunks of job `job` (nchunks of them): thread `self`'s own first, then
@@ -258,9 +252,9 @@ void threadpool_run(threadpool *tp, int n, int grain, parallel_fn fn, void *arg)
     tp->nchunks = nchunks;
     unsigned job = job_of(atomic_load_explicit(&tp->job_word, memory_order_relaxed)) + 1;
     atomic_store_explicit(&tp->done, 0, memory_order_relaxed);
-    /* Every chunk of this job one behind it, so that a slot no job used for 2^31 jobs
-     * (a pool bigger than its jobs) can not look newer than the job once numbers wrap.
-     * No thread can be claiming these for an older job: those are all finished. */
+    /* Mark this job's chunks free. A late worker still holding an older job J expects
+     * J - 1 in them, and every chunk of J was claimed (J is finished), so no slot it
+     * could try holds J - 1 any more. */
     for (int k = 0; k < nchunks; k++) atomic_store_explicit(&tp->claimed[k], job - 1, memory_order_relaxed);
     atomic_store_explicit(&tp->job_word, (unsigned long long)job << 32 | (unsigned)nchunks,
                           memory_order_release);

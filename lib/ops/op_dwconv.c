@@ -7,10 +7,13 @@
  * channels innermost reads the k input rows strictly in address order, so they stream
  * through L1 and the hardware prefetchers see plain sequential access.
  *
- * Rows clipped by the top/bottom padding just run fewer kernel rows; only the few
- * columns whose window crosses the left/right edge take a per-pixel path with clipped
- * tap ranges. op_dwconv_sum also returns, per output row, the sum of every channel
- * after the activation (what squeeze-and-excitation averages), from the registers.
+ * Rows whose whole window is inside the input go in pairs (dw_block_pair: each input
+ * row loaded once for both); rows clipped by the top/bottom padding run alone, with
+ * fewer kernel rows. The columns whose window crosses the left/right edge run as one
+ * unrolled block per side with the padding taps left out (dw_edge), per pixel only
+ * where no such block exists. op_dwconv_sum also returns, per output row, the sum of
+ * every channel after the activation (what squeeze-and-excitation averages), from the
+ * registers.
  */
 #include "ops/mathfun.h"
 #include <stddef.h>
@@ -213,8 +216,8 @@ static inline __attribute__((always_inline)) void dw_columns(const dwconv_job *j
 }
 
 /* The interior columns [x_lo, x_hi) of one output row (or row pair), one channel group
- * at a time: blocks of 8 pixels, then 4, 2, 1; for one row the scalar channel remainder
- * last (a pair's is interior_tail's, per row). */
+ * at a time: blocks of 8 pixels, then 4, 2, 1. The scalar channel remainder is
+ * interior_tail's, per row. */
 static inline __attribute__((always_inline)) void dw_interior(const dwconv_job *job, const row_window *rw,
                                                               size_t row_stride, float *orow, float *sums,
                                                               const int K, const int S, const int ROWS) {
@@ -234,10 +237,6 @@ static inline __attribute__((always_inline)) void dw_interior(const dwconv_job *
         }
         if (x < end) dw_columns(job, rw, row_stride, x, c0, c1, orow, sums, K, S, 1, ROWS);
     }
-    if (ROWS == 1 && cv < c)
-        for (int x = job->x_lo; x < job->x_hi; x++)
-            dw_pixel_tail(rw, row_stride, job->bias, K, x * S - job->pad_left, 0, K, cv, c, job->act,
-                          orow + (size_t)x * c, sums);
 }
 
 typedef void (*interior_fn)(const dwconv_job *, const row_window *, size_t, float *, float *);
@@ -381,7 +380,7 @@ static void edge_columns(const dwconv_job *job, const out_row *r, edge_fn block,
                          job->in->c, job->act, r->out + (size_t)x * job->in->c, r->sums);
 }
 
-/* The scalar channel remainder of the interior columns (dw_interior's last step). */
+/* The scalar channel remainder of the interior columns, after dw_interior's vectors. */
 static void interior_tail(const dwconv_job *job, const out_row *r) {
     int c = job->in->c, cv = c - c % VLEN;
     if (cv == c) return;
@@ -421,7 +420,10 @@ static void dwconv_rows(void *p, int begin, int end) {
             continue;
         }
         edge_columns(job, &r0, left, 0, x_lo);
-        if (x_hi > x_lo) interior(job, &r0.rw, row_stride, r0.out, r0.sums);
+        if (x_hi > x_lo) {
+            interior(job, &r0.rw, row_stride, r0.out, r0.sums);
+            interior_tail(job, &r0);
+        }
         edge_columns(job, &r0, right, x_right, out->w);
     }
 }

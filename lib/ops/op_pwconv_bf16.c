@@ -40,6 +40,8 @@
  * EfficientDet 1x1 input (3456 channels), 240 rows of a 192-channel one. */
 #define BF_BUF_WORDS 24576
 #define BF_MAX_BLOCK_ROWS 240
+/* At least one row of the widest input the loader packs, or a block would be 0 rows. */
+_Static_assert(BF_BUF_WORDS >= (BF16_MAX_CIN + 1) / 2, "BF_BUF_WORDS must hold one row of BF16_MAX_CIN");
 #define BF_MAX_M 12
 #define BF_MAX_NV 3
 #define BF_MIN_ROWS 64 /* per thread: below that a fork/join costs more than the work */
