@@ -155,8 +155,8 @@ START_TEST(validate_and_round_trip) {
 }
 END_TEST
 
-/* fuzz_config found it: an unquoted value holding a quote was accepted, and
- * config_write's output for it (--check-config) did not parse again. */
+/* precision and model_precision NAME=...: per model, the last entry winning, else the
+ * global precision. */
 START_TEST(model_precision_per_name) {
     effdetd_config c;
     char err[256];
@@ -186,6 +186,8 @@ START_TEST(model_precision_per_name) {
 }
 END_TEST
 
+/* fuzz_config found it: an unquoted value holding a quote was accepted, and
+ * config_write's output for it (--check-config) did not parse again. */
 START_TEST(values_with_quotes_or_control_bytes_are_refused) {
     effdetd_config c;
     char err[512];
