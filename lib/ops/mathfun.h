@@ -40,6 +40,32 @@ static inline void vstore(float *p, vfloat v) {
     memcpy(p, &v, sizeof v);
 }
 
+/* The column tails of the register-blocked kernels (a cout remainder). n (1..VLEN) floats from p into the low
+ * lanes, zeros above. */
+static inline vfloat load_part(const float *p, int n) {
+#if defined(__AVX512F__)
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
+#elif defined(__AVX2__)
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane));
+#else
+    float buf[VLEN] = {0};
+    memcpy(buf, p, (size_t)n * sizeof *p);
+    return vload(buf);
+#endif
+}
+
+/* The low n lanes of v to p; p[n..VLEN) untouched (they are the next row). */
+static inline void store_part(float *p, vfloat v, int n) {
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
+#else
+    float buf[VLEN];
+    vstore(buf, v);
+    memcpy(p, buf, (size_t)n * sizeof *p);
+#endif
+}
+
 /* a * b + c as one fused instruction where there is one (-std=c11 never contracts). */
 static inline vfloat vmadd(vfloat a, vfloat b, vfloat c) {
 #if defined(__AVX512F__)

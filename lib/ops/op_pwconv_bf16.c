@@ -56,11 +56,6 @@ typedef struct {
     act_kind act;
 } bf_job;
 
-/* n (1..16) floats from p into the low lanes, zeros above. */
-static inline __m512 load_part(const float *p, int n) {
-    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
-}
-
 /* Rows [r0, r1) of the input, rounded to bf16, into buf: row i at buf + i * kp words,
  * the odd channel past an odd cin zero. */
 BF16_FN static void round_rows(const bf_job *job, int r0, int r1, uint32_t *buf) {
@@ -123,10 +118,9 @@ BF16_FN static inline __attribute__((always_inline)) void bf_tile(const bf_job *
 #pragma GCC unroll 3
     for (int v = 0; v < NV; v++)
         b[v] = !job->bias    ? _mm512_setzero_ps()
-               : v == NV - 1 ? load_part(job->bias + j0 + v * 16, last)
+               : v == NV - 1 ? (__m512)load_part(job->bias + j0 + v * 16, last)
                              : _mm512_loadu_ps(job->bias + j0 + v * 16);
     float *restrict out = job->out + (size_t)r * job->cout + j0;
-    const __mmask16 tail = (__mmask16)((1u << last) - 1u);
 #pragma GCC unroll 12
     for (int i = 0; i < M; i++)
 #pragma GCC unroll 3
@@ -134,9 +128,9 @@ BF16_FN static inline __attribute__((always_inline)) void bf_tile(const bf_job *
             vfloat y = vact((vfloat)_mm512_add_ps(acc[i][v], b[v]), job->act);
             float *o = out + (size_t)i * job->cout + v * 16;
             if (v == NV - 1)
-                _mm512_mask_storeu_ps(o, tail, (__m512)y);
+                store_part(o, y, last);
             else
-                _mm512_storeu_ps(o, (__m512)y);
+                vstore(o, y);
         }
 }
 

@@ -42,31 +42,6 @@ static const int pwd_rows_for_nv[4] = {0, 12, 6, 0};
 #define PWD_BLOCK_FLOATS 65536
 #define PWD_MIN_BLOCK_ROWS 64
 
-/* n (1..VLEN) floats from p into the low lanes, zeros above. */
-static inline vfloat load_part(const float *p, int n) {
-#if defined(__AVX512F__)
-    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
-#elif defined(__AVX2__)
-    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane));
-#else
-    float buf[VLEN] = {0};
-    memcpy(buf, p, (size_t)n * sizeof *p);
-    return vload(buf);
-#endif
-}
-
-/* The low n lanes of v to p; p[n..VLEN) untouched (they are the next row). */
-static inline void store_part(float *p, vfloat v, int n) {
-#if defined(__AVX512F__)
-    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
-#else
-    float buf[VLEN];
-    vstore(buf, v);
-    memcpy(p, buf, (size_t)n * sizeof *p);
-#endif
-}
-
 /* x in every lane (one vbroadcastss from memory). */
 static inline vfloat broadcast(float x) {
 #if defined(__AVX512F__)
