@@ -157,6 +157,10 @@ static int bench_forward(const effdet_model *m, const options *o, int threads) {
            effdet_precision_name(info->precision),
            o->input ? o->input : "noise (built in)", median(total, R), mn, R);
     printf("  cpu time: median %.2f ms (all threads; the pool's spin-waits included)\n", median(cpu, R));
+    const char *why_not_amx, *bf16 = effdet_context_bf16_kernel(ctx, &why_not_amx);
+    if (bf16)
+        printf("  bf16 1x1 kernel: %s%s%s\n", bf16, why_not_amx ? " - no AMX: " : "",
+               why_not_amx ? why_not_amx : "");
     printf("  arena: %.1f MiB (%zu bytes)\n", effdet_context_arena_bytes(ctx) / 1048576.0, effdet_context_arena_bytes(ctx));
     printf("  stages: backbone %.2f  bifpn %.2f  heads %.2f ms\n", median(stage[0], R), median(stage[1], R),
            median(stage[2], R));

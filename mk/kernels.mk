@@ -42,3 +42,13 @@ $(BUILD)/tests/test_kernels_$(1): $(BUILD)/tests/unit/test_kernels_$(1).o $(BUIL
 	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(CHECK_LIBS) $$(LDLIBS)
 endef
 $(foreach i,$(KERNEL_ISAS),$(eval $(call kernel_rules,$(i))))
+
+# The avx512 kernel test also runs the AMX 1x1 kernel with the tile unit emulated in C
+# (lib/ops/amx.h), so that its tiling is tested on CPUs without AMX.
+ifneq ($(filter avx512,$(KERNEL_ISAS)),)
+AMX_EMU_OBJ := $(BUILD)/lib/isa-avx512/ops/op_pwconv_amx_emulated.o
+$(AMX_EMU_OBJ): lib/ops/op_pwconv_amx.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LIB_INTERNAL_CFLAGS) $(call KERNEL_CFLAGS,avx512) -DEFFDET_AMX_EMULATE -c $< -o $@
+$(BUILD)/tests/test_kernels_avx512: $(AMX_EMU_OBJ)
+endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/amx.h"
 #include "core/context.h"
 #include "core/cpu.h"
 #include "core/status.h"
@@ -73,6 +74,7 @@ effdet_status effdet_context_create(const effdet_model *m, int threads, effdet_c
     /* A bf16 model loaded before EFFDET_ISA changed (or moved to another machine) would
      * otherwise reach a NULL kernel. */
     if (m->precision != EFFDET_PRECISION_FP32 && (st = effdet_precision_check(m->precision, err))) goto fail;
+    if (m->precision == EFFDET_PRECISION_BF16) ctx->amx = amx_usable(ctx->k, &ctx->amx_why_not);
     if (threads > 1 && !(ctx->tp = threadpool_create(threads))) {
         st = set_error(err, EFFDET_ERR_NOMEM, "cannot start %d threads", threads);
         goto fail;
@@ -128,6 +130,14 @@ effdet_status effdet_get_tensor(const effdet_context *ctx, effdet_tensor_kind ki
 
 const char *effdet_context_isa(const effdet_context *ctx) {
     return ctx->k->isa;
+}
+
+const char *effdet_context_bf16_kernel(const effdet_context *ctx, const char **why_not_amx) {
+    if (why_not_amx) *why_not_amx = NULL;
+    if (ctx->m->precision != EFFDET_PRECISION_BF16) return NULL;
+    if (ctx->amx) return "amx";
+    if (why_not_amx) *why_not_amx = ctx->amx_why_not;
+    return "avx512_bf16";
 }
 
 void effdet_context_set_profiling(effdet_context *ctx, int on) {

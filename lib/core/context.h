@@ -11,9 +11,11 @@
 
 struct effdet_context {
     const effdet_model *m;
-    const kernel_table *k; /* this CPU's kernels (or EFFDET_ISA's), chosen at creation */
+    const kernel_table *k;   /* this CPU's kernels (or EFFDET_ISA's), chosen at creation */
+    int amx;                 /* bf16 model: its 1x1 convs run k->pwconv_amx (core/amx.h) */
+    const char *amx_why_not; /* bf16 model without amx: why (a static string) */
     threadpool *tp;
-    arena ar; /* placed by the plan made at creation (arena.h) */
+    arena ar;         /* placed by the plan made at creation (arena.h) */
     int keep_tensors; /* the plan keeps feat, fpn_in and fpn_out to the end (effdet_debug.h) */
     int profiling;
     effdet_forward_timing timing;

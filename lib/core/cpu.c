@@ -40,7 +40,8 @@ void cpu_detect(cpu_features *f) {
     f->osxsave = c1 >> 27 & 1, f->avx = c1 >> 28 & 1, f->f16c = c1 >> 29 & 1;
     if (max_leaf >= 7) {
         cpuid(7, 0, r);
-        unsigned b7 = r[1];
+        unsigned b7 = r[1], d7 = r[3];
+        f->amx_bf16 = d7 >> 22 & 1, f->amx_tile = d7 >> 24 & 1;
         f->bmi1 = b7 >> 3 & 1, f->avx2 = b7 >> 5 & 1, f->bmi2 = b7 >> 8 & 1;
         f->avx512f = b7 >> 16 & 1, f->avx512dq = b7 >> 17 & 1, f->avx512cd = b7 >> 28 & 1;
         f->avx512bw = b7 >> 30 & 1, f->avx512vl = b7 >> 31 & 1;
@@ -68,6 +69,7 @@ void cpu_detect(cpu_features *f) {
         unsigned long long xcr0 = xgetbv0();
         f->os_avx = (xcr0 & 0x6) == 0x6;        /* XMM and YMM state */
         f->os_avx512 = (xcr0 & 0xe6) == 0xe6;   /* + opmask, ZMM0-15 upper halves, ZMM16-31 */
+        f->os_amx = (xcr0 & 0x60000) == 0x60000; /* XTILECFG and XTILEDATA */
     }
 }
 

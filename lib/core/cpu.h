@@ -6,6 +6,8 @@
  *   baseline = x86-64-v2 (SSE4.2, POPCNT), avx2 = x86-64-v3 (AVX2, FMA, BMI1/2, F16C,
  *   LZCNT, MOVBE), avx512 = x86-64-v4 (AVX512F/BW/CD/DQ/VL).
  * AVX512_BF16 is no level of its own: the bf16 precision mode needs it on top of avx512.
+ * AMX-TILE + AMX-BF16 are none either: where the process may use them (core/amx.h), the
+ * bf16 mode's 1x1 convs run on the tiles.
  */
 #ifndef EFFDET_CPU_H
 #define EFFDET_CPU_H
@@ -19,11 +21,12 @@ typedef enum { ISA_BASELINE = 0, ISA_AVX2, ISA_AVX512, ISA_COUNT } isa_level;
  * `effdet-detect --cpu` both come from it). os_avx / os_avx512: the OS saves the YMM /
  * opmask + ZMM state (XCR0), without which the instructions fault. */
 #define CPU_FEATURES(X)                                                                                      \
-    X(sse3) X(ssse3) X(sse4_1) X(sse4_2) X(popcnt) X(cx16) X(lahf_lm)                     /* v2 */           \
-    X(avx) X(avx2) X(fma) X(f16c) X(bmi1) X(bmi2) X(lzcnt) X(movbe)                       /* v3 */           \
-    X(avx512f) X(avx512bw) X(avx512cd) X(avx512dq) X(avx512vl)                            /* v4 */           \
-    X(osxsave) X(os_avx) X(os_avx512)                                                                    \
-    X(avx512_bf16) /* bf16 precision (vdpbf16ps), on top of v4 */
+    X(sse3)                                                                                                  \
+    X(ssse3) X(sse4_1) X(sse4_2) X(popcnt) X(cx16) X(lahf_lm)           /* v2 */                             \
+        X(avx) X(avx2) X(fma) X(f16c) X(bmi1) X(bmi2) X(lzcnt) X(movbe) /* v3 */                             \
+        X(avx512f) X(avx512bw) X(avx512cd) X(avx512dq) X(avx512vl)      /* v4 */                             \
+        X(osxsave) X(os_avx) X(os_avx512) X(avx512_bf16) /* bf16 precision (vdpbf16ps), on top of v4 */      \
+        X(amx_tile) X(amx_bf16) X(os_amx) /* bf16 on AMX tiles (core/amx.h); os_amx: XCR0 tile state */
 
 typedef struct {
     char vendor[13];

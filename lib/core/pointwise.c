@@ -4,7 +4,7 @@
 void pointwise_run(const effdet_context *ctx, threadpool *tp, const tensor *in, const pw_layer *l,
                    act_kind act, tensor *out) {
     if (l->wbf)
-        ctx->k->pwconv_bf16(tp, in, l->wbf, l->b, act, out);
+        (ctx->amx ? ctx->k->pwconv_amx : ctx->k->pwconv_bf16)(tp, in, l->wbf, l->b, act, out);
     else
         ctx->k->pwconv(tp, in, l->w, l->b, act, out);
 }

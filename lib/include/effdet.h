@@ -161,6 +161,14 @@ void effdet_context_free(effdet_context *ctx);
 /* The kernel level the context runs: "baseline", "avx2" or "avx512". */
 const char *effdet_context_isa(const effdet_context *ctx);
 
+/* The 1x1 kernel a bf16 model's context runs: "amx" (AMX tiles, TDPBF16PS) or
+ * "avx512_bf16" (vdpbf16ps); NULL for an fp32 model. Both compute the same products
+ * and sum them in fp32. AMX runs where the CPU has AMX-BF16, Linux grants the process
+ * the tile state and a self-test at the first bf16 context agrees with vdpbf16ps, unless
+ * EFFDET_AMX=0. With "avx512_bf16", *why_not_amx (if why_not_amx is not NULL) is the
+ * reason in a sentence. */
+const char *effdet_context_bf16_kernel(const effdet_context *ctx, const char **why_not_amx);
+
 /* ----------------------------------------------------- forward (lib/core/forward.c) */
 
 /* Run the network on an NCHW float32 input of exactly info.input_h x info.input_w x 3

@@ -25,22 +25,29 @@ static inline size_t tensor_numel(const tensor *t) {
 
 typedef enum { ACT_NONE = 0, ACT_SWISH, ACT_SIGMOID } act_kind;
 
-/* The bf16 layout of a cin x cout 1x1 conv's weights, as op_pwconv_bf16 reads them and
- * op_fold_bf16 writes them: input channels in pairs (k = 2p, 2p + 1), cout padded to a
- * multiple of 16, and each (pair, column) one 32-bit word of two bf16 values, the even
- * channel in the low half:
+/* The bf16 layout of a cin x cout 1x1 conv's weights, as op_pwconv_bf16 and
+ * op_pwconv_amx read them and op_fold_bf16 writes them: input channels in pairs
+ * (k = 2p, 2p + 1), cout padded to a multiple of 16, and each (pair, column) one 32-bit
+ * word of two bf16 values, the even channel in the low half:
  *     wbf[(p * cout16 + j) * 2 + e] = bf16(w[2p + e][j]),   zero past cin or cout.
- * One 64-byte row of 16 words is what vdpbf16ps multiplies with a broadcast input pair. */
+ * One 64-byte row of 16 words is what vdpbf16ps multiplies with a broadcast input pair.
+ * The pairs are padded with zero rows to a multiple of 16, so that every 16 pairs x 16
+ * columns are one AMX B tile (op_pwconv_amx.c); op_pwconv_bf16 stops at the last real
+ * pair. */
 #define BF16_COLS 16
+#define BF16_PAIR_BLOCK 16
 static inline int bf16_pairs(int cin) {
     return (cin + 1) / 2;
+}
+static inline int bf16_pairs_padded(int cin) {
+    return (bf16_pairs(cin) + BF16_PAIR_BLOCK - 1) / BF16_PAIR_BLOCK * BF16_PAIR_BLOCK;
 }
 static inline int bf16_cout_padded(int cout) {
     return (cout + BF16_COLS - 1) / BF16_COLS * BF16_COLS;
 }
 /* uint16_t elements of a packed matrix. */
 static inline size_t bf16_packed_elems(int cin, int cout) {
-    return (size_t)bf16_pairs(cin) * (size_t)bf16_cout_padded(cout) * 2;
+    return (size_t)bf16_pairs_padded(cin) * (size_t)bf16_cout_padded(cout) * 2;
 }
 /* The largest cin op_pwconv_bf16 takes (its on-stack row buffer holds a few rows of
  * cin); wider layers stay fp32 in a bf16 model (EfficientDet's widest is 3456). */
@@ -72,6 +79,10 @@ typedef struct {
     void (*pwconv_bf16)(threadpool *tp, const tensor *in, const uint16_t *wbf, const float *bias,
                         act_kind act, tensor *out);
     void (*fold_bf16)(threadpool *tp, const float *w, const float *s, int rows, int cols, uint16_t *dst);
+    /* The same 1x1 conv as pwconv_bf16 on AMX tiles (avx512 level only; a context runs it
+     * when core/amx.c says this process can: the CPU, the OS and a self-test). */
+    void (*pwconv_amx)(threadpool *tp, const tensor *in, const uint16_t *wbf, const float *bias, act_kind act,
+                       tensor *out);
 } kernel_table;
 
 /* One per level compiled in (lib/ops/kernels_isa.c); on x86-64 all three. */

@@ -21,5 +21,6 @@ const kernel_table kernels_this_isa = {
 #if defined(__AVX512F__)
     .pwconv_bf16 = op_pwconv_bf16,
     .fold_bf16 = op_fold_bf16,
+    .pwconv_amx = op_pwconv_amx,
 #endif
 };

@@ -19,9 +19,8 @@
  * off the inner loop; the buffer is the block's input at half the bytes).
  *
  * Only the avx512 level builds this (BF16_FN below; the file is compiled out at the other
- * levels, whose kernel table leaves the entries NULL). AMX tiles are not used: no CPU
- * with AMX was available to test on; on one, this AVX512_BF16 path runs (every AMX CPU
- * has AVX512_BF16).
+ * levels, whose kernel table leaves the entries NULL). On a CPU with AMX the same
+ * arithmetic runs on the tile unit instead (op_pwconv_amx.c), when core/amx.c allows.
  */
 #include "ops/ops.h"
 
@@ -246,6 +245,9 @@ void op_fold_bf16(threadpool *tp, const float *w, const float *s, int rows, int 
     /* ~32K floats per chunk, as op_scale_rows. */
     int grain = 16384 / (cols > 0 ? cols : 1) + 1;
     threadpool_run(tp, pairs, grain, fold_pairs, &job);
+    /* the zero pairs that round the depth up to whole AMX tiles (kernels.h) */
+    size_t row = (size_t)job.cout16 * 2;
+    memset(dst + (size_t)pairs * row, 0, (size_t)(bf16_pairs_padded(rows) - pairs) * row * sizeof *dst);
 }
 #else
 /* Other levels: no bf16 kernels (kernels_isa.c leaves the table entries NULL). */

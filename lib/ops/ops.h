@@ -47,6 +47,8 @@
 #define op_add KSYM(op_add)
 #define op_pwconv_bf16 KSYM(op_pwconv_bf16)
 #define op_fold_bf16 KSYM(op_fold_bf16)
+#define op_pwconv_amx KSYM(op_pwconv_amx)
+#define op_pwconv_amx_emulated KSYM(op_pwconv_amx_emulated)
 /* This level's table (lib/ops/kernels_isa.c). */
 #define kernels_this_isa KSYM(kernels)
 
@@ -131,6 +133,17 @@ void op_pwconv_bf16(threadpool *tp, const tensor *in, const uint16_t *wbf, const
  * layout, row r scaled by s[r] first (s NULL: by 1): the model loader's packing and the
  * per-request SE fold (op_scale_rows' bf16 twin), so both round the same way. */
 void op_fold_bf16(threadpool *tp, const float *w, const float *s, int rows, int cols, uint16_t *dst);
+
+/* op_pwconv_bf16's result by AMX tiles (lib/ops/op_pwconv_amx.c): same operands, same
+ * rounding of the inputs, fp32 sums in the tile unit's order. Only where the CPU has
+ * AMX-BF16 and the process was granted its state (core/amx.c). */
+void op_pwconv_amx(threadpool *tp, const tensor *in, const uint16_t *wbf, const float *bias, act_kind act,
+                   tensor *out);
+
+/* The same kernel with the tile instructions emulated in C (lib/ops/amx.h), built into the
+ * avx512 kernel test only: it runs on any CPU with AVX512_BF16. */
+void op_pwconv_amx_emulated(threadpool *tp, const tensor *in, const uint16_t *wbf, const float *bias,
+                            act_kind act, tensor *out);
 #endif
 
 #endif

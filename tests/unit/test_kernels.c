@@ -9,9 +9,12 @@
 #include <cblas.h>
 #include <check.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/amx.h"
+#include "core/context.h"
 #include "core/cpu.h"
 #include "ops/mathfun.h"
 #include "ops/ops.h"
@@ -484,7 +487,8 @@ START_TEST(test_pwconv_paths_agree) {
         size_t n = (size_t)rows * cout;
         float *blas = alloc_floats(n), *direct = alloc_floats(n), *chosen = alloc_floats(n);
         tensor tin = {in, rows, 1, cin, 0};
-        tensor tblas = {blas, rows, 1, cout, 0}, tdirect = {direct, rows, 1, cout, 0}, tchosen = {chosen, rows, 1, cout, 0};
+        tensor tblas = {blas, rows, 1, cout, 0}, tdirect = {direct, rows, 1, cout, 0},
+               tchosen = {chosen, rows, 1, cout, 0};
         op_pwconv_blas(p.pools[1], &tin, wt, bias, act, &tblas);
         op_pwconv_direct(p.pools[2], &tin, wt, bias, act, &tdirect);
         op_pwconv(p.pools[0], &tin, wt, bias, act, &tchosen);
@@ -842,22 +846,35 @@ START_TEST(test_fold_bf16_layout) {
 }
 END_TEST
 
-/* op_pwconv_bf16 against the double reference of the same bf16-rounded operands: what
- * is left is fp32 accumulation (as op_pwconv_direct's tolerance). Shapes as
- * test_pwconv_direct's plus odd cin (the zero-padded pair) and cin past one row block;
- * no pool and 2 and 3 threads, bit-identical. */
-START_TEST(test_pwconv_bf16) {
-    if (!cpu_has_bf16()) return;
+typedef void (*bf16_pwconv_fn)(threadpool *tp, const tensor *in, const uint16_t *wbf, const float *bias,
+                               act_kind act, tensor *out);
+
+/* A bf16 1x1 kernel against the double reference of the same bf16-rounded operands:
+ * what is left is fp32 accumulation (as op_pwconv_direct's tolerance). Shapes as
+ * test_pwconv_direct's plus odd cin (the zero-padded pair), cin past one pair block of
+ * 16 and past one row block; no pool and 2 and 3 threads (the first `pool_configs`),
+ * bit-identical. Shapes above max_macs multiply-adds are left out (the emulated tile
+ * unit is slow). */
+/* Fill the next 256 KB of this thread's stack with NaN bit patterns, so that a kernel
+ * that uses a stack buffer it has not fully written (padding it should zero) returns
+ * NaN rather than the zeros a fresh stack would give it by luck. */
+__attribute__((noinline)) static void poison_stack(void) {
+    volatile unsigned char junk[256 << 10];
+    memset((void *)junk, 0xff, sizeof junk);
+    __asm__ volatile("" ::"r"(junk) : "memory");
+}
+
+static void check_bf16_kernel(bf16_pwconv_fn fn, const char *name, int pool_configs, double max_macs) {
     pools p = make_pools();
-    const int rows_list[] = {1, 7, 13, 100, 331, 2011};
-    const int cins[] = {1, 3, 16, 17, 240, 3456};
+    const int rows_list[] = {1, 7, 13, 17, 100, 331, 2011};
+    const int cins[] = {1, 3, 16, 17, 33, 240, 3456};
     const int couts[] = {1, 15, 17, 33, 50, 80, 88};
     int combo = 0;
-    for (int i = 0; i < 6; i++)
-        for (int j = 0; j < 6; j++)
+    for (int i = 0; i < 7; i++)
+        for (int j = 0; j < 7; j++)
             for (int c = 0; c < 7; c++, combo++) {
                 int rows = rows_list[i], cin = cins[j], cout = couts[c];
-                if (rows * cin > 400000) continue;
+                if (rows * cin > 400000 || (double)rows * cin * cout > max_macs) continue;
                 act_kind act = combo % 3 == 0 ? ACT_NONE : combo % 3 == 1 ? ACT_SWISH : ACT_SIGMOID;
                 float *in = random_floats((size_t)rows * cin, -2.0f, 2.0f);
                 float *wt = random_floats((size_t)cin * cout, -0.5f, 0.5f);
@@ -872,15 +889,16 @@ START_TEST(test_pwconv_bf16) {
                 double *ref = alloc_doubles(n);
                 ref_pwconv(in_r, rows, cin, wt_r, bias, cout, act, ref);
                 float *got[3];
-                for (int t = 0; t < 3; t++) {
+                for (int t = 0; t < pool_configs; t++) {
                     got[t] = alloc_floats(n);
                     for (size_t e = 0; e < n; e++) got[t][e] = NAN;
                     tensor tin = {in, rows, 1, cin, 0}, tout = {got[t], rows, 1, cout, 0};
-                    op_pwconv_bf16(p.pools[t], &tin, wbf, bias, act, &tout);
-                    assert_close(got[t], ref, n, "op_pwconv_bf16");
-                    if (t) assert_identical(got[0], got[t], n, "op_pwconv_bf16");
+                    if (!p.pools[t]) poison_stack();
+                    fn(p.pools[t], &tin, wbf, bias, act, &tout);
+                    assert_close(got[t], ref, n, name);
+                    if (t) assert_identical(got[0], got[t], n, name);
                 }
-                for (int t = 0; t < 3; t++) free(got[t]);
+                for (int t = 0; t < pool_configs; t++) free(got[t]);
                 free(in);
                 free(wt);
                 free(bias);
@@ -890,6 +908,108 @@ START_TEST(test_pwconv_bf16) {
                 free(ref);
             }
     free_pools(&p);
+}
+
+START_TEST(test_pwconv_bf16) {
+    if (!cpu_has_bf16()) return;
+    check_bf16_kernel(op_pwconv_bf16, "op_pwconv_bf16", 3, 1e30);
+}
+END_TEST
+
+/* The AMX kernel's tiling (row, pair and column tails, the second row and column tile,
+ * the padded pairs) on the emulated tile unit, on every CPU with AVX512_BF16; and the
+ * real kernel where core/amx.c lets this process use AMX. */
+START_TEST(test_pwconv_amx) {
+    if (!cpu_has_bf16()) return;
+    check_bf16_kernel(op_pwconv_amx_emulated, "op_pwconv_amx (emulated tiles)", 2, 3e6);
+    const char *why;
+    if (amx_usable(kernels_for_level(ISA_AVX512), &why))
+        check_bf16_kernel(op_pwconv_amx, "op_pwconv_amx", 3, 1e30);
+    else
+        printf("AMX kernel on the real tile unit SKIPPED: %s\n", why);
+}
+END_TEST
+
+/* Every 1x1 conv of a real bf16 network through the emulated tile unit, each checked
+ * where it runs against op_pwconv_bf16 on the same input (the layer shapes of a real
+ * model, row bands on pool threads, the per-request SE folds with their zero pair
+ * padding, the dispatch of core/pointwise.c). Per layer the two differ by fp32
+ * summation order only (measured <= ~1e-6 of the layer's range); a wrong tile, stride or
+ * padding is >= 1e-2. Through a whole network those differences flip bf16 roundings of
+ * later inputs and grow (random-weight D0: to ~5% of the class range), so only the tiny
+ * model's outputs are compared end to end. */
+static pthread_mutex_t amx_check_lock = PTHREAD_MUTEX_INITIALIZER;
+static double amx_check_worst;
+static int amx_check_calls;
+
+static void checked_amx(threadpool *tp, const tensor *in, const uint16_t *wbf, const float *bias,
+                        act_kind act, tensor *out) {
+    size_t n = tensor_numel(out);
+    float *want = alloc_floats(n);
+    tensor t = *out;
+    t.data = want;
+    op_pwconv_bf16(tp, in, wbf, bias, act, &t);
+    op_pwconv_amx_emulated(tp, in, wbf, bias, act, out);
+    double e = tu_rel_err(out->data, want, n);
+    pthread_mutex_lock(&amx_check_lock);
+    if (!(e <= amx_check_worst)) amx_check_worst = e;
+    amx_check_calls++;
+    pthread_mutex_unlock(&amx_check_lock);
+    free(want);
+}
+
+static void check_amx_emulated_forward(const char *weights, const char *input, int compare_outputs) {
+    effdet_model *m;
+    effdet_context *ref, *amx;
+    effdet_error err;
+    effdet_load_opts o;
+    effdet_load_opts_default(&o);
+    o.precision = EFFDET_PRECISION_BF16;
+    ck_assert_msg(effdet_model_load_opts(weights, &o, &m, &err) == EFFDET_OK, "%s", err.msg);
+    setenv("EFFDET_AMX", "0", 1);
+    ck_assert_int_eq(effdet_context_create(m, 1, &ref, &err), EFFDET_OK);
+    unsetenv("EFFDET_AMX");
+    ck_assert_int_eq(effdet_context_create(m, 2, &amx, &err), EFFDET_OK);
+    kernel_table emulated = *amx->k;
+    emulated.pwconv_amx = checked_amx;
+    amx->k = &emulated;
+    amx->amx = 1;
+    float *in = tu_read_file(input, NULL);
+    ck_assert_ptr_nonnull(in);
+    amx_check_worst = 0, amx_check_calls = 0;
+    ck_assert_int_eq(effdet_forward(ref, in, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_forward(amx, in, &err), EFFDET_OK);
+    const char *name = effdet_model_info(m)->name;
+    printf("%s: %d bf16 1x1 calls on emulated tiles, worst %.2e of a layer's range off vdpbf16ps\n", name,
+           amx_check_calls, amx_check_worst);
+    ck_assert_msg(amx_check_calls > 0, "%s: no 1x1 conv reached the AMX kernel", name);
+    ck_assert_msg(amx_check_worst <= 1e-4, "%s: emulated amx off vdpbf16ps by %g of a layer's range", name,
+                  amx_check_worst);
+    for (int kind = 0; compare_outputs && kind < 2; kind++)
+        for (int l = 0; l < EFFDET_NUM_LEVELS; l++) {
+            effdet_tensor a, b;
+            effdet_tensor_kind k = kind ? EFFDET_T_BOX : EFFDET_T_CLASS;
+            ck_assert_int_eq(effdet_get_tensor(amx, k, l, &a), EFFDET_OK);
+            ck_assert_int_eq(effdet_get_tensor(ref, k, l, &b), EFFDET_OK);
+            double e = tu_rel_err(a.data, b.data, (size_t)a.h * a.w * a.c);
+            ck_assert_msg(e <= 0.02, "%s: emulated amx %s P%d off by %g of its range", name,
+                          kind ? "box" : "class", l + 3, e);
+        }
+    free(in);
+    effdet_context_free(ref);
+    effdet_context_free(amx);
+    effdet_model_free(m);
+}
+
+START_TEST(test_amx_emulated_forward) {
+    if (!cpu_has_bf16()) return;
+    char w[1024], in[1024];
+    snprintf(w, sizeof w, "%s", tu_fixture("weights.safetensors")); /* tu_fixture's buffer is static */
+    snprintf(in, sizeof in, "%s", tu_fixture("input.f32"));
+    check_amx_emulated_forward(w, in, 1);
+    snprintf(w, sizeof w, "%s/d0/weights.safetensors", tu_shared_dir());
+    snprintf(in, sizeof in, "%s/d0/input.f32", tu_shared_dir());
+    check_amx_emulated_forward(w, in, 0);
 }
 END_TEST
 #endif
@@ -918,6 +1038,8 @@ static Suite *ops_suite(void) {
 #if defined(__AVX512F__)
     tcase_add_test(tc, test_fold_bf16_layout);
     tcase_add_test(tc, test_pwconv_bf16);
+    tcase_add_test(tc, test_pwconv_amx);
+    tcase_add_test(tc, test_amx_emulated_forward);
 #endif
     suite_add_tcase(s, tc);
     return s;

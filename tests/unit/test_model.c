@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/cpu.h"
 #include "effdet.h"
 #include "effdet_debug.h"
 #include "testutil.h"
@@ -417,6 +418,63 @@ START_TEST(test_bf16_forward) {
 }
 END_TEST
 
+/* Which 1x1 kernel a bf16 context runs, and why: none for fp32; "avx512_bf16" with a
+ * reason naming EFFDET_AMX when it is 0; otherwise "amx" where this process may use the
+ * tiles (then its class outputs are the vdpbf16ps context's up to fp32 summation order)
+ * or "avx512_bf16" and a reason (on a CPU without AMX: that it has none). */
+START_TEST(test_bf16_kernel_choice) {
+    if (!bf16_available()) return;
+    effdet_model *m32, *m16;
+    effdet_context *c32, *c16, *coff;
+    effdet_error err;
+    effdet_load_opts o;
+    effdet_load_opts_default(&o);
+    o.precision = EFFDET_PRECISION_BF16;
+    ck_assert_int_eq(effdet_model_load(tu_fixture("weights.safetensors"), &m32, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_model_load_opts(tu_fixture("weights.safetensors"), &o, &m16, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_context_create(m32, 1, &c32, &err), EFFDET_OK);
+    const char *why = "unset";
+    ck_assert_ptr_null(effdet_context_bf16_kernel(c32, &why));
+    ck_assert_ptr_null(why);
+
+    setenv("EFFDET_AMX", "0", 1);
+    ck_assert_int_eq(effdet_context_create(m16, 1, &coff, &err), EFFDET_OK);
+    ck_assert_str_eq(effdet_context_bf16_kernel(coff, &why), "avx512_bf16");
+    ck_assert_msg(why && strstr(why, "EFFDET_AMX"), "reason: %s", why ? why : "(none)");
+    unsetenv("EFFDET_AMX");
+
+    ck_assert_int_eq(effdet_context_create(m16, 1, &c16, &err), EFFDET_OK);
+    const char *k = effdet_context_bf16_kernel(c16, &why);
+    cpu_features f;
+    cpu_detect(&f);
+    printf("bf16 1x1 kernel here: %s%s%s\n", k, why ? " - " : "", why ? why : "");
+    if (strcmp(k, "amx") == 0) {
+        ck_assert_ptr_null(why);
+        float *in = tu_read_file(tu_fixture("input.f32"), NULL);
+        ck_assert_int_eq(effdet_forward(c16, in, &err), EFFDET_OK);
+        ck_assert_int_eq(effdet_forward(coff, in, &err), EFFDET_OK);
+        for (int l = 0; l < EFFDET_NUM_LEVELS; l++) {
+            effdet_tensor a, b;
+            ck_assert_int_eq(effdet_get_tensor(c16, EFFDET_T_CLASS, l, &a), EFFDET_OK);
+            ck_assert_int_eq(effdet_get_tensor(coff, EFFDET_T_CLASS, l, &b), EFFDET_OK);
+            double e = tu_rel_err(a.data, b.data, (size_t)a.h * a.w * a.c);
+            printf("amx vs vdpbf16ps class P%d: %.2e of its range\n", l + 3, e);
+            ck_assert_msg(e <= 1e-3, "amx class P%d off vdpbf16ps by %g of its range", l + 3, e);
+        }
+        free(in);
+    } else {
+        ck_assert_str_eq(k, "avx512_bf16");
+        ck_assert_msg(why && *why && !strchr(why, '\n'), "no reason given");
+        if (!f.amx_bf16) ck_assert_msg(strstr(why, "no AMX"), "reason: %s", why);
+    }
+    effdet_context_free(c32);
+    effdet_context_free(c16);
+    effdet_context_free(coff);
+    effdet_model_free(m32);
+    effdet_model_free(m16);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("model");
@@ -433,6 +491,7 @@ int main(void) {
     tcase_add_test(tc, test_precision_names);
     tcase_add_test(tc, test_bf16_refused_below_avx512);
     tcase_add_test(tc, test_bf16_forward);
+    tcase_add_test(tc, test_bf16_kernel_choice);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
