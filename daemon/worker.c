@@ -262,6 +262,10 @@ static void *prepare_main(void *arg) {
         if (set_has(a->old, m) ||
             effdet_context_create(m->model, a->srv->work.threads, &ctx, NULL) != EFFDET_OK)
             continue;
+        const char *why_not_amx, *bf16 = effdet_context_bf16_kernel(ctx, &why_not_amx);
+        if (bf16 && a->w == &a->srv->work.workers[0]) /* once per model, not per worker */
+            log_info(&a->srv->log, "model %s: bf16 1x1 convs on %s%s%s", m->name, bf16,
+                     why_not_amx ? " - no AMX: " : "", why_not_amx ? why_not_amx : "");
         if (a->warmup && warm_up(ctx, m) != EFFDET_OK) {
             effdet_context_free(ctx); /* the worker creates its own on first use */
             continue;
