@@ -139,7 +139,7 @@ done:
  * transposed to [cin][cout] for the GEMM. bn_prefix NULL = no BN.
  */
 static effdet_status load_pw(loader *ld, const char *conv, int has_bias, const char *bn_prefix, float eps,
-                             int cin, int cout, pw_layer *out) {
+                             int cin, int cout, int se_folded, pw_layer *out) {
     char name[256];
     int64_t wshape[4] = {cout, cin, 1, 1}, bshape[1] = {cout};
     effdet_status st = EFFDET_ERR_FORMAT;
@@ -158,9 +158,17 @@ static effdet_status load_pw(loader *ld, const char *conv, int has_bias, const c
     if (listing(ld)) goto done; /* names and shapes only: nothing to prepare */
     out->cin = cin;
     out->cout = cout;
-    out->w = alloc_weights(ld, (size_t)cin * cout);
+    /* bf16 model: the folded weights are packed for the bf16 kernels, and the fp32 copy
+     * is kept only where the SE fold of a projection scales it per request before
+     * rounding; elsewhere it is a temporary. */
+    const int bf16 = ld->k && cin <= BF16_MAX_CIN, keep_fp32 = !bf16 || se_folded;
+    size_t n = (size_t)cin * cout;
+    out->w = keep_fp32 ? alloc_weights(ld, n) : aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
     out->b = alloc_weights(ld, (size_t)cout);
-    if (!out->w || !out->b) {
+    out->wbf = bf16 ? alloc_model_bytes(ld, bf16_packed_elems(cin, cout) * sizeof(uint16_t)) : NULL;
+    if (!out->w || !out->b || (bf16 && !out->wbf)) {
+        if (!keep_fp32) free(out->w);
+        out->w = NULL;
         st = set_error(ld->err, EFFDET_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -169,15 +177,10 @@ static effdet_status load_pw(loader *ld, const char *conv, int has_bias, const c
             out->w[(size_t)i * cout + o] = (float)(w[(size_t)o * cin + i] * scale[o]);
         out->b[o] = (float)((b ? b[o] : 0.0) * scale[o] + shift[o]);
     }
-    /* bf16 model: the folded weights also packed for op_pwconv_bf16 (the fp32 copy stays:
-     * the SE fold of a projection scales it per request before rounding). */
-    out->wbf = NULL;
-    if (ld->k && cin <= BF16_MAX_CIN) {
-        if (!(out->wbf = alloc_model_bytes(ld, bf16_packed_elems(cin, cout) * sizeof(uint16_t)))) {
-            st = set_error(ld->err, EFFDET_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        ld->k->fold_bf16(NULL, out->w, NULL, cin, cout, out->wbf);
+    if (bf16) ld->k->fold_bf16(NULL, out->w, NULL, cin, cout, out->wbf);
+    if (!keep_fp32) {
+        free(out->w);
+        out->w = NULL;
     }
     st = EFFDET_OK;
 done:
@@ -302,7 +305,7 @@ static effdet_status load_block(loader *ld, const effdet_arch *a, const block_sp
     if (b->type == BLOCK_IR) {
         snprintf(conv, sizeof conv, "%s.conv_pw", p);
         snprintf(bn, sizeof bn, "%s.bn1", p);
-        if ((st = load_pw(ld, conv, 0, bn, eps, b->in_ch, b->mid_ch, &out->expand))) return st;
+        if ((st = load_pw(ld, conv, 0, bn, eps, b->in_ch, b->mid_ch, 0, &out->expand))) return st;
     }
     snprintf(conv, sizeof conv, "%s.conv_dw", p);
     snprintf(bn, sizeof bn, "%s.%s", p, dw_bn);
@@ -311,7 +314,7 @@ static effdet_status load_block(loader *ld, const effdet_arch *a, const block_sp
     if ((st = load_se(ld, conv, b->mid_ch, b->se_ch, &out->se))) return st;
     snprintf(conv, sizeof conv, "%s.%s", p, b->type == BLOCK_IR ? "conv_pwl" : "conv_pw");
     snprintf(bn, sizeof bn, "%s.%s", p, b->type == BLOCK_IR ? "bn3" : "bn2");
-    return load_pw(ld, conv, 0, bn, eps, b->mid_ch, b->out_ch, &out->project);
+    return load_pw(ld, conv, 0, bn, eps, b->mid_ch, b->out_ch, 1, &out->project);
 }
 
 /* ResampleFeatureMap's conv: "<prefix>.conv.conv" + "<prefix>.conv.bn". */
@@ -322,7 +325,7 @@ static effdet_status load_lateral(loader *ld, const effdet_arch *a, const char *
     if (!out->has_conv) return EFFDET_OK;
     snprintf(conv, sizeof conv, "%s.conv.conv", prefix);
     snprintf(bn, sizeof bn, "%s.conv.bn", prefix);
-    return load_pw(ld, conv, a->redundant_bias, bn, a->fpn_bn_eps, cin, a->fpn_channels, &out->conv);
+    return load_pw(ld, conv, a->redundant_bias, bn, a->fpn_bn_eps, cin, a->fpn_channels, 0, &out->conv);
 }
 
 static effdet_status load_fpn_node(loader *ld, const effdet_arch *a, int cell, int n, fpn_node_layers *out) {
@@ -350,7 +353,7 @@ static effdet_status load_fpn_node(loader *ld, const effdet_arch *a, int cell, i
     if ((st = load_dw(ld, name, NULL, 0, F, 3, 1, &out->dw))) return st;
     snprintf(name, sizeof name, "%s.after_combine.conv.conv_pw", p);
     snprintf(bn, sizeof bn, "%s.after_combine.conv.bn", p);
-    return load_pw(ld, name, a->redundant_bias, bn, a->fpn_bn_eps, F, F, &out->pw);
+    return load_pw(ld, name, a->redundant_bias, bn, a->fpn_bn_eps, F, F, 0, &out->pw);
 }
 
 static effdet_status load_head(loader *ld, const effdet_arch *a, const char *net, int outputs,
@@ -367,14 +370,14 @@ static effdet_status load_head(loader *ld, const effdet_arch *a, const char *net
         snprintf(name, sizeof name, "%s.conv_rep.%d.conv_pw", net, r);
         for (int l = 0; l < EFFDET_NUM_LEVELS; l++) {
             snprintf(bn, sizeof bn, "%s.bn_rep.%d.%d.bn", net, r, l);
-            if ((st = load_pw(ld, name, a->redundant_bias, bn, a->fpn_bn_eps, F, F, &out->pw[r][l])))
+            if ((st = load_pw(ld, name, a->redundant_bias, bn, a->fpn_bn_eps, F, F, 0, &out->pw[r][l])))
                 return st;
         }
     }
     snprintf(name, sizeof name, "%s.predict.conv_dw", net);
     if ((st = load_dw(ld, name, NULL, 0, F, 3, 1, &out->pred_dw))) return st;
     snprintf(name, sizeof name, "%s.predict.conv_pw", net);
-    return load_pw(ld, name, 1, NULL, 0, F, outputs, &out->pred_pw);
+    return load_pw(ld, name, 1, NULL, 0, F, outputs, 0, &out->pred_pw);
 }
 
 static effdet_status load_layers(loader *ld) {
