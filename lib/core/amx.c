@@ -13,6 +13,9 @@
 #include "core/amx.h"
 #include "core/cpu.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #if defined(__linux__) && defined(__x86_64__)
 #include <errno.h>
 #include <sys/syscall.h>
@@ -34,6 +37,23 @@ static int request_tile_state(char *why, size_t n) {
 #else
     snprintf(why, n, "AMX needs Linux on x86-64");
 #endif
+    return 0;
+}
+
+/* CPUID leaf 0x1D subleaf 1 describes palette 1; the kernel needs 8 tiles of 16 rows x
+ * 64 bytes. A hypervisor that lists AMX without it would fault in the self-test. */
+static int palette1_fits(char *why, size_t n) {
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (__get_cpuid_max(0, NULL) >= 0x1d && __get_cpuid_count(0x1d, 1, &a, &b, &c, &d)) {
+        unsigned bytes_per_row = b & 0xffff, names = b >> 16, max_rows = c & 0xffff;
+        if (bytes_per_row >= 64 && names >= 8 && max_rows >= 16) return 1;
+        snprintf(why, n, "AMX palette 1 is %u tiles of %u rows x %u bytes (the kernel needs 8 x 16 x 64)",
+                 names, max_rows, bytes_per_row);
+        return 0;
+    }
+#endif
+    snprintf(why, n, "CPUID does not describe AMX palette 1");
     return 0;
 }
 
@@ -102,6 +122,12 @@ static void decide_once(void) {
         snprintf(amx_why, sizeof amx_why, "the OS does not enable the AMX tile state (XCR0)");
         return;
     }
+    /* the kernel's own rounding and epilogue, and the self-test's reference, are AVX-512 */
+    if (!f.avx512_bf16 || !f.os_avx512 || !cpu_supports(&f, ISA_AVX512)) {
+        snprintf(amx_why, sizeof amx_why, "this CPU has AMX but not the avx512 level with AVX512_BF16");
+        return;
+    }
+    if (!palette1_fits(amx_why, sizeof amx_why)) return;
     if (!request_tile_state(amx_why, sizeof amx_why)) return;
     amx_ok = self_test(k, amx_why, sizeof amx_why);
 }

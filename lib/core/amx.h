@@ -6,7 +6,9 @@
  * Yes only when all of these hold, checked in this order:
  *   - EFFDET_AMX is not "0" / "off" (a switch for A/B runs and an escape hatch),
  *   - the kernel level has the AMX kernel (avx512 only),
- *   - CPUID lists AMX-TILE and AMX-BF16 and XCR0 enables the tile state,
+ *   - CPUID lists AMX-TILE and AMX-BF16 and XCR0 enables the tile state; the avx512
+ *     level with AVX512_BF16 is there too, and palette 1 (CPUID 0x1D) has 8 tiles of
+ *     16 rows x 64 bytes,
  *   - Linux grants this process the tile data state: arch_prctl(ARCH_REQ_XCOMP_PERM,
  *     XFEATURE_XTILEDATA), without which the first tile instruction kills the process,
  *   - a self-test: the AMX kernel's output on a small fixed problem (every tail: rows,

@@ -37,7 +37,18 @@ typedef struct {
 _Static_assert(sizeof(amx_tilecfg) == 64, "LDTILECFG reads 64 bytes");
 
 #ifdef EFFDET_AMX_EMULATE
-#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* The emulation's checks stay on in every build (NDEBUG included): each one is a fault
+ * or a wrong result on the hardware. */
+#define AMX_EMU_CHECK(cond)                                                                                  \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            fprintf(stderr, "%s:%d: emulated AMX: %s\n", __FILE__, __LINE__, #cond);                         \
+            abort();                                                                                         \
+        }                                                                                                    \
+    } while (0)
 
 /* The emulated tile registers. Thread-local because the real ones are per-thread CPU
  * state: each pool thread configures and releases its own, as on the hardware. */
@@ -48,10 +59,17 @@ typedef struct {
 } amx_emu_regs;
 static _Thread_local amx_emu_regs amx_emu;
 
-/* LDTILECFG: checks palette 1's limits (the hardware raises #GP) and zeroes the tiles. */
+/* LDTILECFG: checks what the hardware raises #GP for (palette 1's limits, reserved bytes
+ * and tiles 8-15 zero, a tile's rows and bytes both zero or both not) and zeroes the
+ * tiles. */
 static void amx_emu_config(const amx_tilecfg *c) {
-    assert(c->palette_id == 1 && c->start_row == 0);
-    for (int i = 0; i < AMX_TILES; i++) assert(c->rows[i] <= AMX_MAX_ROWS && c->colsb[i] <= AMX_MAX_COLSB);
+    AMX_EMU_CHECK(c->palette_id == 1 && c->start_row == 0);
+    for (int i = 0; i < 14; i++) AMX_EMU_CHECK(c->reserved[i] == 0);
+    for (int i = 0; i < 16; i++) {
+        AMX_EMU_CHECK(i < AMX_TILES || (c->rows[i] == 0 && c->colsb[i] == 0));
+        AMX_EMU_CHECK(c->rows[i] <= AMX_MAX_ROWS && c->colsb[i] <= AMX_MAX_COLSB);
+        AMX_EMU_CHECK((c->rows[i] == 0) == (c->colsb[i] == 0));
+    }
     amx_emu.cfg = *c;
     amx_emu.configured = 1;
     memset(amx_emu.t, 0, sizeof amx_emu.t);
@@ -62,7 +80,7 @@ static void amx_emu_release(void) {
 }
 
 static void amx_emu_check(int t) {
-    assert(amx_emu.configured && t >= 0 && t < AMX_TILES && amx_emu.cfg.rows[t] > 0);
+    AMX_EMU_CHECK(amx_emu.configured && t >= 0 && t < AMX_TILES && amx_emu.cfg.rows[t] > 0);
 }
 
 static void amx_emu_zero(int t) {
@@ -104,9 +122,10 @@ static float amx_emu_flush(float x) {
  * loop over n vectorises: each c[m][n] still sums in the reference's order. */
 static void amx_emu_dpbf16(int c, int a, int b) {
     amx_emu_check(c), amx_emu_check(a), amx_emu_check(b);
+    AMX_EMU_CHECK(a != b && a != c && b != c); /* #UD */
     const amx_tilecfg *g = &amx_emu.cfg;
     int M = g->rows[c], K = g->colsb[a] / 4, N = g->colsb[c] / 4;
-    assert(g->rows[a] == M && g->rows[b] == K && g->colsb[b] == g->colsb[c] && g->colsb[a] % 4 == 0);
+    AMX_EMU_CHECK(g->rows[a] == M && g->rows[b] == K && g->colsb[b] == g->colsb[c] && g->colsb[a] % 4 == 0);
     float av[AMX_MAX_ROWS][AMX_MAX_COLSB / 2], bv[AMX_MAX_ROWS][2][AMX_MAX_COLSB / 4];
     for (int m = 0; m < M; m++)
         for (int i = 0; i < 2 * K; i++) av[m][i] = amx_emu_flush(amx_emu_bf16(&amx_emu.t[a][m][2 * i]));
@@ -140,10 +159,19 @@ static void amx_emu_dpbf16(int c, int a, int b) {
 /* The functions that run tile instructions (an attribute, as op_pwconv_bf16.c's
  * BF16_FN: clang's intrinsics need the target feature in the calling function). */
 #define AMX_FN __attribute__((target("amx-tile,amx-bf16,avx512bf16")))
+/* GCC's ldtilecfg asm declares only 8 bytes of its operand as read: pass a static const
+ * configuration (in .rodata), never one built at run time, whose other stores the
+ * compiler could then drop or sink. */
 #define amx_config(cfg) _tile_loadconfig(cfg)
 #define amx_release() _tile_release()
 #define amx_zero(t) _tile_zero(t)
-#define amx_load(t, base, stride) _tile_loadd(t, base, stride)
+/* GCC's tileloadd asm does not declare that it reads memory: the barrier keeps every
+ * store before it (the rows just rounded into the buffer) ahead of the load. */
+#define amx_load(t, base, stride)                                                                            \
+    do {                                                                                                     \
+        __asm__ volatile("" ::: "memory");                                                                   \
+        _tile_loadd(t, base, stride);                                                                        \
+    } while (0)
 #define amx_store(t, base, stride) _tile_stored(t, base, stride)
 #define amx_dpbf16(c, a, b) _tile_dpbf16ps(c, a, b)
 #endif

@@ -151,10 +151,7 @@ AMX_FN static void amx_rows(void *p, int begin, int end) {
     for (int r0 = begin; r0 < end; r0 += block) {
         int n = end - r0 < block ? end - r0 : block;
         round_rows(job, r0, n, n > AMX_TILE_ROWS ? AMX_BLOCK_ROWS : AMX_TILE_ROWS, a);
-        /* GCC's tileloadd asm does not tell the compiler that it reads memory: keep the
-         * rounded rows' stores before the loads. */
-        __asm__ volatile("" ::: "memory");
-        tile_rows(job, a, r0, n, c);
+        tile_rows(job, a, r0, n, c); /* amx_load orders its loads after these stores (amx.h) */
     }
     amx_release();
 }

@@ -420,8 +420,11 @@ END_TEST
 
 /* Which 1x1 kernel a bf16 context runs, and why: none for fp32; "avx512_bf16" with a
  * reason naming EFFDET_AMX when it is 0; otherwise "amx" where this process may use the
- * tiles (then its class outputs are the vdpbf16ps context's up to fp32 summation order)
- * or "avx512_bf16" and a reason (on a CPU without AMX: that it has none). */
+ * tiles, or "avx512_bf16" and a reason (on a CPU without AMX: that it has none; on one
+ * with AMX, never a failed self-test). With "amx" the class outputs are the vdpbf16ps
+ * context's up to fp32 summation order, which later bf16 roundings amplify (the
+ * emulated tiles measured 1.5e-3 - 2.6e-3 of the range on the tiny model; a wrong tile
+ * is O(1)). */
 START_TEST(test_bf16_kernel_choice) {
     if (!bf16_available()) return;
     effdet_model *m32, *m16;
@@ -459,13 +462,15 @@ START_TEST(test_bf16_kernel_choice) {
             ck_assert_int_eq(effdet_get_tensor(coff, EFFDET_T_CLASS, l, &b), EFFDET_OK);
             double e = tu_rel_err(a.data, b.data, (size_t)a.h * a.w * a.c);
             printf("amx vs vdpbf16ps class P%d: %.2e of its range\n", l + 3, e);
-            ck_assert_msg(e <= 1e-3, "amx class P%d off vdpbf16ps by %g of its range", l + 3, e);
+            ck_assert_msg(e <= 0.02, "amx class P%d off vdpbf16ps by %g of its range", l + 3, e);
         }
         free(in);
     } else {
         ck_assert_str_eq(k, "avx512_bf16");
         ck_assert_msg(why && *why && !strchr(why, '\n'), "no reason given");
         if (!f.amx_bf16) ck_assert_msg(strstr(why, "no AMX"), "reason: %s", why);
+        if (f.amx_tile && f.amx_bf16 && f.os_amx)
+            ck_assert_msg(!strstr(why, "self-test failed"), "the AMX kernel failed its self-test: %s", why);
     }
     effdet_context_free(c32);
     effdet_context_free(c16);

@@ -47,7 +47,7 @@ double tu_rel_err(const float *a, const float *b, size_t n) {
     double maxdiff = 0, maxref = 0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= maxdiff)) maxdiff = d; /* NaN propagates */
+        if (isnan(d) || d > maxdiff) maxdiff = d; /* a NaN sticks: nothing exceeds it */
         if (fabs(b[i]) > maxref) maxref = fabs(b[i]);
     }
     if (maxref == 0) return maxdiff == 0 ? 0 : INFINITY;
