@@ -365,6 +365,16 @@ START_TEST(test_bf16_refused_below_avx512) {
 }
 END_TEST
 
+/* The fixture model twice: in fp32 and in bf16. */
+static void load_fp32_and_bf16(effdet_model **m32, effdet_model **m16) {
+    effdet_error err;
+    effdet_load_opts o;
+    effdet_load_opts_default(&o);
+    o.precision = EFFDET_PRECISION_BF16;
+    ck_assert_int_eq(effdet_model_load(tu_fixture("weights.safetensors"), m32, &err), EFFDET_OK);
+    ck_assert_int_eq(effdet_model_load_opts(tu_fixture("weights.safetensors"), &o, m16, &err), EFFDET_OK);
+}
+
 /* A bf16 model runs: the arena its measure pass sized holds the bf16 SE folds (an
  * overflow would fail the pass), nothing is allocated, the results are the same at 1 and
  * 2 threads (every 1x1 conv is the row-split bf16 kernel), and they differ from fp32's
@@ -376,11 +386,7 @@ START_TEST(test_bf16_forward) {
     effdet_model *m32, *m16;
     effdet_context *c32, *c16, *c16b;
     effdet_error err;
-    effdet_load_opts o;
-    effdet_load_opts_default(&o);
-    o.precision = EFFDET_PRECISION_BF16;
-    ck_assert_int_eq(effdet_model_load(tu_fixture("weights.safetensors"), &m32, &err), EFFDET_OK);
-    ck_assert_int_eq(effdet_model_load_opts(tu_fixture("weights.safetensors"), &o, &m16, &err), EFFDET_OK);
+    load_fp32_and_bf16(&m32, &m16);
     ck_assert_int_eq(effdet_model_info(m16)->precision, EFFDET_PRECISION_BF16);
     ck_assert_int_eq(effdet_model_info(m32)->precision, EFFDET_PRECISION_FP32);
     ck_assert_int_eq(effdet_context_create(m32, 1, &c32, &err), EFFDET_OK);
@@ -430,11 +436,7 @@ START_TEST(test_bf16_kernel_choice) {
     effdet_model *m32, *m16;
     effdet_context *c32, *c16, *coff;
     effdet_error err;
-    effdet_load_opts o;
-    effdet_load_opts_default(&o);
-    o.precision = EFFDET_PRECISION_BF16;
-    ck_assert_int_eq(effdet_model_load(tu_fixture("weights.safetensors"), &m32, &err), EFFDET_OK);
-    ck_assert_int_eq(effdet_model_load_opts(tu_fixture("weights.safetensors"), &o, &m16, &err), EFFDET_OK);
+    load_fp32_and_bf16(&m32, &m16);
     ck_assert_int_eq(effdet_context_create(m32, 1, &c32, &err), EFFDET_OK);
     const char *why = "unset";
     ck_assert_ptr_null(effdet_context_bf16_kernel(c32, &why));
