@@ -13,9 +13,6 @@
 #include "core/amx.h"
 #include "core/cpu.h"
 
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
 #if defined(__linux__) && defined(__x86_64__)
 #include <errno.h>
 #include <sys/syscall.h>
@@ -43,17 +40,14 @@ static int request_tile_state(char *why, size_t n) {
 /* CPUID leaf 0x1D subleaf 1 describes palette 1; the kernel needs 8 tiles of 16 rows x
  * 64 bytes. A hypervisor that lists AMX without it would fault in the self-test. */
 static int palette1_fits(char *why, size_t n) {
-#if defined(__x86_64__)
-    unsigned a, b, c, d;
-    if (__get_cpuid_max(0, NULL) >= 0x1d && __get_cpuid_count(0x1d, 1, &a, &b, &c, &d)) {
-        unsigned bytes_per_row = b & 0xffff, names = b >> 16, max_rows = c & 0xffff;
-        if (bytes_per_row >= 64 && names >= 8 && max_rows >= 16) return 1;
-        snprintf(why, n, "AMX palette 1 is %u tiles of %u rows x %u bytes (the kernel needs 8 x 16 x 64)",
-                 names, max_rows, bytes_per_row);
+    unsigned tiles, rows, bytes_per_row;
+    if (!cpu_amx_palette1(&tiles, &rows, &bytes_per_row)) {
+        snprintf(why, n, "CPUID does not describe AMX palette 1");
         return 0;
     }
-#endif
-    snprintf(why, n, "CPUID does not describe AMX palette 1");
+    if (bytes_per_row >= 64 && tiles >= 8 && rows >= 16) return 1;
+    snprintf(why, n, "AMX palette 1 is %u tiles of %u rows x %u bytes (the kernel needs 8 x 16 x 64)", tiles,
+             rows, bytes_per_row);
     return 0;
 }
 

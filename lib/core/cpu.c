@@ -73,6 +73,15 @@ void cpu_detect(cpu_features *f) {
     }
 }
 
+int cpu_amx_palette1(unsigned *tiles, unsigned *rows, unsigned *bytes_per_row) {
+    unsigned r[4];
+    cpuid(0, 0, r);
+    if (r[0] < 0x1d) return 0;
+    cpuid(0x1d, 1, r); /* EBX: bytes per row (15:0), tile names (31:16); ECX: rows (15:0) */
+    *bytes_per_row = r[1] & 0xffff, *tiles = r[1] >> 16, *rows = r[2] & 0xffff;
+    return 1;
+}
+
 int cpu_supports(const cpu_features *f, isa_level l) {
     int v2 = f->sse3 && f->ssse3 && f->sse4_1 && f->sse4_2 && f->popcnt && f->cx16 && f->lahf_lm;
     int v3 = v2 && f->avx && f->avx2 && f->fma && f->f16c && f->bmi1 && f->bmi2 && f->lzcnt && f->movbe &&
@@ -100,6 +109,10 @@ const kernel_table *kernels_for_level(isa_level l) {
 /* Other architectures: one portable build of the kernels. */
 void cpu_detect(cpu_features *f) {
     memset(f, 0, sizeof *f);
+}
+int cpu_amx_palette1(unsigned *tiles, unsigned *rows, unsigned *bytes_per_row) {
+    (void)tiles, (void)rows, (void)bytes_per_row;
+    return 0;
 }
 int cpu_supports(const cpu_features *f, isa_level l) {
     (void)f;

@@ -38,6 +38,10 @@ typedef struct {
 
 void cpu_detect(cpu_features *f);
 
+/* AMX palette 1 as CPUID leaf 0x1D describes it: tile names, rows and bytes per row.
+ * 0 (and nothing written) where the leaf is absent. */
+int cpu_amx_palette1(unsigned *tiles, unsigned *rows, unsigned *bytes_per_row);
+
 /* 1 when f has everything the level's kernels were compiled for. */
 int cpu_supports(const cpu_features *f, isa_level l);
 

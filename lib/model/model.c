@@ -163,7 +163,7 @@ static effdet_status load_pw(loader *ld, const char *conv, int has_bias, const c
      * rounding; elsewhere it is a temporary. */
     const int bf16 = ld->k && cin <= BF16_MAX_CIN, keep_fp32 = !bf16 || se_folded;
     size_t n = (size_t)cin * cout;
-    out->w = keep_fp32 ? alloc_weights(ld, n) : aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+    out->w = keep_fp32 ? alloc_weights(ld, n) : malloc(n * sizeof(float));
     out->b = alloc_weights(ld, (size_t)cout);
     out->wbf = bf16 ? alloc_model_bytes(ld, bf16_packed_elems(cin, cout) * sizeof(uint16_t)) : NULL;
     if (!out->w || !out->b || (bf16 && !out->wbf)) {

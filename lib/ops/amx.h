@@ -156,7 +156,7 @@ static void amx_emu_dpbf16(int c, int a, int b) {
 #else
 #include <immintrin.h>
 
-/* The functions that run tile instructions (an attribute, as op_pwconv_bf16.c's
+/* The functions that run tile instructions (an attribute, as bf16_rows.h's
  * BF16_FN: clang's intrinsics need the target feature in the calling function). */
 #define AMX_FN __attribute__((target("amx-tile,amx-bf16,avx512bf16")))
 /* GCC's ldtilecfg asm declares only 8 bytes of its operand as read: pass a static const

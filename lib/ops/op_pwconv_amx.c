@@ -28,6 +28,7 @@
 #include <immintrin.h>
 
 #include "ops/amx.h"
+#include "ops/bf16_rows.h"
 #include "ops/mathfun.h"
 
 #ifdef EFFDET_AMX_EMULATE
@@ -50,41 +51,21 @@ static const amx_tilecfg amx_full_tiles = {
     .rows = {16, 16, 16, 16, 16, 16, 16, 16},
 };
 
-typedef struct {
-    const float *in;
-    const uint16_t *w;
-    const float *bias;
-    float *out;
-    int cin, cout, kp16, cout16;
-    act_kind act;
-} amx_job;
-
-/* Input rows [r0, r0 + n) rounded to bf16 into a (row i at a + i * kp16 * 2 words), each
+/* Input rows [r0, r0 + n) rounded to bf16 into a (row i at a + i * kp * 2 words), each
  * zero from cin to its padded end, and rows [n, padded_rows) all zero. */
-AMX_FN static void round_rows(const amx_job *job, int r0, int n, int padded_rows, uint16_t *a) {
-    const int cin = job->cin, words = job->kp16 * 2;
+AMX_FN static void round_rows(const bf16_job *job, int r0, int n, int padded_rows, uint16_t *a) {
+    const int words = job->kp * 2;
     for (int i = 0; i < padded_rows; i++) {
         uint16_t *dst = a + (size_t)i * words;
-        int c = 0;
-        if (i < n) {
-            const float *src = job->in + (size_t)(r0 + i) * cin;
-            for (; c + 16 <= cin; c += 16)
-                _mm256_storeu_si256((__m256i *)(dst + c),
-                                    (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + c)));
-            if (c < cin) {
-                __mmask16 m = (__mmask16)((1u << (cin - c)) - 1u);
-                __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + c));
-                _mm256_mask_storeu_epi16(dst + c, m, (__m256i)h);
-                c = cin;
-            }
-        }
+        int c = i < n ? job->cin : 0;
+        if (i < n) bf16_round_span(job->in + (size_t)(r0 + i) * job->cin, (size_t)c, dst);
         memset(dst + c, 0, (size_t)(words - c) * sizeof *dst);
     }
 }
 
 /* Rows [r0, r0 + n) x columns [j, j + cols) of the output from the C tiles' sums in c
  * (AMX_BLOCK_COLS floats per row): bias, activation, stores masked past cout. */
-AMX_FN static void store_block(const amx_job *job, const float *c, int r0, int n, int j, int cols) {
+AMX_FN static void store_block(const bf16_job *job, const float *c, int r0, int n, int j, int cols) {
     int valid = job->cout - j < cols ? job->cout - j : cols;
     for (int i = 0; i < n; i++) {
         float *o = job->out + (size_t)(r0 + i) * job->cout + j;
@@ -106,9 +87,9 @@ AMX_FN static void store_block(const amx_job *job, const float *c, int r0, int n
  * output. The second row tile (tmm5, C tiles 2-3) runs only when n > 16, the second
  * column tile (tmm7, C tiles 1 and 3) only when the padded cout has 16 more columns.
  */
-AMX_FN static void tile_rows(const amx_job *job, const uint16_t *a, int r0, int n, float *c) {
-    const long a_stride = (long)job->kp16 * 4, b_stride = (long)job->cout16 * 4;
-    const uint16_t *a_lo = a, *a_hi = a + (size_t)AMX_TILE_ROWS * job->kp16 * 2;
+AMX_FN static void tile_rows(const bf16_job *job, const uint16_t *a, int r0, int n, float *c) {
+    const long a_stride = (long)job->kp * 4, b_stride = (long)job->cout16 * 4;
+    const uint16_t *a_lo = a, *a_hi = a + (size_t)AMX_TILE_ROWS * job->kp * 2;
     const int two_rows = n > AMX_TILE_ROWS;
     for (int j = 0; j < job->cout16; j += AMX_BLOCK_COLS) {
         const int two_cols = j + AMX_TILE_COLS < job->cout16;
@@ -116,7 +97,7 @@ AMX_FN static void tile_rows(const amx_job *job, const uint16_t *a, int r0, int 
         amx_zero(1);
         amx_zero(2);
         amx_zero(3);
-        for (int p = 0; p < job->kp16; p += 16) {
+        for (int p = 0; p < job->kp; p += 16) {
             const uint16_t *b = job->w + ((size_t)p * job->cout16 + j) * 2;
             amx_load(4, a_lo + (size_t)p * 2, a_stride);
             amx_load(6, b, b_stride);
@@ -142,10 +123,10 @@ AMX_FN static void tile_rows(const amx_job *job, const uint16_t *a, int r0, int 
 }
 
 AMX_FN static void amx_rows(void *p, int begin, int end) {
-    const amx_job *job = p;
+    const bf16_job *job = p;
     uint16_t a[AMX_BUF_BYTES / sizeof(uint16_t)] __attribute__((aligned(64)));
     float c[AMX_BLOCK_ROWS * AMX_BLOCK_COLS] __attribute__((aligned(64)));
-    const size_t row_bytes = (size_t)job->kp16 * 4;
+    const size_t row_bytes = (size_t)job->kp * 4;
     const int block = row_bytes * AMX_BLOCK_ROWS <= AMX_BUF_BYTES ? AMX_BLOCK_ROWS : AMX_TILE_ROWS;
     amx_config(&amx_full_tiles);
     for (int r0 = begin; r0 < end; r0 += block) {
@@ -164,9 +145,7 @@ void op_pwconv_amx(threadpool *tp, const tensor *in, const uint16_t *wbf, const 
         op_pwconv_bf16(tp, in, wbf, bias, act, out);
         return;
     }
-    amx_job job = {
-        in->data, wbf, bias, out->data, in->c, out->c, bf16_pairs_padded(in->c), bf16_cout_padded(out->c),
-        act};
+    bf16_job job = bf16_job_of(in, wbf, bias, act, out, bf16_pairs_padded(in->c));
     threadpool_run(tp, in->h * in->w, AMX_MIN_ROWS, amx_rows, &job);
 }
 #else

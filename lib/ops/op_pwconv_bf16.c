@@ -28,12 +28,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "ops/bf16_rows.h"
 #include "ops/mathfun.h"
-
-/* The functions that use AVX512_BF16 instructions, on top of the level's x86-64-v4 (an
- * attribute rather than a file-wide flag or pragma: GCC and clang, the fuzz build's
- * compiler, both honour it, and nothing else in the file can pick up the extension). */
-#define BF16_FN __attribute__((target("avx512bf16")))
 
 /* The per-thread buffer of bf16 input rows: 96 KB, i.e. 12 rows of the widest
  * EfficientDet 1x1 input (3456 channels), 240 rows of a 192-channel one. */
@@ -46,41 +42,17 @@ _Static_assert(BF_BUF_WORDS >= (BF16_MAX_CIN + 1) / 2, "BF_BUF_WORDS must hold o
 #define BF_MIN_ROWS 64 /* per thread: below that a fork/join costs more than the work */
 static const int bf_rows_for_nv[4] = {0, 12, 12, 8};
 
-typedef struct {
-    const float *in;
-    const uint16_t *w;
-    const float *bias;
-    float *out;
-    int cin, cout, kp, cout16;
-    act_kind act;
-} bf_job;
-
 /* Rows [r0, r1) of the input, rounded to bf16, into buf: row i at buf + i * kp words,
  * the odd channel past an odd cin zero. */
-BF16_FN static void round_rows(const bf_job *job, int r0, int r1, uint32_t *buf) {
+BF16_FN static void round_rows(const bf16_job *job, int r0, int r1, uint32_t *buf) {
     const int cin = job->cin;
     if (cin % 2 == 0) { /* rows are contiguous and pair-aligned: one flat span */
-        const float *src = job->in + (size_t)r0 * cin;
-        uint16_t *dst = (uint16_t *)buf;
-        size_t n = (size_t)(r1 - r0) * cin, i = 0;
-        for (; i + 16 <= n; i += 16)
-            _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
-        if (i < n) {
-            __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
-            __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i));
-            _mm256_mask_storeu_epi16(dst + i, m, (__m256i)h);
-        }
+        bf16_round_span(job->in + (size_t)r0 * cin, (size_t)(r1 - r0) * cin, (uint16_t *)buf);
         return;
     }
     for (int r = r0; r < r1; r++) {
-        const float *src = job->in + (size_t)r * cin;
         uint16_t *dst = (uint16_t *)(buf + (size_t)(r - r0) * job->kp);
-        for (int c = 0; c < cin; c += 16) {
-            int n = cin - c < 16 ? cin - c : 16;
-            __mmask16 m = (__mmask16)((1u << n) - 1u);
-            __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + c));
-            _mm256_mask_storeu_epi16(dst + c, m, (__m256i)h);
-        }
+        bf16_round_span(job->in + (size_t)r * cin, (size_t)cin, dst);
         dst[cin] = 0;
     }
 }
@@ -91,8 +63,8 @@ BF16_FN static void round_rows(const bf_job *job, int r0, int r1, uint32_t *buf)
  * at every call (the bf_tile_* wrappers), so the loops unroll and the accumulators stay
  * in registers.
  */
-BF16_FN static inline __attribute__((always_inline)) void bf_tile(const bf_job *job, const uint32_t *a, int r,
-                                                                  int j0, int last, int M, int NV) {
+BF16_FN static inline __attribute__((always_inline)) void bf_tile(const bf16_job *job, const uint32_t *a,
+                                                                  int r, int j0, int last, int M, int NV) {
     const int kp = job->kp;
     const uint16_t *restrict w = job->w + (size_t)j0 * 2;
     const size_t wstep = (size_t)job->cout16 * 2;
@@ -133,10 +105,11 @@ BF16_FN static inline __attribute__((always_inline)) void bf_tile(const bf_job *
         }
 }
 
-typedef void (*bf_tile_fn)(const bf_job *job, const uint32_t *a, int r, int j0, int last);
+typedef void (*bf_tile_fn)(const bf16_job *job, const uint32_t *a, int r, int j0, int last);
 
 #define BF_TILE(M, NV)                                                                                       \
-    BF16_FN static void bf_tile_##M##x##NV(const bf_job *job, const uint32_t *a, int r, int j0, int last) {  \
+    BF16_FN static void bf_tile_##M##x##NV(const bf16_job *job, const uint32_t *a, int r, int j0,            \
+                                           int last) {                                                       \
         bf_tile(job, a, r, j0, last, M, NV);                                                                 \
     }
 BF_TILE(12, 1)
@@ -161,7 +134,7 @@ static const bf_tile_fn bf_tiles[BF_MAX_NV + 1][4] = {
 };
 
 /* Block rows [r0, r1) (already rounded into a) of one column panel of nv vectors. */
-static void bf_panel(const bf_job *job, const uint32_t *a, int r0, int r1, int j0, int nv, int last) {
+static void bf_panel(const bf16_job *job, const uint32_t *a, int r0, int r1, int j0, int nv, int last) {
     const bf_tile_fn *t = bf_tiles[nv];
     int m = bf_rows_for_nv[nv], r = r0;
     const uint32_t *ar = a;
@@ -173,7 +146,7 @@ static void bf_panel(const bf_job *job, const uint32_t *a, int r0, int r1, int j
 
 /* The column panels of a block: 3 vectors each, a remainder of 4 split 2 + 2 (a
  * 1-vector panel keeps only 12 accumulators busy), as op_pwconv_direct does. */
-static void bf_block(const bf_job *job, const uint32_t *a, int r0, int r1) {
+static void bf_block(const bf16_job *job, const uint32_t *a, int r0, int r1) {
     int nvec = job->cout16 / 16;
     int tail = job->cout - (nvec - 1) * 16;
     for (int j = 0; j < nvec;) {
@@ -186,7 +159,7 @@ static void bf_block(const bf_job *job, const uint32_t *a, int r0, int r1) {
 }
 
 static void bf_rows(void *p, int begin, int end) {
-    const bf_job *job = p;
+    const bf16_job *job = p;
     uint32_t buf[BF_BUF_WORDS] __attribute__((aligned(64)));
     int block = BF_BUF_WORDS / job->kp;
     if (block > BF_MAX_BLOCK_ROWS) block = BF_MAX_BLOCK_ROWS;
@@ -200,8 +173,7 @@ static void bf_rows(void *p, int begin, int end) {
 
 void op_pwconv_bf16(threadpool *tp, const tensor *in, const uint16_t *wbf, const float *bias, act_kind act,
                     tensor *out) {
-    bf_job job = {in->data, wbf, bias, out->data, in->c, out->c, bf16_pairs(in->c), bf16_cout_padded(out->c),
-                  act};
+    bf16_job job = bf16_job_of(in, wbf, bias, act, out, bf16_pairs(in->c));
     threadpool_run(tp, in->h * in->w, BF_MIN_ROWS, bf_rows, &job);
 }
 
