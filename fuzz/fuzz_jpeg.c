@@ -2,7 +2,8 @@
  * probe the JPEG header, decode (with and without DCT scaling, under a pixel limit) and
  * letterbox into a network input. Checks the decoded size agrees with the probe, and
  * that the engine's decode on a 2-thread pool (the banded decoder of restart-marked
- * files, lib/image/jpeg_bands.c) gives the sequential decode's status and pixels. */
+ * files, lib/image/jpeg_bands.c) gives the sequential decode's status and pixels: the
+ * same status whichever of the two fails, the same pixels when both succeed. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,14 +24,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int dct = 0; dct < 2; dct++) {
         effdet_decode_opts o = {4000000, dct, 96, 64};
         effdet_image img = {0};
-        if (effdet_image_decode_jpeg(data, size, &o, &img, &e) != EFFDET_OK) continue;
-        if (img.width <= 0 || img.height <= 0 || (long long)img.width * img.height > 4000000) abort();
-        if (!dct && (img.width != w || img.height != h)) abort(); /* unscaled: the probe's size */
+        effdet_status seq = effdet_image_decode_jpeg(data, size, &o, &img, &e);
         static threadpool *tp;
         if (!tp && !(tp = threadpool_create(2))) abort();
         effdet_image par = {0};
-        if (image_decode_jpeg_pool(data, size, &o, tp, &par, &e) != EFFDET_OK)
-            abort(); /* sequential said OK */
+        effdet_status pool = image_decode_jpeg_pool(data, size, &o, tp, &par, &e);
+        /* Both ways: the pool's decoder must neither refuse a file the sequential one
+         * decodes nor return pixels (maybe invented ones) for a file it refuses. */
+        if (pool != seq) abort();
+        if (seq != EFFDET_OK) continue;
+        if (img.width <= 0 || img.height <= 0 || (long long)img.width * img.height > 4000000) abort();
+        if (!dct && (img.width != w || img.height != h)) abort(); /* unscaled: the probe's size */
         if (par.width != img.width || par.height != img.height ||
             memcmp(par.rgb, img.rgb, (size_t)img.width * img.height * 3) != 0)
             abort();
