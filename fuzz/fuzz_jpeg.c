@@ -2,8 +2,11 @@
  * probe the JPEG header, decode (with and without DCT scaling, under a pixel limit) and
  * letterbox into a network input. Checks the decoded size agrees with the probe, and
  * that the engine's decode on a 2-thread pool (the banded decoder of restart-marked
- * files, lib/image/jpeg_bands.c) gives the sequential decode's status and pixels: the
- * same status whichever of the two fails, the same pixels when both succeed. */
+ * files, lib/image/jpeg_bands.c; the split decoder of the others, jpeg_split.c) gives
+ * the sequential decode's status and pixels: the same status whichever of the two
+ * fails, the same pixels when both succeed. The split decoder is also run directly,
+ * without the pool's size threshold: it must refuse what the sequential decoder
+ * refuses and give its pixels for what it accepts. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,19 +29,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         effdet_image img = {0};
         effdet_status seq = effdet_image_decode_jpeg(data, size, &o, &img, &e);
         static threadpool *tp;
+        static jpeg_split_scratch *scratch; /* kept across inputs, as a context keeps it */
         if (!tp && !(tp = threadpool_create(2))) abort();
+        if (!scratch && !(scratch = jpeg_split_scratch_create())) abort();
         effdet_image par = {0};
-        effdet_status pool = image_decode_jpeg_pool(data, size, &o, tp, &par, &e);
+        effdet_status pool = image_decode_jpeg_pool(data, size, &o, tp, NULL, &par, &e);
         /* Both ways: the pool's decoder must neither refuse a file the sequential one
          * decodes nor return pixels (maybe invented ones) for a file it refuses. */
         if (pool != seq) abort();
-        if (seq != EFFDET_OK) continue;
+        if (seq != EFFDET_OK) {
+            effdet_image split = {0};
+            if (jpeg_decode_split(data, size, 4000000, &o, tp, scratch, 0, &split) == EFFDET_OK) abort();
+            continue;
+        }
         if (img.width <= 0 || img.height <= 0 || (long long)img.width * img.height > 4000000) abort();
         if (!dct && (img.width != w || img.height != h)) abort(); /* unscaled: the probe's size */
         if (par.width != img.width || par.height != img.height ||
             memcmp(par.rgb, img.rgb, (size_t)img.width * img.height * 3) != 0)
             abort();
         effdet_image_free(&par);
+        /* The split decoder on its own, for files of any size (the pool only sends it
+         * large ones): where it accepts a file it must give the sequential pixels. */
+        effdet_image split = {0};
+        if (jpeg_decode_split(data, size, 4000000, &o, tp, scratch, 0, &split) == EFFDET_OK) {
+            if (split.width != img.width || split.height != img.height ||
+                memcmp(split.rgb, img.rgb, (size_t)img.width * img.height * 3) != 0)
+                abort();
+            effdet_image_free(&split);
+        }
         letterbox_info li;
         if (letterbox_rgb(&img, 96, 64, canvas, &li, &e) != EFFDET_OK) abort(); /* any valid image fits */
         if (li.resized_w < 1 || li.resized_w > 96 || li.resized_h < 1 || li.resized_h > 64) abort();

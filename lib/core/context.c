@@ -11,6 +11,7 @@
 #include "core/context.h"
 #include "core/cpu.h"
 #include "core/status.h"
+#include "image/jpeg_decode.h"
 
 /* Record one pass's takes and drops (no kernels run) and place them (arena.h). */
 static size_t plan_pass(effdet_context *ctx) {
@@ -87,7 +88,8 @@ effdet_status effdet_context_create(const effdet_model *m, int threads, effdet_c
      * input per side (letterbox_normalize_nhwc allocates for larger ones) */
     ctx->letterbox_scratch_bytes = (size_t)m->arch.image_h * m->arch.image_w * 3;
     ctx->letterbox_scratch = malloc(ctx->letterbox_scratch_bytes);
-    if (!ctx->pp_scratch || !ctx->dets || !ctx->letterbox_scratch) {
+    ctx->jpeg_scratch = jpeg_split_scratch_create(); /* empty until a large frame comes */
+    if (!ctx->pp_scratch || !ctx->dets || !ctx->letterbox_scratch || !ctx->jpeg_scratch) {
         st = set_error(err, EFFDET_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -107,6 +109,7 @@ void effdet_context_free(effdet_context *ctx) {
     free(ctx->pp_scratch);
     free(ctx->dets);
     free(ctx->letterbox_scratch);
+    jpeg_split_scratch_free(ctx->jpeg_scratch);
     free(ctx);
 }
 

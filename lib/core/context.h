@@ -33,6 +33,7 @@ struct effdet_context {
     effdet_detection *dets;
     void *letterbox_scratch; /* the letterbox's resize state (letterbox.h) */
     size_t letterbox_scratch_bytes;
+    struct jpeg_split_scratch *jpeg_scratch; /* the split JPEG decoder's buffers (jpeg_decode.h) */
 };
 
 /* Arena bytes one single-threaded context of m needs: the plan of a pass that runs no

@@ -132,7 +132,7 @@ effdet_status effdet_detect_image(effdet_context *ctx, const effdet_image *img, 
 effdet_status effdet_context_decode_jpeg(effdet_context *ctx, const uint8_t *data, size_t len,
                                          const effdet_decode_opts *opts, effdet_image *out, effdet_error *err) {
     if (!ctx) return set_error(err, EFFDET_ERR_ARG, "effdet_context_decode_jpeg: NULL context");
-    return image_decode_jpeg_pool(data, len, opts, ctx->tp, out, err);
+    return image_decode_jpeg_pool(data, len, opts, ctx->tp, ctx->jpeg_scratch, out, err);
 }
 
 effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_t len, const effdet_decode_opts *dopts,
@@ -145,8 +145,8 @@ effdet_status effdet_detect_jpeg(effdet_context *ctx, const uint8_t *jpeg, size_
     memset(out, 0, sizeof *out);
     double t0 = now_ms();
     effdet_image img;
-    /* on the context's threads: files with restart markers decode in bands (jpeg_bands.c) */
-    effdet_status st = image_decode_jpeg_pool(jpeg, len, &d, ctx->tp, &img, err);
+    /* on the context's threads: large files decode in bands or segments (jpeg_bands.c, jpeg_split.c) */
+    effdet_status st = image_decode_jpeg_pool(jpeg, len, &d, ctx->tp, ctx->jpeg_scratch, &img, err);
     if (st) return st;
     double decode_ms = now_ms() - t0;
     st = effdet_detect_image(ctx, &img, o, out, err);

@@ -16,6 +16,9 @@
 #include "core/status.h"
 
 #define DEFAULT_MAX_PIXELS 100000000LL
+/* Below this much entropy-coded data a file decodes in about a millisecond on one
+ * thread, and splitting it gains less than the threads cost to start. */
+#define SPLIT_MIN_SCAN_BYTES (128 * 1024)
 
 /* ------------------------------------------------------------ error manager */
 
@@ -75,7 +78,7 @@ static const char *sniff_other_format(const uint8_t *d, size_t n) {
 
 /* Cheap checks before libjpeg sees the bytes: every JPEG starts with SOI (FF D8) and
  * the first marker's FF. */
-static effdet_status check_jpeg_magic(const uint8_t *data, size_t len, effdet_error *err) {
+effdet_status check_jpeg_magic(const uint8_t *data, size_t len, effdet_error *err) {
     if (!data || len == 0) return set_error(err, EFFDET_ERR_IMAGE, "invalid JPEG: empty input");
     const char *other = sniff_other_format(data, len);
     if (other)
@@ -239,11 +242,12 @@ void effdet_decode_opts_default(effdet_decode_opts *o) {
 
 effdet_status effdet_image_decode_jpeg(const uint8_t *data, size_t len, const effdet_decode_opts *opts,
                                        effdet_image *out, effdet_error *err) {
-    return image_decode_jpeg_pool(data, len, opts, NULL, out, err);
+    return image_decode_jpeg_pool(data, len, opts, NULL, NULL, out, err);
 }
 
 effdet_status image_decode_jpeg_pool(const uint8_t *data, size_t len, const effdet_decode_opts *opts,
-                                     threadpool *tp, effdet_image *out, effdet_error *err) {
+                                     threadpool *tp, jpeg_split_scratch *scratch, effdet_image *out,
+                                     effdet_error *err) {
     if (!out) return set_error(err, EFFDET_ERR_ARG, "effdet_image_decode_jpeg: out is NULL");
     out->rgb = NULL;
     out->width = out->height = out->source_width = out->source_height = 0;
@@ -253,11 +257,13 @@ effdet_status image_decode_jpeg_pool(const uint8_t *data, size_t len, const effd
     if (opts && opts->allow_dct_scaling && (opts->target_w < 0 || opts->target_h < 0))
         return set_error(err, EFFDET_ERR_ARG, "effdet_decode_opts target size %dx%d is negative",
                          opts->target_w, opts->target_h);
-    /* Restart-marked, DCT-scaled files decode in bands on the pool; anything that path
-     * does not take (or that fails there) goes through the one sequential decoder,
-     * which also words every error. */
+    /* On a pool, restart-marked files decode in bands and the others, where no
+     * component is upsampled, in speculative segments; anything those paths do not
+     * take (or that fails there) goes through the one sequential decoder, which also
+     * words every error. */
     if (threadpool_size(tp) > 1 && check_jpeg_magic(data, len, NULL) == EFFDET_OK &&
-        jpeg_decode_bands(data, len, max_pixels, opts, tp, out) == EFFDET_OK)
+        (jpeg_decode_bands(data, len, max_pixels, opts, tp, out) == EFFDET_OK ||
+         jpeg_decode_split(data, len, max_pixels, opts, tp, scratch, SPLIT_MIN_SCAN_BYTES, out) == EFFDET_OK))
         return EFFDET_OK;
     return run_decoder(data, len, max_pixels, opts, out, NULL, NULL, err);
 }

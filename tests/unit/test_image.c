@@ -528,7 +528,7 @@ START_TEST(test_banded_decode_matches_sequential) {
                 ck_assert_msg(st == (bandable ? EFFDET_OK : EFFDET_ERR_ARG),
                               "case %zu, target %d: banded decode %s", k, targets[t], effdet_status_name(st));
                 if (st != EFFDET_OK)
-                    ck_assert_int_eq(image_decode_jpeg_pool(jpg, n, &o, pools[p], &got, &err), EFFDET_OK);
+                    ck_assert_int_eq(image_decode_jpeg_pool(jpg, n, &o, pools[p], NULL, &got, &err), EFFDET_OK);
                 banded += st == EFFDET_OK;
                 ck_assert_int_eq(got.width, want.width);
                 ck_assert_int_eq(got.height, want.height);
@@ -614,7 +614,7 @@ START_TEST(test_banded_decode_damage_falls_back) {
             bad[i + 1] = 0xD0 + (bad[i + 1] + 3) % 8, changed++;
     ck_assert_int_gt(changed, 0);
     effdet_status s1 = effdet_image_decode_jpeg(bad, n, &o, &want, &e1);
-    effdet_status s2 = image_decode_jpeg_pool(bad, n, &o, tp, &got, &e2);
+    effdet_status s2 = image_decode_jpeg_pool(bad, n, &o, tp, NULL, &got, &e2);
     ck_assert_int_eq(s2, s1);
     ck_assert_str_eq(e2.msg, e1.msg);
     if (s1 == EFFDET_OK) {
@@ -624,7 +624,7 @@ START_TEST(test_banded_decode_damage_falls_back) {
     }
     /* 2: truncated in the middle of the second half */
     s1 = effdet_image_decode_jpeg(jpg, n * 3 / 4, &o, &want, &e1);
-    s2 = image_decode_jpeg_pool(jpg, n * 3 / 4, &o, tp, &got, &e2);
+    s2 = image_decode_jpeg_pool(jpg, n * 3 / 4, &o, tp, NULL, &got, &e2);
     ck_assert_int_eq(s1, EFFDET_ERR_IMAGE);
     ck_assert_int_eq(s2, s1);
     ck_assert_str_eq(e2.msg, e1.msg);
@@ -634,7 +634,7 @@ START_TEST(test_banded_decode_damage_falls_back) {
     memcpy(bad, jpg, n);
     for (size_t i = n * 2 / 3; i < n * 2 / 3 + 200; i++) bad[i] = (uint8_t)(i * 37);
     s1 = effdet_image_decode_jpeg(bad, n, &o, &want, &e1);
-    s2 = image_decode_jpeg_pool(bad, n, &o, tp, &got, &e2);
+    s2 = image_decode_jpeg_pool(bad, n, &o, tp, NULL, &got, &e2);
     ck_assert_int_eq(s2, s1);
     ck_assert_str_eq(e2.msg, e1.msg);
     if (s1 == EFFDET_OK) {

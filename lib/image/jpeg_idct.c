@@ -1,0 +1,265 @@
+/*
+ * The inverse DCTs and YCbCr -> RGB of the split decoder: libjpeg-turbo's integer
+ * ("islow") arithmetic, term for term (jpeg_idct.h says why the results match its SIMD
+ * code and when a block is refused). Constants are FIX(x) = round(x * 2^13).
+ */
+#include <string.h>
+
+#include "image/jpeg_idct.h"
+
+#define CONST_BITS 13
+#define PASS1_BITS 2
+#define MAX_WORKSPACE 8191
+
+#define FIX_0_211164243 1730
+#define FIX_0_298631336 2446
+#define FIX_0_390180644 3196
+#define FIX_0_509795579 4176
+#define FIX_0_541196100 4433
+#define FIX_0_601344887 4926
+#define FIX_0_720959822 5906
+#define FIX_0_765366865 6270
+#define FIX_0_850430095 6967
+#define FIX_0_899976223 7373
+#define FIX_1_061594337 8697
+#define FIX_1_175875602 9633
+#define FIX_1_272758580 10426
+#define FIX_1_451774981 11893
+#define FIX_1_501321110 12299
+#define FIX_1_847759065 15137
+#define FIX_1_961570560 16069
+#define FIX_2_053119869 16819
+#define FIX_2_172734803 17799
+#define FIX_2_562915447 20995
+#define FIX_3_072711026 25172
+#define FIX_3_624509785 29692
+
+/* Round-half-up division by 2^n, as libjpeg's DESCALE (arithmetic shift). */
+static inline int32_t descale(int32_t x, int n) {
+    return (x + ((int32_t)1 << (n - 1))) >> n;
+}
+
+/* A final value before the level shift -> sample, flagging values outside the range
+ * where libjpeg's C range table and its SIMD saturation agree. */
+static inline uint8_t out_sample(int32_t v, int *bad) {
+    *bad |= (uint32_t)(v + 512) > 1023u;
+    v += 128;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+static inline int ws_bad(int32_t w) {
+    return (uint32_t)(w + MAX_WORKSPACE) > 2u * MAX_WORKSPACE;
+}
+
+/* The odd part of the 8-point islow IDCT of inputs t0..t3 = x7, x5, x3, x1 (in place). */
+static inline void islow_odd(int32_t *t0, int32_t *t1, int32_t *t2, int32_t *t3) {
+    int32_t z1 = *t0 + *t3, z2 = *t1 + *t2, z3 = *t0 + *t2, z4 = *t1 + *t3;
+    int32_t z5 = (z3 + z4) * FIX_1_175875602;
+    int32_t a0 = *t0 * FIX_0_298631336, a1 = *t1 * FIX_2_053119869;
+    int32_t a2 = *t2 * FIX_3_072711026, a3 = *t3 * FIX_1_501321110;
+    z1 *= -FIX_0_899976223;
+    z2 *= -FIX_2_562915447;
+    z3 = z3 * -FIX_1_961570560 + z5;
+    z4 = z4 * -FIX_0_390180644 + z5;
+    *t0 = a0 + z1 + z3;
+    *t1 = a1 + z2 + z4;
+    *t2 = a2 + z2 + z3;
+    *t3 = a3 + z1 + z4;
+}
+
+/* jpeg_idct_islow: columns into the workspace (scaled by 2^PASS1_BITS), then rows. */
+static int idct_8x8(const int32_t *in, uint8_t *out, size_t stride) {
+    int32_t ws[64];
+    int bad = 0;
+    for (int c = 0; c < 8; c++) {
+        const int32_t *x = in + c;
+        if (!(x[8] | x[16] | x[24] | x[32] | x[40] | x[48] | x[56])) {
+            int32_t dc = x[0] * (1 << PASS1_BITS);
+            for (int r = 0; r < 8; r++) ws[r * 8 + c] = dc;
+            continue;
+        }
+        int32_t z1 = (x[16] + x[48]) * FIX_0_541196100;
+        int32_t tmp2 = z1 + x[48] * -FIX_1_847759065, tmp3 = z1 + x[16] * FIX_0_765366865;
+        int32_t tmp0 = (x[0] + x[32]) * (1 << CONST_BITS), tmp1 = (x[0] - x[32]) * (1 << CONST_BITS);
+        int32_t tmp10 = tmp0 + tmp3, tmp13 = tmp0 - tmp3, tmp11 = tmp1 + tmp2, tmp12 = tmp1 - tmp2;
+        int32_t o0 = x[56], o1 = x[40], o2 = x[24], o3 = x[8];
+        islow_odd(&o0, &o1, &o2, &o3);
+        const int n = CONST_BITS - PASS1_BITS;
+        ws[0 * 8 + c] = descale(tmp10 + o3, n);
+        ws[7 * 8 + c] = descale(tmp10 - o3, n);
+        ws[1 * 8 + c] = descale(tmp11 + o2, n);
+        ws[6 * 8 + c] = descale(tmp11 - o2, n);
+        ws[2 * 8 + c] = descale(tmp12 + o1, n);
+        ws[5 * 8 + c] = descale(tmp12 - o1, n);
+        ws[3 * 8 + c] = descale(tmp13 + o0, n);
+        ws[4 * 8 + c] = descale(tmp13 - o0, n);
+    }
+    for (int i = 0; i < 64; i++) bad |= ws_bad(ws[i]);
+    if (bad) return 1; /* pass 2 could overflow */
+    for (int r = 0; r < 8; r++, out += stride) {
+        const int32_t *w = ws + r * 8;
+        if (!(w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7])) {
+            uint8_t v = out_sample(descale(w[0], PASS1_BITS + 3), &bad);
+            for (int i = 0; i < 8; i++) out[i] = v;
+            continue;
+        }
+        int32_t z1 = (w[2] + w[6]) * FIX_0_541196100;
+        int32_t tmp0 = (w[0] + w[4]) * (1 << CONST_BITS), tmp1 = (w[0] - w[4]) * (1 << CONST_BITS);
+        int32_t tmp3 = z1 + w[2] * FIX_0_765366865, tmp2 = z1 + w[6] * -FIX_1_847759065;
+        int32_t tmp10 = tmp0 + tmp3, tmp13 = tmp0 - tmp3, tmp11 = tmp1 + tmp2, tmp12 = tmp1 - tmp2;
+        int32_t o0 = w[7], o1 = w[5], o2 = w[3], o3 = w[1];
+        islow_odd(&o0, &o1, &o2, &o3);
+        const int n = CONST_BITS + PASS1_BITS + 3;
+        out[0] = out_sample(descale(tmp10 + o3, n), &bad);
+        out[7] = out_sample(descale(tmp10 - o3, n), &bad);
+        out[1] = out_sample(descale(tmp11 + o2, n), &bad);
+        out[6] = out_sample(descale(tmp11 - o2, n), &bad);
+        out[2] = out_sample(descale(tmp12 + o1, n), &bad);
+        out[5] = out_sample(descale(tmp12 - o1, n), &bad);
+        out[3] = out_sample(descale(tmp13 + o0, n), &bad);
+        out[4] = out_sample(descale(tmp13 - o0, n), &bad);
+    }
+    return bad;
+}
+
+/* The 8-to-4 step of jidctred.c on x0, x2, x6 (even) and x7, x5, x3, x1 (odd). */
+static inline void red4(int32_t x0, int32_t x2, int32_t x6, int32_t x7, int32_t x5, int32_t x3, int32_t x1,
+                        int32_t *even10, int32_t *even12, int32_t *odd0, int32_t *odd2) {
+    int32_t tmp0 = x0 * (1 << (CONST_BITS + 1));
+    int32_t tmp2 = x2 * FIX_1_847759065 + x6 * -FIX_0_765366865;
+    *even10 = tmp0 + tmp2;
+    *even12 = tmp0 - tmp2;
+    *odd0 = x7 * -FIX_0_211164243 + x5 * FIX_1_451774981 + x3 * -FIX_2_172734803 + x1 * FIX_1_061594337;
+    *odd2 = x7 * -FIX_0_509795579 + x5 * -FIX_0_601344887 + x3 * FIX_0_899976223 + x1 * FIX_2_562915447;
+}
+
+/* jpeg_idct_4x4: column 4 and row 4 of the coefficients are not used. */
+static int idct_4x4(const int32_t *in, uint8_t *out, size_t stride) {
+    int32_t ws[4 * 8];
+    ws[4] = ws[12] = ws[20] = ws[28] = 0; /* column 4 is not computed */
+    int bad = 0;
+    for (int c = 0; c < 8; c++) {
+        if (c == 4) continue;
+        const int32_t *x = in + c;
+        if (!(x[8] | x[16] | x[24] | x[40] | x[48] | x[56])) {
+            int32_t dc = x[0] * (1 << PASS1_BITS);
+            for (int r = 0; r < 4; r++) ws[r * 8 + c] = dc;
+            continue;
+        }
+        int32_t t10, t12, o0, o2;
+        red4(x[0], x[16], x[48], x[56], x[40], x[24], x[8], &t10, &t12, &o0, &o2);
+        const int n = CONST_BITS - PASS1_BITS + 1;
+        ws[0 * 8 + c] = descale(t10 + o2, n);
+        ws[3 * 8 + c] = descale(t10 - o2, n);
+        ws[1 * 8 + c] = descale(t12 + o0, n);
+        ws[2 * 8 + c] = descale(t12 - o0, n);
+    }
+    for (int i = 0; i < 32; i++) bad |= ws_bad(ws[i]);
+    if (bad) return 1; /* pass 2 could overflow */
+    for (int r = 0; r < 4; r++, out += stride) {
+        const int32_t *w = ws + r * 8;
+        if (!(w[1] | w[2] | w[3] | w[5] | w[6] | w[7])) {
+            uint8_t v = out_sample(descale(w[0], PASS1_BITS + 3), &bad);
+            for (int i = 0; i < 4; i++) out[i] = v;
+            continue;
+        }
+        int32_t t10, t12, o0, o2;
+        red4(w[0], w[2], w[6], w[7], w[5], w[3], w[1], &t10, &t12, &o0, &o2);
+        const int n = CONST_BITS + PASS1_BITS + 3 + 1;
+        out[0] = out_sample(descale(t10 + o2, n), &bad);
+        out[3] = out_sample(descale(t10 - o2, n), &bad);
+        out[1] = out_sample(descale(t12 + o0, n), &bad);
+        out[2] = out_sample(descale(t12 - o0, n), &bad);
+    }
+    return bad;
+}
+
+/* The 8-to-2 odd term of jidctred.c on x7, x5, x3, x1. */
+static inline int32_t red2_odd(int32_t x7, int32_t x5, int32_t x3, int32_t x1) {
+    return x7 * -FIX_0_720959822 + x5 * FIX_0_850430095 + x3 * -FIX_1_272758580 + x1 * FIX_3_624509785;
+}
+
+/* jpeg_idct_2x2: only rows and columns 0, 1, 3, 5, 7 are used. */
+static int idct_2x2(const int32_t *in, uint8_t *out, size_t stride) {
+    int32_t ws[2 * 8];
+    ws[2] = ws[4] = ws[6] = ws[10] = ws[12] = ws[14] = 0; /* columns 2, 4, 6 are not computed */
+    int bad = 0;
+    static const int cols[5] = {0, 1, 3, 5, 7};
+    for (int i = 0; i < 5; i++) {
+        int c = cols[i];
+        const int32_t *x = in + c;
+        if (!(x[8] | x[24] | x[40] | x[56])) {
+            ws[c] = ws[8 + c] = x[0] * (1 << PASS1_BITS);
+            continue;
+        }
+        int32_t t10 = x[0] * (1 << (CONST_BITS + 2)), t0 = red2_odd(x[56], x[40], x[24], x[8]);
+        const int n = CONST_BITS - PASS1_BITS + 2;
+        ws[c] = descale(t10 + t0, n);
+        ws[8 + c] = descale(t10 - t0, n);
+    }
+    for (int i = 0; i < 16; i++) bad |= ws_bad(ws[i]);
+    if (bad) return 1; /* pass 2 could overflow */
+    for (int r = 0; r < 2; r++, out += stride) {
+        const int32_t *w = ws + r * 8;
+        if (!(w[1] | w[3] | w[5] | w[7])) {
+            out[0] = out[1] = out_sample(descale(w[0], PASS1_BITS + 3), &bad);
+            continue;
+        }
+        int32_t t10 = w[0] * (1 << (CONST_BITS + 2)), t0 = red2_odd(w[7], w[5], w[3], w[1]);
+        const int n = CONST_BITS + PASS1_BITS + 3 + 2;
+        out[0] = out_sample(descale(t10 + t0, n), &bad);
+        out[1] = out_sample(descale(t10 - t0, n), &bad);
+    }
+    return bad;
+}
+
+/* A block with no AC coefficients is flat at every size: each pass's zero shortcut
+ * leaves DESCALE(dc << PASS1_BITS, PASS1_BITS + 3) = DESCALE(dc, 3). */
+void idct_flat(int size, int32_t dc, uint8_t *out, size_t stride) {
+    int bad = 0;
+    uint8_t v = out_sample(descale(dc, 3), &bad); /* |dc| <= IDCT_MAX_COEF: in range */
+    switch (size) {                               /* fixed-size stores, not a memset call per 2-byte row */
+    case 1: out[0] = v; break;
+    case 2: out[0] = out[1] = out[stride] = out[stride + 1] = v; break;
+    case 4:
+        for (int r = 0; r < 4; r++, out += stride) memset(out, v, 4);
+        break;
+    default:
+        for (int r = 0; r < 8; r++, out += stride) memset(out, v, 8);
+    }
+}
+
+int idct_block(int size, const int32_t *coef, uint8_t *out, size_t stride) {
+    switch (size) {
+    case 8: return idct_8x8(coef, out, stride);
+    case 4: return idct_4x4(coef, out, stride);
+    case 2: return idct_2x2(coef, out, stride);
+    case 1: {
+        int bad = 0;
+        out[0] = out_sample(descale(coef[0], 3), &bad);
+        return bad;
+    }
+    default: return 1;
+    }
+}
+
+/* jdcolor.c's tables, computed inline: SCALEBITS 16, FIX(x) = round(x * 2^16). */
+#define SCALEBITS 16
+#define ONE_HALF (1 << (SCALEBITS - 1))
+#define FIX16(x) ((int32_t)((x) * (1 << SCALEBITS) + 0.5))
+
+static inline uint8_t clamp255(int32_t v) {
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+void ycc_to_rgb_row(const uint8_t *y, const uint8_t *cb, const uint8_t *cr, int n, uint8_t *rgb) {
+    for (int i = 0; i < n; i++, rgb += 3) {
+        int32_t Y = y[i], b = cb[i] - 128, r = cr[i] - 128;
+        int32_t cr_r = (FIX16(1.40200) * r + ONE_HALF) >> SCALEBITS;
+        int32_t cb_b = (FIX16(1.77200) * b + ONE_HALF) >> SCALEBITS;
+        int32_t g = (-FIX16(0.34414) * b + ONE_HALF + -FIX16(0.71414) * r) >> SCALEBITS;
+        rgb[0] = clamp255(Y + cr_r);
+        rgb[1] = clamp255(Y + g);
+        rgb[2] = clamp255(Y + cb_b);
+    }
+}

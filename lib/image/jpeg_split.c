@@ -1,0 +1,527 @@
+/*
+ * A JPEG without restart markers decoded on several threads (docs/images.md, "Split
+ * decode"). Such a file's Huffman data can only be parsed from its start, so libjpeg
+ * decodes it on one thread: 12 of the 12.7 ms of a 4K frame's 1/4-scaled decode here.
+ *
+ * Phase 1, entropy decoding in segments. The un-stuffed data is cut at equal byte
+ * offsets, one segment per thread. The first segment starts where the data starts;
+ * every other one starts speculatively at its cut, with DC predictors of 0, as if an
+ * MCU began there. Huffman codes resynchronise: after a few hundred bits a decode
+ * started at a wrong bit usually lands on the true MCU boundaries. Each segment
+ * publishes the bit position of every MCU boundary it reaches. When segment j, which
+ * continues past its own end, stands at an MCU boundary at the same bit as one that
+ * segment j + 1 published, the two parse identically from there on (the parse of an
+ * MCU depends only on where it starts): segment j stops, and j + 1's data is right
+ * from that boundary on, with its DC values off by the difference of the two
+ * predictors. A speculative run that meets a bad code restarts one bit later; a
+ * restart inside the part that is used means the data is corrupt.
+ *
+ * Phase 2, pixels. With the segments chained (absolute MCU numbers, DC offsets), the
+ * IDCT and colour conversion run on the pool by MCU rows (jpeg_idct.c).
+ *
+ * Only files where that is libjpeg's own result, byte for byte: baseline or extended
+ * sequential Huffman, 8-bit, one interleaved scan, no restart interval (those are
+ * banded, jpeg_bands.c), YCbCr or greyscale, and no component upsampled (4:4:4 and
+ * grey at any scale, 4:2:0 only at a DCT scale, where libjpeg widens the chroma IDCT
+ * instead). The headers are read and checked by libjpeg itself (jpeg_start_decompress
+ * validates the tables exactly as the sequential decode would). As in jpeg_bands.c,
+ * nothing here reports an error: any doubt returns a failure and the caller decodes
+ * the file sequentially, which is where errors are worded.
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "image/jpeg_decode.h"
+#include "image/jpeg_entropy.h"
+#include "image/jpeg_idct.h"
+
+#define MAX_SEGMENTS 4
+#define MAX_COMPS 3
+
+/* ------------------------------------------------------------------ the plan */
+
+typedef struct {
+    int w, h, out_w, out_h;
+    int ncomp;
+    int size[MAX_COMPS];              /* IDCT output size of each component (1, 2, 4, 8) */
+    int hs[MAX_COMPS], vs[MAX_COMPS]; /* sampling factors; 1 for a greyscale scan */
+    uint16_t quant[MAX_COMPS][64];    /* natural order */
+    int mcus_per_row, mcu_rows;
+    int px_w, px_h; /* pixels of one MCU in every component (they are all the same) */
+    huff_table dc[4], ac[4];
+    mcu_layout layout;
+    int blk_x[JPEG_MAX_BLOCKS_IN_MCU],
+        blk_y[JPEG_MAX_BLOCKS_IN_MCU]; /* block's place in its component's MCU */
+    size_t scan_data;                  /* first byte of the entropy-coded data */
+} split_plan;
+
+/* The natural indices of the coefficients an IDCT of this size reads (jidctred.c
+ * skips row and column 4 at 4x4, and 2, 4, 6 at 2x2; 1x1 uses the DC only). */
+static uint64_t coefs_read(int size) {
+    static const uint8_t used[4][8] = {{1, 0, 0, 0, 0, 0, 0, 0},
+                                       {1, 1, 0, 1, 0, 1, 0, 1},
+                                       {1, 1, 1, 1, 0, 1, 1, 1},
+                                       {1, 1, 1, 1, 1, 1, 1, 1}};
+    const uint8_t *u = used[size == 1 ? 0 : size == 2 ? 1 : size == 4 ? 2 : 3];
+    uint64_t m = 0;
+    for (int r = 0; r < 8; r++)
+        for (int c = 0; c < 8; c++)
+            if (u[r] && u[c]) m |= 1ull << (r * 8 + c);
+    return m & ~1ull; /* the DC is always kept, separately */
+}
+
+/* Tables, quantisers and geometry from a decompressor after jpeg_start_decompress. */
+static int plan_from_libjpeg(struct jpeg_decompress_struct *ci, split_plan *p) {
+    p->out_w = (int)ci->output_width, p->out_h = (int)ci->output_height;
+    p->ncomp = ci->num_components;
+    if (p->ncomp < 1 || p->ncomp > MAX_COMPS) return 0;
+    int size0 = ci->comp_info[0].DCT_scaled_size;
+    for (int c = 0; c < p->ncomp; c++) {
+        const jpeg_component_info *k = &ci->comp_info[c];
+        int s = k->DCT_scaled_size;
+        if (s != 1 && s != 2 && s != 4 && s != 8) return 0;
+        /* no upsampling: every component has as many samples per MCU as the output */
+        if (k->h_samp_factor * s != ci->max_h_samp_factor * ci->min_DCT_scaled_size ||
+            k->v_samp_factor * s != ci->max_v_samp_factor * ci->min_DCT_scaled_size)
+            return 0;
+        if (!k->quant_table) return 0;
+        memcpy(p->quant[c], k->quant_table->quantval, sizeof p->quant[c]);
+        p->size[c] = s;
+        p->hs[c] = p->ncomp == 1 ? 1 : k->h_samp_factor;
+        p->vs[c] = p->ncomp == 1 ? 1 : k->v_samp_factor;
+    }
+    p->px_w = p->hs[0] * size0, p->px_h = p->vs[0] * size0;
+    p->mcus_per_row = (int)ci->MCUs_per_row, p->mcu_rows = (int)ci->MCU_rows_in_scan;
+    if (ci->blocks_in_MCU < 1 || ci->blocks_in_MCU > JPEG_MAX_BLOCKS_IN_MCU) return 0;
+    for (int t = 0; t < 4; t++) {
+        const JHUFF_TBL *d = ci->dc_huff_tbl_ptrs[t], *a = ci->ac_huff_tbl_ptrs[t];
+        if (d && !huff_table_build(&p->dc[t], d->bits, d->huffval, 1)) return 0;
+        if (a && !huff_table_build(&p->ac[t], a->bits, a->huffval, 0)) return 0;
+    }
+    mcu_layout *lo = &p->layout;
+    lo->nblocks = 0;
+    for (int i = 0; i < ci->comps_in_scan; i++) {
+        const jpeg_component_info *k = ci->cur_comp_info[i];
+        int c = k->component_index;
+        if (c < 0 || c >= p->ncomp || k->dc_tbl_no < 0 || k->dc_tbl_no > 3 || k->ac_tbl_no < 0 ||
+            k->ac_tbl_no > 3 || !ci->dc_huff_tbl_ptrs[k->dc_tbl_no] || !ci->ac_huff_tbl_ptrs[k->ac_tbl_no])
+            return 0;
+        for (int n = 0; n < p->hs[c] * p->vs[c]; n++) {
+            if (lo->nblocks >= JPEG_MAX_BLOCKS_IN_MCU) return 0;
+            p->blk_x[lo->nblocks] = n % p->hs[c], p->blk_y[lo->nblocks] = n / p->hs[c];
+            mcu_block *b = &lo->b[lo->nblocks++];
+            b->comp = c;
+            b->dc = &p->dc[k->dc_tbl_no];
+            b->ac = &p->ac[k->ac_tbl_no];
+            b->keep = coefs_read(p->size[c]);
+        }
+    }
+    return lo->nblocks == ci->blocks_in_MCU;
+}
+
+/* 1 when the file is one this decoder reproduces exactly (see the top of the file). */
+static int plan_split(const uint8_t *data, size_t len, long long max_pixels, const effdet_decode_opts *opts,
+                      split_plan *p) {
+    struct jpeg_decompress_struct ci;
+    jpeg_guard guard;
+    volatile int ok = 0; /* read after a longjmp */
+    memset(&ci, 0, sizeof ci);
+    ci.err = jpeg_guard_init(&guard);
+    if (setjmp(guard.jump)) goto done;
+    jpeg_create_decompress(&ci);
+    jpeg_mem_src(&ci, data, (unsigned long)len);
+    jpeg_read_header(&ci, TRUE);
+    p->w = (int)ci.image_width, p->h = (int)ci.image_height;
+    if (p->w <= 0 || p->h <= 0 || (long long)p->w * p->h > max_pixels) goto done;
+    if (ci.progressive_mode || ci.arith_code || ci.restart_interval || ci.data_precision != 8) goto done;
+    if (ci.comps_in_scan != ci.num_components || ci.Ss != 0 || ci.Se != 63 || ci.Ah || ci.Al) goto done;
+    if (!(ci.jpeg_color_space == JCS_YCbCr && ci.num_components == 3) &&
+        !(ci.jpeg_color_space == JCS_GRAYSCALE && ci.num_components == 1))
+        goto done;
+    ci.out_color_space = JCS_RGB;
+    jpeg_configure_output(&ci, opts);
+    /* Sets up the decoder as the sequential decode does (and refuses what it refuses),
+     * without reading any entropy-coded data: one scan, so nothing is buffered. */
+    jpeg_start_decompress(&ci);
+    if (!plan_from_libjpeg(&ci, p)) goto done;
+    p->scan_data = (size_t)(ci.src->next_input_byte - data);
+    ok = p->scan_data < len;
+done:
+    jpeg_destroy_decompress(&ci);
+    return ok;
+}
+
+/* The entropy-coded data d[from..] with FF 00 turned back into FF, into u (room for
+ * len - from bytes + JPEG_ENTROPY_PAD), followed by JPEG_ENTROPY_PAD zero bytes.
+ * Returns its length, or -1 unless the data ends at EOI: libjpeg ends it at any FF
+ * not followed by 00 (its two paths treat FF FF differently), so only FF D9 is
+ * accepted there. */
+static long long unstuff(const uint8_t *d, size_t len, size_t from, uint8_t *u) {
+    size_t i = from, o = 0;
+    if (!u) return -1;
+    for (;;) {
+        const uint8_t *ff = memchr(d + i, 0xFF, len - i);
+        if (!ff) return -1;
+        size_t k = (size_t)(ff - d);
+        memcpy(u + o, d + i, k - i);
+        o += k - i;
+        if (k + 1 >= len) return -1;
+        if (d[k + 1] != 0x00) {
+            if (d[k + 1] != 0xD9) return -1;
+            memset(u + o, 0, JPEG_ENTROPY_PAD);
+            return (long long)o;
+        }
+        u[o++] = 0xFF;
+        i = k + 2;
+    }
+}
+
+/* Room for n elements of elem bytes in *p (contents not kept). */
+static int ensure_room(void **p, size_t *cap, size_t n, size_t elem) {
+    if (*cap >= n) return 1;
+    free(*p);
+    *p = malloc(n * elem);
+    *cap = *p ? n : 0;
+    return *p != NULL;
+}
+
+/* ------------------------------------------------------------------ phase 1 */
+
+/* An MCU boundary a segment reached: the start of its next MCU. */
+typedef struct {
+    uint64_t pos;            /* bit offset in the un-stuffed data */
+    int32_t pred[MAX_COMPS]; /* DC predictors there, relative to the run's start */
+    uint32_t run;            /* the run of the segment that reached it */
+    size_t off;              /* coefficient entries written before it */
+} boundary;
+
+typedef struct {
+    _Alignas(64) uint64_t start; /* own cache lines: each thread updates its segment */
+    boundary *b;
+    int cap;
+    atomic_int count; /* boundaries published */
+    coef_entry *coef;
+    size_t ncoef, coef_cap;
+    int failed;
+    int synced, my_at, next_at; /* boundary my_at equals the next segment's next_at */
+} segment;
+
+typedef struct {
+    const split_plan *plan;
+    const uint8_t *bits;
+    uint64_t nbits;
+    long long total_mcus;
+    int nseg;
+    segment seg[MAX_SEGMENTS];
+} entropy_job;
+
+/* Buffers kept between decodes (a context's), so that a frame does not page-fault
+ * its way through megabytes of fresh memory. */
+struct jpeg_split_scratch {
+    uint8_t *bits;
+    size_t bits_cap;
+    boundary *b[MAX_SEGMENTS];
+    size_t b_cap[MAX_SEGMENTS];
+    coef_entry *coef[MAX_SEGMENTS];
+    size_t coef_cap[MAX_SEGMENTS];
+};
+
+jpeg_split_scratch *jpeg_split_scratch_create(void) {
+    return calloc(1, sizeof(jpeg_split_scratch));
+}
+
+static void scratch_release(jpeg_split_scratch *s) {
+    free(s->bits);
+    for (int j = 0; j < MAX_SEGMENTS; j++) {
+        free(s->b[j]);
+        free(s->coef[j]);
+    }
+}
+
+void jpeg_split_scratch_free(jpeg_split_scratch *s) {
+    if (!s) return;
+    scratch_release(s);
+    free(s);
+}
+
+static void publish(segment *s, uint64_t pos, const int32_t *pred, uint32_t run) {
+    int n = atomic_load_explicit(&s->count, memory_order_relaxed);
+    boundary *b = &s->b[n];
+    b->pos = pos;
+    memcpy(b->pred, pred, sizeof b->pred);
+    b->run = run;
+    b->off = s->ncoef;
+    atomic_store_explicit(&s->count, n + 1, memory_order_release);
+}
+
+/* Does the next segment have a boundary at pos? *cursor walks its published list. */
+static int meets_next(segment *next, uint64_t pos, int *cursor) {
+    int n = atomic_load_explicit(&next->count, memory_order_acquire);
+    while (*cursor < n && next->b[*cursor].pos < pos) (*cursor)++;
+    return *cursor < n && next->b[*cursor].pos == pos;
+}
+
+static int reserve_coefs(segment *s) {
+    if (s->coef_cap - s->ncoef >= MCU_MAX_ENTRIES) return 1;
+    size_t cap = s->coef_cap * 2 + MCU_MAX_ENTRIES;
+    coef_entry *c = realloc(s->coef, cap * sizeof *c);
+    if (!c) return 0;
+    s->coef = c, s->coef_cap = cap;
+    return 1;
+}
+
+/* Decode segment j until it meets segment j + 1, or (the first segment) has every
+ * MCU, or (any other) runs out of data. */
+static void decode_segment(entropy_job *J, int j) {
+    segment *s = &J->seg[j], *next = j + 1 < J->nseg ? &J->seg[j + 1] : NULL;
+    const int truth = j == 0; /* the first segment starts at a real MCU boundary */
+    uint64_t pos = s->start;
+    int32_t pred[MAX_COMPS] = {0};
+    uint32_t run = 0;
+    int cursor = 0;
+    publish(s, pos, pred, run);
+    for (;;) {
+        int at = atomic_load_explicit(&s->count, memory_order_relaxed) - 1;
+        if (truth && at == J->total_mcus) break;
+        if (next && pos >= next->start && meets_next(next, pos, &cursor)) {
+            s->synced = 1, s->my_at = at, s->next_at = cursor;
+            break;
+        }
+        if (at + 1 >= s->cap || !reserve_coefs(s)) {
+            s->failed = 1;
+            break;
+        }
+        uint64_t p = pos;
+        int32_t pr[MAX_COMPS];
+        memcpy(pr, pred, sizeof pr);
+        int n = decode_mcu(&J->plan->layout, J->bits, &p, pr, s->coef + s->ncoef);
+        if (n && p <= J->nbits) {
+            pos = p;
+            memcpy(pred, pr, sizeof pred);
+            s->ncoef += (size_t)n;
+            publish(s, pos, pred, run);
+            continue;
+        }
+        if (truth) { /* a bad code, or bits needed past the end: libjpeg's to report */
+            s->failed = 1;
+            break;
+        }
+        if (n || pos + 1 >= J->nbits) break; /* past the end: this run is over */
+        /* A bad code: this run was not in step with the true MCUs. Try one bit on. */
+        pos++, run++;
+        memset(pred, 0, sizeof pred);
+        publish(s, pos, pred, run);
+    }
+}
+
+static void decode_segments(void *arg, int begin, int end) {
+    for (int j = begin; j < end; j++) decode_segment(arg, j);
+}
+
+/* The part of a segment the image uses: MCUs [first_mcu, first_mcu + count) start at
+ * its boundaries from `at` on; its DC values are off by -dc_offset. */
+typedef struct {
+    const segment *seg;
+    long long first_mcu, count;
+    int at;
+    int64_t dc_offset[MAX_COMPS];
+} span;
+
+/* Chain the segments from the first: each one's used part must lie in one run and
+ * the whole must hold exactly total_mcus MCUs. Returns the number of spans, 0 if the
+ * segments do not fit together. */
+static int chain_segments(const entropy_job *J, span *sp) {
+    long long mcu = 0;
+    int at = 0;
+    int64_t off[MAX_COMPS] = {0};
+    for (int j = 0; j < J->nseg; j++) {
+        const segment *s = &J->seg[j];
+        if (s->failed) return 0;
+        int n = atomic_load(&s->count);
+        if (at < 0 || at >= n) return 0;
+        long long count = s->synced ? s->my_at - at : J->total_mcus - mcu;
+        int end = s->synced ? s->my_at : (int)((long long)at + count);
+        if (count < 0 || mcu + count > J->total_mcus || (long long)at + count >= n) return 0;
+        if (s->b[at].run != s->b[end].run) return 0;
+        sp[j].seg = s, sp[j].first_mcu = mcu, sp[j].count = count, sp[j].at = at;
+        memcpy(sp[j].dc_offset, off, sizeof off);
+        mcu += count;
+        if (!s->synced) return mcu == J->total_mcus ? j + 1 : 0;
+        const segment *nx = &J->seg[j + 1];
+        for (int c = 0; c < MAX_COMPS; c++) off[c] += (int64_t)s->b[end].pred[c] - nx->b[s->next_at].pred[c];
+        at = s->next_at;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ phase 2 */
+
+typedef struct {
+    const split_plan *plan;
+    const span *sp;
+    int nspans;
+    uint8_t *pixels;
+    atomic_int bad;
+} pixel_job;
+
+/* One block: dequantise its entries into coef (zeros elsewhere; restored after), IDCT
+ * into dst. Returns the entries consumed, or 0 when a value is out of range. */
+static int block_to_samples(const coef_entry *e, int64_t dc, const uint16_t *q, int size, int32_t *coef,
+                            uint8_t *dst, size_t stride) {
+    int64_t d = dc * q[0];
+    int n = 1, bad = d > IDCT_MAX_COEF || d < -IDCT_MAX_COEF;
+    if (!e[1]) { /* the common case at a DCT scale: no kept AC coefficient */
+        if (bad) return 0;
+        idct_flat(size, (int32_t)d, dst, stride);
+        return 2;
+    }
+    coef[0] = (int32_t)d;
+    for (; e[n]; n++) {
+        int z = e[n] & 0xFF;
+        int32_t v = (e[n] >> 8) * (int32_t)q[z];
+        bad |= v > IDCT_MAX_COEF || v < -IDCT_MAX_COEF;
+        coef[z] = v;
+    }
+    bad = bad || idct_block(size, coef, dst, stride);
+    for (int i = 1; i < n; i++) coef[e[i] & 0xFF] = 0;
+    return bad ? 0 : n + 1;
+}
+
+/* The component planes of MCU row r: every block's samples at its place. */
+static int mcu_row_to_planes(const pixel_job *P, int r, uint8_t **plane, size_t stride, int32_t *coef) {
+    const split_plan *p = P->plan;
+    int si = 0;
+    for (int mx = 0; mx < p->mcus_per_row; mx++) {
+        long long m = (long long)r * p->mcus_per_row + mx;
+        while (si + 1 < P->nspans && m >= P->sp[si + 1].first_mcu) si++;
+        while (si > 0 && m < P->sp[si].first_mcu) si--;
+        const span *s = &P->sp[si];
+        const coef_entry *e = s->seg->coef + s->seg->b[s->at + (m - s->first_mcu)].off;
+        for (int bi = 0; bi < p->layout.nblocks; bi++) {
+            int c = p->layout.b[bi].comp, sz = p->size[c];
+            uint8_t *dst = plane[c] + (size_t)(p->blk_y[bi] * sz) * stride +
+                           (size_t)(mx * p->hs[c] + p->blk_x[bi]) * (size_t)sz;
+            int n = block_to_samples(e, e[0] + s->dc_offset[c], p->quant[c], sz, coef, dst, stride);
+            if (!n) return 0;
+            e += n;
+        }
+    }
+    return 1;
+}
+
+static void decode_pixel_rows(void *arg, int begin, int end) {
+    pixel_job *P = arg;
+    const split_plan *p = P->plan;
+    size_t stride = (size_t)p->mcus_per_row * (size_t)p->px_w;
+    /* every sample is written before it is read; zeroed so that no analyser has to see it */
+    uint8_t *planes = calloc(stride * (size_t)p->px_h, (size_t)p->ncomp);
+    int32_t coef[64] = {0};
+    if (!planes) {
+        atomic_store(&P->bad, 1);
+        return;
+    }
+    uint8_t *plane[MAX_COMPS];
+    for (int c = 0; c < MAX_COMPS; c++)
+        plane[c] = planes + (size_t)(c < p->ncomp ? c : 0) * stride * (size_t)p->px_h;
+    for (int r = begin; r < end && !atomic_load_explicit(&P->bad, memory_order_relaxed); r++) {
+        if (!mcu_row_to_planes(P, r, plane, stride, coef)) {
+            atomic_store(&P->bad, 1);
+            break;
+        }
+        for (int y = 0; y < p->px_h; y++) {
+            int oy = r * p->px_h + y;
+            if (oy >= p->out_h) break;
+            uint8_t *dst = P->pixels + (size_t)oy * (size_t)p->out_w * 3;
+            const uint8_t *Y = plane[0] + (size_t)y * stride;
+            if (p->ncomp == 3) {
+                ycc_to_rgb_row(Y, plane[1] + (size_t)y * stride, plane[2] + (size_t)y * stride, p->out_w,
+                               dst);
+            } else {
+                for (int x = 0; x < p->out_w; x++) dst[3 * x] = dst[3 * x + 1] = dst[3 * x + 2] = Y[x];
+            }
+        }
+    }
+    free(planes);
+}
+
+/* ------------------------------------------------------------------ entry */
+
+/* Phase 1 on the pool: segments with room from S; S keeps what they grew. */
+static int decode_entropy(entropy_job *J, jpeg_split_scratch *S, size_t nbytes, threadpool *tp) {
+    /* A speculative segment may publish a few thousand boundaries before it is in step */
+    long long cap = J->total_mcus + 1 + 65536;
+    if (cap > 0x7FFFFFFF) return 0;
+    for (int j = 0; j < J->nseg; j++) {
+        segment *s = &J->seg[j];
+        /* about one entry per 4 bits of data in photos (grows if not) */
+        size_t coefs = nbytes / (size_t)J->nseg * 2 + MCU_MAX_ENTRIES;
+        if (!ensure_room((void **)&S->b[j], &S->b_cap[j], (size_t)cap, sizeof(boundary)) ||
+            !ensure_room((void **)&S->coef[j], &S->coef_cap[j], coefs, sizeof(coef_entry)))
+            return 0;
+        s->start = (uint64_t)(nbytes * (size_t)j / (size_t)J->nseg) * 8;
+        s->b = S->b[j], s->cap = (int)cap;
+        s->coef = S->coef[j], s->coef_cap = S->coef_cap[j];
+        atomic_init(&s->count, 0);
+    }
+    threadpool_run(tp, J->nseg, 1, decode_segments, J);
+    for (int j = 0; j < J->nseg; j++) /* reallocated by the thread that grew it */
+        S->coef[j] = J->seg[j].coef, S->coef_cap[j] = J->seg[j].coef_cap;
+    return 1;
+}
+
+effdet_status jpeg_decode_split(const uint8_t *data, size_t len, long long max_pixels,
+                                const effdet_decode_opts *opts, threadpool *tp, jpeg_split_scratch *scratch,
+                                size_t min_scan_bytes, effdet_image *out) {
+    int nseg = threadpool_size(tp) < MAX_SEGMENTS ? threadpool_size(tp) : MAX_SEGMENTS;
+    if (nseg < 2) return EFFDET_ERR_ARG; /* nothing to gain on one thread */
+    if (check_jpeg_magic(data, len, NULL) != EFFDET_OK) return EFFDET_ERR_ARG; /* as the sequential decoder */
+    jpeg_split_scratch local = {0}, *S = scratch ? scratch : &local;
+    split_plan *plan = malloc(sizeof *plan);
+    if (!plan) return EFFDET_ERR_NOMEM;
+    effdet_status st = EFFDET_ERR_ARG;
+    uint8_t *pixels = NULL;
+    entropy_job J;
+    memset(&J, 0, sizeof J);
+    if (!plan_split(data, len, max_pixels, opts, plan) || len - plan->scan_data < min_scan_bytes) goto done;
+    if (!ensure_room((void **)&S->bits, &S->bits_cap, len - plan->scan_data + JPEG_ENTROPY_PAD, 1)) {
+        st = EFFDET_ERR_NOMEM;
+        goto done;
+    }
+    long long nbytes = unstuff(data, len, plan->scan_data, S->bits);
+    if (nbytes < 0) goto done;
+
+    J.plan = plan, J.bits = S->bits, J.nbits = (uint64_t)nbytes * 8;
+    J.total_mcus = (long long)plan->mcus_per_row * plan->mcu_rows;
+    J.nseg = nseg;
+    if (!decode_entropy(&J, S, (size_t)nbytes, tp)) {
+        st = EFFDET_ERR_NOMEM;
+        goto done;
+    }
+    span sp[MAX_SEGMENTS];
+    int nspans = chain_segments(&J, sp);
+    if (!nspans) goto done;
+
+    pixels = malloc((size_t)plan->out_w * (size_t)plan->out_h * 3);
+    if (!pixels) {
+        st = EFFDET_ERR_NOMEM;
+        goto done;
+    }
+    pixel_job P = {.plan = plan, .sp = sp, .nspans = nspans, .pixels = pixels};
+    atomic_init(&P.bad, 0);
+    threadpool_run(tp, plan->mcu_rows, 4, decode_pixel_rows, &P);
+    if (atomic_load(&P.bad)) goto done;
+    out->rgb = pixels;
+    out->width = plan->out_w;
+    out->height = plan->out_h;
+    out->source_width = plan->w;
+    out->source_height = plan->h;
+    pixels = NULL;
+    st = EFFDET_OK;
+done:
+    if (!scratch) scratch_release(&local);
+    free(pixels);
+    free(plan);
+    return st;
+}
