@@ -122,7 +122,8 @@ static int idct_8x8(const int32_t *in, uint8_t *out, size_t stride) {
     return bad;
 }
 
-/* The 8-to-4 step of jidctred.c on x0, x2, x6 (even) and x7, x5, x3, x1 (odd). */
+/* The 8-to-4 step of jidctred.c on x0, x2, x6 (even) and x7, x5, x3, x1 (odd), as
+ * used by pass 2 (pass 1 accumulates the same sums term by term: idct_4x4). */
 static inline void red4(int32_t x0, int32_t x2, int32_t x6, int32_t x7, int32_t x5, int32_t x3, int32_t x1,
                         int32_t *even10, int32_t *even12, int32_t *odd0, int32_t *odd2) {
     int32_t tmp0 = x0 * (1 << (CONST_BITS + 1));
@@ -133,43 +134,45 @@ static inline void red4(int32_t x0, int32_t x2, int32_t x6, int32_t x7, int32_t 
     *odd2 = x7 * -FIX_0_509795579 + x5 * -FIX_0_601344887 + x3 * FIX_0_899976223 + x1 * FIX_2_562915447;
 }
 
-/* jpeg_idct_4x4: column 4 and row 4 of the coefficients are not used. */
-static int idct_4x4(const int32_t *in, uint8_t *out, size_t stride) {
+/* jpeg_idct_4x4 (column and row 4 unused). Pass 1 is a sum of one term per
+ * coefficient, so it is accumulated straight from the block's list (integer sums do
+ * not depend on the order; a column without terms gives the C code's zero-column
+ * shortcut, dc << PASS1_BITS): no 64-coefficient block to fill and clear. */
+static int idct_4x4(int32_t dc, const uint8_t *idx, const int32_t *val, int n, uint8_t *out, size_t stride) {
+    /* per row of the coefficient: its factor in each of the four pass-1 sums */
+    static const int32_t e0f[8] = {1 << (CONST_BITS + 1), 0, 0, 0, 0, 0, 0, 0};
+    static const int32_t e2f[8] = {0, 0, FIX_1_847759065, 0, 0, 0, -FIX_0_765366865, 0};
+    static const int32_t o0f[8] = {0, FIX_1_061594337, 0, -FIX_2_172734803,
+                                   0, FIX_1_451774981, 0, -FIX_0_211164243};
+    static const int32_t o2f[8] = {0, FIX_2_562915447,  0, FIX_0_899976223,
+                                   0, -FIX_0_601344887, 0, -FIX_0_509795579};
+    int32_t e0[8] = {dc * (1 << (CONST_BITS + 1))}, e2[8] = {0}, o0[8] = {0}, o2[8] = {0};
+    for (int i = 0; i < n; i++) {
+        int r = idx[i] >> 3, c = idx[i] & 7;
+        int32_t v = val[i];
+        e0[c] += v * e0f[r], e2[c] += v * e2f[r], o0[c] += v * o0f[r], o2[c] += v * o2f[r];
+    }
     int32_t ws[4 * 8];
-    ws[4] = ws[12] = ws[20] = ws[28] = 0; /* column 4 is not computed */
     int bad = 0;
+    const int s1 = CONST_BITS - PASS1_BITS + 1;
     for (int c = 0; c < 8; c++) {
-        if (c == 4) continue;
-        const int32_t *x = in + c;
-        if (!(x[8] | x[16] | x[24] | x[40] | x[48] | x[56])) {
-            int32_t dc = x[0] * (1 << PASS1_BITS);
-            for (int r = 0; r < 4; r++) ws[r * 8 + c] = dc;
-            continue;
-        }
-        int32_t t10, t12, o0, o2;
-        red4(x[0], x[16], x[48], x[56], x[40], x[24], x[8], &t10, &t12, &o0, &o2);
-        const int n = CONST_BITS - PASS1_BITS + 1;
-        ws[0 * 8 + c] = descale(t10 + o2, n);
-        ws[3 * 8 + c] = descale(t10 - o2, n);
-        ws[1 * 8 + c] = descale(t12 + o0, n);
-        ws[2 * 8 + c] = descale(t12 - o0, n);
+        int32_t t10 = e0[c] + e2[c], t12 = e0[c] - e2[c];
+        ws[0 * 8 + c] = descale(t10 + o2[c], s1);
+        ws[3 * 8 + c] = descale(t10 - o2[c], s1);
+        ws[1 * 8 + c] = descale(t12 + o0[c], s1);
+        ws[2 * 8 + c] = descale(t12 - o0[c], s1);
     }
     for (int i = 0; i < 32; i++) bad |= ws_bad(ws[i]);
     if (bad) return 1; /* pass 2 could overflow */
     for (int r = 0; r < 4; r++, out += stride) {
         const int32_t *w = ws + r * 8;
-        if (!(w[1] | w[2] | w[3] | w[5] | w[6] | w[7])) {
-            uint8_t v = out_sample(descale(w[0], PASS1_BITS + 3), &bad);
-            for (int i = 0; i < 4; i++) out[i] = v;
-            continue;
-        }
-        int32_t t10, t12, o0, o2;
-        red4(w[0], w[2], w[6], w[7], w[5], w[3], w[1], &t10, &t12, &o0, &o2);
-        const int n = CONST_BITS + PASS1_BITS + 3 + 1;
-        out[0] = out_sample(descale(t10 + o2, n), &bad);
-        out[3] = out_sample(descale(t10 - o2, n), &bad);
-        out[1] = out_sample(descale(t12 + o0, n), &bad);
-        out[2] = out_sample(descale(t12 - o0, n), &bad);
+        int32_t t10, t12, q0, q2;
+        red4(w[0], w[2], w[6], w[7], w[5], w[3], w[1], &t10, &t12, &q0, &q2);
+        const int s2 = CONST_BITS + PASS1_BITS + 3 + 1;
+        out[0] = out_sample(descale(t10 + q2, s2), &bad);
+        out[3] = out_sample(descale(t10 - q2, s2), &bad);
+        out[1] = out_sample(descale(t12 + q0, s2), &bad);
+        out[2] = out_sample(descale(t12 - q0, s2), &bad);
     }
     return bad;
 }
@@ -179,36 +182,32 @@ static inline int32_t red2_odd(int32_t x7, int32_t x5, int32_t x3, int32_t x1) {
     return x7 * -FIX_0_720959822 + x5 * FIX_0_850430095 + x3 * -FIX_1_272758580 + x1 * FIX_3_624509785;
 }
 
-/* jpeg_idct_2x2: only rows and columns 0, 1, 3, 5, 7 are used. */
-static int idct_2x2(const int32_t *in, uint8_t *out, size_t stride) {
+/* jpeg_idct_2x2 (rows and columns 0, 1, 3, 5, 7 used), pass 1 accumulated from the
+ * list as in idct_4x4. */
+static int idct_2x2(int32_t dc, const uint8_t *idx, const int32_t *val, int n, uint8_t *out, size_t stride) {
+    static const int32_t ef[8] = {1 << (CONST_BITS + 2), 0, 0, 0, 0, 0, 0, 0};
+    static const int32_t of[8] = {0, FIX_3_624509785, 0, -FIX_1_272758580,
+                                  0, FIX_0_850430095, 0, -FIX_0_720959822};
+    int32_t even[8] = {dc * (1 << (CONST_BITS + 2))}, odd[8] = {0};
+    for (int i = 0; i < n; i++) {
+        int r = idx[i] >> 3, c = idx[i] & 7;
+        even[c] += val[i] * ef[r], odd[c] += val[i] * of[r];
+    }
     int32_t ws[2 * 8];
-    ws[2] = ws[4] = ws[6] = ws[10] = ws[12] = ws[14] = 0; /* columns 2, 4, 6 are not computed */
     int bad = 0;
-    static const int cols[5] = {0, 1, 3, 5, 7};
-    for (int i = 0; i < 5; i++) {
-        int c = cols[i];
-        const int32_t *x = in + c;
-        if (!(x[8] | x[24] | x[40] | x[56])) {
-            ws[c] = ws[8 + c] = x[0] * (1 << PASS1_BITS);
-            continue;
-        }
-        int32_t t10 = x[0] * (1 << (CONST_BITS + 2)), t0 = red2_odd(x[56], x[40], x[24], x[8]);
-        const int n = CONST_BITS - PASS1_BITS + 2;
-        ws[c] = descale(t10 + t0, n);
-        ws[8 + c] = descale(t10 - t0, n);
+    const int s1 = CONST_BITS - PASS1_BITS + 2;
+    for (int c = 0; c < 8; c++) {
+        ws[c] = descale(even[c] + odd[c], s1);
+        ws[8 + c] = descale(even[c] - odd[c], s1);
     }
     for (int i = 0; i < 16; i++) bad |= ws_bad(ws[i]);
     if (bad) return 1; /* pass 2 could overflow */
     for (int r = 0; r < 2; r++, out += stride) {
         const int32_t *w = ws + r * 8;
-        if (!(w[1] | w[3] | w[5] | w[7])) {
-            out[0] = out[1] = out_sample(descale(w[0], PASS1_BITS + 3), &bad);
-            continue;
-        }
         int32_t t10 = w[0] * (1 << (CONST_BITS + 2)), t0 = red2_odd(w[7], w[5], w[3], w[1]);
-        const int n = CONST_BITS + PASS1_BITS + 3 + 2;
-        out[0] = out_sample(descale(t10 + t0, n), &bad);
-        out[1] = out_sample(descale(t10 - t0, n), &bad);
+        const int s2 = CONST_BITS + PASS1_BITS + 3 + 2;
+        out[0] = out_sample(descale(t10 + t0, s2), &bad);
+        out[1] = out_sample(descale(t10 - t0, s2), &bad);
     }
     return bad;
 }
@@ -229,14 +228,19 @@ void idct_flat(int size, int32_t dc, uint8_t *out, size_t stride) {
     }
 }
 
-int idct_block(int size, const int32_t *coef, uint8_t *out, size_t stride) {
+int idct_block(int size, int32_t dc, const uint8_t *idx, const int32_t *val, int n, uint8_t *out,
+               size_t stride) {
     switch (size) {
-    case 8: return idct_8x8(coef, out, stride);
-    case 4: return idct_4x4(coef, out, stride);
-    case 2: return idct_2x2(coef, out, stride);
+    case 8: {
+        int32_t coef[64] = {dc};
+        for (int i = 0; i < n; i++) coef[idx[i]] = val[i];
+        return idct_8x8(coef, out, stride);
+    }
+    case 4: return idct_4x4(dc, idx, val, n, out, stride);
+    case 2: return idct_2x2(dc, idx, val, n, out, stride);
     case 1: {
         int bad = 0;
-        out[0] = out_sample(descale(coef[0], 3), &bad);
+        out[0] = out_sample(descale(dc, 3), &bad);
         return bad;
     }
     default: return 1;

@@ -22,11 +22,13 @@
 /* The largest dequantised coefficient the IDCTs accept. */
 #define IDCT_MAX_COEF 2047
 
-/* Dequantised coefficients in natural order -> size x size samples at out (row stride
- * `stride`). Returns nonzero when the block is out of the checked range (out is then
- * unspecified). size is 1, 2, 4 or 8; coefficients the size does not read may hold
- * anything. */
-int idct_block(int size, const int32_t *coef, uint8_t *out, size_t stride);
+/* One block -> size x size samples at out (row stride `stride`): its dequantised DC
+ * and n dequantised AC coefficients val[i] at natural indices idx[i] (1..63, each at
+ * most once; only those the size reads: see jpeg_split.c's coefs_read). Returns
+ * nonzero when the block is out of the checked range (out is then unspecified). size
+ * is 1, 2, 4 or 8. */
+int idct_block(int size, int32_t dc, const uint8_t *idx, const int32_t *val, int n, uint8_t *out,
+               size_t stride);
 
 /* idct_block of a block whose AC coefficients are all zero (dc within IDCT_MAX_COEF). */
 void idct_flat(int size, int32_t dc, uint8_t *out, size_t stride);

@@ -366,31 +366,32 @@ typedef struct {
     atomic_int bad;
 } pixel_job;
 
-/* One block: dequantise its entries into coef (zeros elsewhere; restored after), IDCT
- * into dst. Returns the entries consumed, or 0 when a value is out of range. */
-static int block_to_samples(const coef_entry *e, int64_t dc, const uint16_t *q, int size, int32_t *coef,
-                            uint8_t *dst, size_t stride) {
+/* One block: its entries dequantised and range-checked, then the IDCT into dst.
+ * Returns the entries consumed, or 0 when a value is out of range. */
+static int block_to_samples(const coef_entry *e, int64_t dc, const uint16_t *q, int size, uint8_t *dst,
+                            size_t stride) {
     int64_t d = dc * q[0];
-    int n = 1, bad = d > IDCT_MAX_COEF || d < -IDCT_MAX_COEF;
+    int bad = d > IDCT_MAX_COEF || d < -IDCT_MAX_COEF;
     if (!e[1]) { /* the common case at a DCT scale: no kept AC coefficient */
         if (bad) return 0;
         idct_flat(size, (int32_t)d, dst, stride);
         return 2;
     }
-    coef[0] = (int32_t)d;
-    for (; e[n]; n++) {
-        int z = e[n] & 0xFF;
-        int32_t v = (e[n] >> 8) * (int32_t)q[z];
+    uint8_t idx[63];
+    int32_t val[63];
+    int n = 0;
+    for (; e[n + 1]; n++) {
+        int z = e[n + 1] & 0xFF;
+        int32_t v = (e[n + 1] >> 8) * (int32_t)q[z];
         bad |= v > IDCT_MAX_COEF || v < -IDCT_MAX_COEF;
-        coef[z] = v;
+        idx[n] = (uint8_t)z, val[n] = v;
     }
-    bad = bad || idct_block(size, coef, dst, stride);
-    for (int i = 1; i < n; i++) coef[e[i] & 0xFF] = 0;
-    return bad ? 0 : n + 1;
+    if (bad || idct_block(size, (int32_t)d, idx, val, n, dst, stride)) return 0;
+    return n + 2;
 }
 
 /* The component planes of MCU row r: every block's samples at its place. */
-static int mcu_row_to_planes(const pixel_job *P, int r, uint8_t **plane, size_t stride, int32_t *coef) {
+static int mcu_row_to_planes(const pixel_job *P, int r, uint8_t **plane, size_t stride) {
     const split_plan *p = P->plan;
     int si = 0;
     for (int mx = 0; mx < p->mcus_per_row; mx++) {
@@ -403,7 +404,7 @@ static int mcu_row_to_planes(const pixel_job *P, int r, uint8_t **plane, size_t 
             int c = p->layout.b[bi].comp, sz = p->size[c];
             uint8_t *dst = plane[c] + (size_t)(p->blk_y[bi] * sz) * stride +
                            (size_t)(mx * p->hs[c] + p->blk_x[bi]) * (size_t)sz;
-            int n = block_to_samples(e, e[0] + s->dc_offset[c], p->quant[c], sz, coef, dst, stride);
+            int n = block_to_samples(e, e[0] + s->dc_offset[c], p->quant[c], sz, dst, stride);
             if (!n) return 0;
             e += n;
         }
@@ -417,7 +418,6 @@ static void decode_pixel_rows(void *arg, int begin, int end) {
     size_t stride = (size_t)p->mcus_per_row * (size_t)p->px_w;
     /* every sample is written before it is read; zeroed so that no analyser has to see it */
     uint8_t *planes = calloc(stride * (size_t)p->px_h, (size_t)p->ncomp);
-    int32_t coef[64] = {0};
     if (!planes) {
         atomic_store(&P->bad, 1);
         return;
@@ -426,7 +426,7 @@ static void decode_pixel_rows(void *arg, int begin, int end) {
     for (int c = 0; c < MAX_COMPS; c++)
         plane[c] = planes + (size_t)(c < p->ncomp ? c : 0) * stride * (size_t)p->px_h;
     for (int r = begin; r < end && !atomic_load_explicit(&P->bad, memory_order_relaxed); r++) {
-        if (!mcu_row_to_planes(P, r, plane, stride, coef)) {
+        if (!mcu_row_to_planes(P, r, plane, stride)) {
             atomic_store(&P->bad, 1);
             break;
         }
