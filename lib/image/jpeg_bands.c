@@ -212,13 +212,8 @@ static int probe_frame(const uint8_t *data, size_t len, long long max_pixels, co
     memset(&ci, 0, sizeof ci);
     ci.err = jpeg_guard_init(&guard);
     if (setjmp(guard.jump)) goto done;
-    jpeg_create_decompress(&ci);
-    jpeg_mem_src(&ci, data, (unsigned long)len);
-    jpeg_read_header(&ci, TRUE);
+    if (!jpeg_probe_single_scan(&ci, data, len, max_pixels) || ci.restart_interval == 0) goto done;
     f->w = (int)ci.image_width, f->h = (int)ci.image_height;
-    if (f->w <= 0 || f->h <= 0 || (long long)f->w * f->h > max_pixels) goto done;
-    if (ci.progressive_mode || ci.arith_code || ci.restart_interval == 0) goto done;
-    if (ci.comps_in_scan != ci.num_components) goto done; /* more than one scan */
     switch (ci.jpeg_color_space) {
     case JCS_GRAYSCALE:
     case JCS_YCbCr:

@@ -155,6 +155,16 @@ static effdet_status choose_output_colour(jpeg_decoder *d, effdet_error *err) {
     }
 }
 
+int jpeg_probe_single_scan(struct jpeg_decompress_struct *ci, const uint8_t *data, size_t len,
+                           long long max_pixels) {
+    jpeg_create_decompress(ci);
+    jpeg_mem_src(ci, data, (unsigned long)len);
+    jpeg_read_header(ci, TRUE);
+    long long w = ci->image_width, h = ci->image_height;
+    return w > 0 && h > 0 && w * h <= max_pixels && !ci->progressive_mode && !ci->arith_code &&
+           ci->comps_in_scan == ci->num_components;
+}
+
 /* Pillow's settings; the integer IDCT is also the one libjpeg-turbo has in SIMD. */
 void jpeg_configure_output(struct jpeg_decompress_struct *ci, const effdet_decode_opts *opts) {
     ci->dct_method = JDCT_ISLOW;

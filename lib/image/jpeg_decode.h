@@ -31,6 +31,13 @@ struct jpeg_error_mgr *jpeg_guard_init(jpeg_guard *g);
  * files libjpeg would read (junk after SOI is only a warning to it). */
 effdet_status check_jpeg_magic(const uint8_t *data, size_t len, effdet_error *err);
 
+/* The probe both pool decoders start from, called after setjmp on ci's guard (libjpeg
+ * errors jump there): ci created on data with its headers read; 1 when the frame is
+ * within max_pixels, sequential Huffman (not progressive, not arithmetic) and all in
+ * one interleaved scan. */
+int jpeg_probe_single_scan(struct jpeg_decompress_struct *ci, const uint8_t *data, size_t len,
+                           long long max_pixels);
+
 /* The split decoder's buffers (jpeg_split.c, below). */
 typedef struct jpeg_split_scratch jpeg_split_scratch;
 

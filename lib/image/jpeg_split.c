@@ -130,13 +130,10 @@ static int plan_split(const uint8_t *data, size_t len, long long max_pixels, con
     memset(&ci, 0, sizeof ci);
     ci.err = jpeg_guard_init(&guard);
     if (setjmp(guard.jump)) goto done;
-    jpeg_create_decompress(&ci);
-    jpeg_mem_src(&ci, data, (unsigned long)len);
-    jpeg_read_header(&ci, TRUE);
+    if (!jpeg_probe_single_scan(&ci, data, len, max_pixels) || ci.restart_interval || ci.data_precision != 8)
+        goto done;
+    if (ci.Ss != 0 || ci.Se != 63 || ci.Ah || ci.Al) goto done;
     p->w = (int)ci.image_width, p->h = (int)ci.image_height;
-    if (p->w <= 0 || p->h <= 0 || (long long)p->w * p->h > max_pixels) goto done;
-    if (ci.progressive_mode || ci.arith_code || ci.restart_interval || ci.data_precision != 8) goto done;
-    if (ci.comps_in_scan != ci.num_components || ci.Ss != 0 || ci.Se != 63 || ci.Ah || ci.Al) goto done;
     if (!(ci.jpeg_color_space == JCS_YCbCr && ci.num_components == 3) &&
         !(ci.jpeg_color_space == JCS_GRAYSCALE && ci.num_components == 1))
         goto done;
@@ -320,11 +317,11 @@ static void decode_segments(void *arg, int begin, int end) {
     for (int j = begin; j < end; j++) decode_segment(arg, j);
 }
 
-/* The part of a segment the image uses: MCUs [first_mcu, first_mcu + count) start at
- * its boundaries from `at` on; its DC values are off by -dc_offset. */
+/* The part of a segment the image uses: MCUs from first_mcu on (to the next span's)
+ * start at its boundaries from `at` on; its DC values are off by -dc_offset. */
 typedef struct {
     const segment *seg;
-    long long first_mcu, count;
+    long long first_mcu;
     int at;
     int64_t dc_offset[MAX_COMPS];
 } span;
@@ -345,7 +342,7 @@ static int chain_segments(const entropy_job *J, span *sp) {
         int end = s->synced ? s->my_at : (int)((long long)at + count);
         if (count < 0 || mcu + count > J->total_mcus || (long long)at + count >= n) return 0;
         if (s->b[at].run != s->b[end].run) return 0;
-        sp[j].seg = s, sp[j].first_mcu = mcu, sp[j].count = count, sp[j].at = at;
+        sp[j].seg = s, sp[j].first_mcu = mcu, sp[j].at = at;
         memcpy(sp[j].dc_offset, off, sizeof off);
         mcu += count;
         if (!s->synced) return mcu == J->total_mcus ? j + 1 : 0;
@@ -476,6 +473,8 @@ effdet_status jpeg_decode_split(const uint8_t *data, size_t len, long long max_p
                                 size_t min_scan_bytes, effdet_image *out) {
     int nseg = threadpool_size(tp) < MAX_SEGMENTS ? threadpool_size(tp) : MAX_SEGMENTS;
     if (nseg < 2) return EFFDET_ERR_ARG; /* nothing to gain on one thread */
+    /* the entropy-coded data is shorter than the file: small files cost nothing here */
+    if (len < min_scan_bytes) return EFFDET_ERR_ARG;
     if (check_jpeg_magic(data, len, NULL) != EFFDET_OK) return EFFDET_ERR_ARG; /* as the sequential decoder */
     jpeg_split_scratch local = {0}, *S = scratch ? scratch : &local;
     split_plan *plan = malloc(sizeof *plan);
