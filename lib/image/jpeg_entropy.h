@@ -24,10 +24,12 @@
 #define JPEG_ENTROPY_PAD (JPEG_MAX_BLOCKS_IN_MCU * 64 * 4 + 8)
 
 /* A fast-table entry: 0 = the code is longer than HUFF_FAST_BITS (slow path). Otherwise
- * bits 0-4 hold the bits consumed; for a "combined" AC entry (bit 5) the code and its
- * extra bits both fit, bits 8-11 hold the zero run and bits 16-31 the coefficient;
- * else bits 8-15 hold the symbol. */
-#define HUFF_COMBINED 0x20u
+ * bits 0-4 hold the bits consumed and bits 5-6 are zero, so the entry itself is the
+ * shift count (a 64-bit shift reads only the low 6 bits: no masking on the decoder's
+ * critical path). For a "combined" AC entry (bit 7) the code and its extra bits both
+ * fit, bits 8-11 hold the zero run and bits 16-31 the coefficient; else bits 8-15 hold
+ * the symbol. */
+#define HUFF_COMBINED 0x80u
 
 typedef struct {
     uint32_t fast[1 << HUFF_FAST_BITS];
@@ -98,6 +100,17 @@ static inline void br_consume(bit_reader *r, int k) {
     r->n -= k;
 }
 
+/* The fast-table index: the top HUFF_FAST_BITS bits (one shift). */
+static inline uint32_t fast_index(uint64_t head) {
+    return (uint32_t)(head >> (64 - HUFF_FAST_BITS));
+}
+
+/* br_consume of a fast-table entry's length (bits 0-4, bits 5-6 zero). */
+static inline void br_consume_entry(bit_reader *r, uint32_t e) {
+    r->buf <<= e & 63;
+    r->n -= (int)(e & 31);
+}
+
 /* Decode one MCU at *pos with DC predictors pred[], appending to out. Returns the
  * number of entries written, or 0 on a bad code or a coefficient index past 63 (*pos
  * is then meaningless). The caller checks *pos against the end of the data. */
@@ -114,14 +127,18 @@ static inline int decode_mcu(const mcu_layout *lo, const uint8_t *data, uint64_t
     for (int bi = 0; bi < lo->nblocks; bi++) {
         const mcu_block *b = &lo->b[bi];
         /* DC: a category, then that many bits of difference */
+        /* The lookup reads the buffer before the refill, which only ORs bits in below
+         * the ones it holds: every symbol consumes at most 16 + 15 bits of a refilled
+         * buffer (>= 56), so >= 25 valid bits are always there, enough for any code,
+         * and the table load no longer waits for the refill. */
+        uint64_t head = r.buf;
         br_refill(&r);
-        uint32_t bits = (uint32_t)(r.buf >> 32);
-        uint32_t e = b->dc->fast[bits >> (32 - HUFF_FAST_BITS)];
+        uint32_t e = b->dc->fast[fast_index(head)];
         int s, len;
         if (e) {
             s = (int)(e >> 8 & 0xFF), len = (int)(e & 31);
         } else {
-            s = huff_decode_slow(b->dc, bits, &len);
+            s = huff_decode_slow(b->dc, (uint32_t)(head >> 32), &len);
             if (s < 0) return 0;
         }
         br_consume(&r, len);
@@ -139,13 +156,13 @@ static inline int decode_mcu(const mcu_layout *lo, const uint8_t *data, uint64_t
         const huff_table *ac = b->ac;
         const uint64_t keep = b->keep;
         for (int k = 1; k < 64;) {
+            head = r.buf;
             br_refill(&r); /* every symbol: cheaper than a data-dependent branch */
-            bits = (uint32_t)(r.buf >> 32);
-            e = ac->fast[bits >> (32 - HUFF_FAST_BITS)];
+            e = ac->fast[fast_index(head)];
             if (e & HUFF_COMBINED) {
                 k += (int)(e >> 8 & 15);
                 if (k > 63) return 0;
-                br_consume(&r, (int)(e & 31));
+                br_consume_entry(&r, e);
                 int z = natural[k];
                 /* written always, kept only where the IDCT reads it: no branch to mispredict */
                 *o = ((int32_t)e >> 16) * 256 + z; /* value in bits 16-31 */
@@ -157,7 +174,7 @@ static inline int decode_mcu(const mcu_layout *lo, const uint8_t *data, uint64_t
             if (e) {
                 rs = (int)(e >> 8 & 0xFF), len = (int)(e & 31);
             } else {
-                rs = huff_decode_slow(ac, bits, &len);
+                rs = huff_decode_slow(ac, (uint32_t)(head >> 32), &len);
                 if (rs < 0) return 0;
             }
             br_consume(&r, len);
