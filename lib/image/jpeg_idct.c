@@ -127,7 +127,7 @@ static int idct_8x8(const int32_t *in, uint8_t *out, size_t stride) {
 }
 
 /* The 8-to-4 step of jidctred.c on x0, x2, x6 (even) and x7, x5, x3, x1 (odd), as
- * used by pass 2 (pass 1 accumulates the same sums term by term: idct_4x4). */
+ * used by pass 2 (pass 1 accumulates the same sums term by term: see slots_4x4). */
 static inline void red4(int32_t x0, int32_t x2, int32_t x6, int32_t x7, int32_t x5, int32_t x3, int32_t x1,
                         int32_t *even10, int32_t *even12, int32_t *odd0, int32_t *odd2) {
     int32_t tmp0 = x0 * (1 << (CONST_BITS + 1));
@@ -138,40 +138,124 @@ static inline void red4(int32_t x0, int32_t x2, int32_t x6, int32_t x7, int32_t 
     *odd2 = x7 * -FIX_0_509795579 + x5 * -FIX_0_601344887 + x3 * FIX_0_899976223 + x1 * FIX_2_562915447;
 }
 
-/* jpeg_idct_4x4 (column and row 4 unused). Pass 1 is a sum of one term per
- * coefficient, so it is accumulated straight from the block's list (integer sums do
- * not depend on the order; a column without terms gives the C code's zero-column
- * shortcut, dc << PASS1_BITS): no 64-coefficient block to fill and clear. */
-static int idct_4x4(int32_t dc, const uint8_t *idx, const int32_t *val, int n, uint8_t *out, size_t stride) {
-    /* per row of the coefficient: its factor in each of the four pass-1 sums */
-    static const int32_t e0f[8] = {1 << (CONST_BITS + 1), 0, 0, 0, 0, 0, 0, 0};
-    static const int32_t e2f[8] = {0, 0, FIX_1_847759065, 0, 0, 0, -FIX_0_765366865, 0};
-    static const int32_t o0f[8] = {0, FIX_1_061594337, 0, -FIX_2_172734803,
-                                   0, FIX_1_451774981, 0, -FIX_0_211164243};
-    static const int32_t o2f[8] = {0, FIX_2_562915447,  0, FIX_0_899976223,
-                                   0, -FIX_0_601344887, 0, -FIX_0_509795579};
-    int32_t e0[8] = {dc * (1 << (CONST_BITS + 1))}, e2[8] = {0}, o0[8] = {0}, o2[8] = {0};
-    for (int i = 0; i < n; i++) {
-        int r = idx[i] >> 3, c = idx[i] & 7;
-        int32_t v = val[i];
-        e0[c] += v * e0f[r], e2[c] += v * e2f[r], o0[c] += v * o0f[r], o2[c] += v * o2f[r];
+/* The 8-to-2 odd term of jidctred.c on x7, x5, x3, x1. */
+static inline int32_t red2_odd(int32_t x7, int32_t x5, int32_t x3, int32_t x1) {
+    return x7 * -FIX_0_720959822 + x5 * FIX_0_850430095 + x3 * -FIX_1_272758580 + x1 * FIX_3_624509785;
+}
+
+/* The reduced IDCTs' pass 1 is, for each column, a few sums of one term per
+ * coefficient, so it is accumulated straight from the block's entries (integer sums
+ * do not depend on the order; a column without terms gives the C code's zero-column
+ * shortcut, dc << PASS1_BITS): no 64-coefficient block to fill and clear. Columns
+ * the size reads, and the slot layout: */
+static const int8_t col2[8] = {0, 1, -1, 2, -1, 3, -1, 4};  /* 2x2: columns 0 1 3 5 7 */
+static const int8_t col4[8] = {0, 1, 2, 3, -1, 4, 5, 6};    /* 4x4: all but column 4 */
+enum { S2_EVEN = 0, S2_ODD = 5, S4_E0 = 0, S4_E2 = 7, S4_O0 = 14, S4_O2 = 21, SLOT_DROP = IDCT_SLOTS - 1 };
+
+/* jpeg_idct_2x2's pass 1 factor of row r: row 0 into the even sum, odd rows into the
+ * odd one; rows 2, 4, 6 are not read. */
+static int slots_2x2(int r, int ci, uint8_t *slot, int32_t *fac) {
+    static const int32_t of[8] = {0, FIX_3_624509785, 0, -FIX_1_272758580, 0, FIX_0_850430095, 0, -FIX_0_720959822};
+    if (r == 0) return slot[0] = (uint8_t)(S2_EVEN + ci), fac[0] = 1 << (CONST_BITS + 2), 1;
+    if (r & 1) return slot[0] = (uint8_t)(S2_ODD + ci), fac[0] = of[r], 1;
+    return 0;
+}
+
+/* jpeg_idct_4x4's: rows 0, 2, 6 into its two even sums, odd rows into both odd ones. */
+static int slots_4x4(int r, int ci, uint8_t *slot, int32_t *fac) {
+    static const int32_t o0f[8] = {0, FIX_1_061594337, 0, -FIX_2_172734803, 0, FIX_1_451774981, 0, -FIX_0_211164243};
+    static const int32_t o2f[8] = {0, FIX_2_562915447, 0, FIX_0_899976223, 0, -FIX_0_601344887, 0, -FIX_0_509795579};
+    if (r == 0) return slot[0] = (uint8_t)(S4_E0 + ci), fac[0] = 1 << (CONST_BITS + 1), 1;
+    if (r == 2) return slot[0] = (uint8_t)(S4_E2 + ci), fac[0] = FIX_1_847759065, 1;
+    if (r == 6) return slot[0] = (uint8_t)(S4_E2 + ci), fac[0] = -FIX_0_765366865, 1;
+    if (!(r & 1)) return 0;
+    slot[0] = (uint8_t)(S4_O0 + ci), fac[0] = o0f[r];
+    slot[1] = (uint8_t)(S4_O2 + ci), fac[1] = o2f[r];
+    return 2;
+}
+
+int idct_plan_init(idct_plan *p, int size, const uint16_t q[64]) {
+    if (size != 1 && size != 2 && size != 4 && size != 8) return 0;
+    memset(p, 0, sizeof *p);
+    p->size = size;
+    memcpy(p->q, q, sizeof p->q);
+    for (int z = 0; z < 64; z++) {
+        /* q = 0 makes every value 0: any raw value passes (|raw| < 2^16 always) */
+        p->lim[z] = q[z] ? IDCT_MAX_COEF / q[z] : 1u << 30;
+        uint8_t slot[2] = {SLOT_DROP, SLOT_DROP};
+        int32_t fac[2] = {0, 0};
+        int r = z >> 3, c = z & 7;
+        if (size == 2 && col2[c] >= 0) slots_2x2(r, col2[c], slot, fac);
+        if (size == 4 && col4[c] >= 0) slots_4x4(r, col4[c], slot, fac);
+        for (int k = 0; k < 2; k++) {
+            p->slot[z][k] = slot[k];
+            p->fac[z][k] = (uint32_t)fac[k] * q[z]; /* wraps only when q[z] is too large to pass lim */
+        }
     }
-    int32_t ws[4 * 8];
+    return 1;
+}
+
+/* The pass-1 sums of a block: DC term, then every AC entry's one or two terms.
+ * Returns the entries consumed (DC and terminator included), or 0 when a value is out
+ * of range. The sums are unsigned (wrapping) so that garbage cannot overflow; in range
+ * they are the C code's int32 sums exactly. */
+static int accumulate(const idct_plan *p, uint32_t dc_term, const int32_t *e, uint32_t *acc) {
+    memset(acc, 0, IDCT_SLOTS * sizeof *acc);
+    acc[0] = dc_term; /* column 0's first even sum, in both sizes */
+    uint32_t bad = 0;
+    int n = 1;
+    for (; e[n]; n++) {
+        int z = e[n] & 0xFF;
+        int32_t v = e[n] >> 8;
+        bad |= (uint32_t)v + p->lim[z] > 2 * p->lim[z];
+        acc[p->slot[z][0]] += (uint32_t)v * p->fac[z][0];
+        acc[p->slot[z][1]] += (uint32_t)v * p->fac[z][1];
+    }
+    return bad ? 0 : n + 1;
+}
+
+/* jpeg_idct_2x2, pass 1 from the sums, then the rows. */
+static int idct_2x2(const uint32_t *acc, uint8_t *out, size_t stride) {
+    int32_t ws[2][5];
+    int bad = 0;
+    const int s1 = CONST_BITS - PASS1_BITS + 2;
+    for (int ci = 0; ci < 5; ci++) {
+        int32_t even = (int32_t)acc[S2_EVEN + ci], odd = (int32_t)acc[S2_ODD + ci];
+        ws[0][ci] = descale(even + odd, s1);
+        ws[1][ci] = descale(even - odd, s1);
+        bad |= ws_bad(ws[0][ci]) | ws_bad(ws[1][ci]);
+    }
+    if (bad) return 1; /* pass 2 could overflow */
+    for (int r = 0; r < 2; r++, out += stride) {
+        const int32_t *w = ws[r]; /* columns 0 1 3 5 7 */
+        int32_t t10 = w[0] * (1 << (CONST_BITS + 2)), t0 = red2_odd(w[4], w[3], w[2], w[1]);
+        const int s2 = CONST_BITS + PASS1_BITS + 3 + 2;
+        out[0] = out_sample(descale(t10 + t0, s2), &bad);
+        out[1] = out_sample(descale(t10 - t0, s2), &bad);
+    }
+    return bad;
+}
+
+/* jpeg_idct_4x4 (column and row 4 unused), pass 1 from the sums, then the rows. */
+static int idct_4x4(const uint32_t *acc, uint8_t *out, size_t stride) {
+    int32_t ws[4][7];
     int bad = 0;
     const int s1 = CONST_BITS - PASS1_BITS + 1;
-    for (int c = 0; c < 8; c++) {
-        int32_t t10 = e0[c] + e2[c], t12 = e0[c] - e2[c];
-        ws[0 * 8 + c] = descale(t10 + o2[c], s1);
-        ws[3 * 8 + c] = descale(t10 - o2[c], s1);
-        ws[1 * 8 + c] = descale(t12 + o0[c], s1);
-        ws[2 * 8 + c] = descale(t12 - o0[c], s1);
+    for (int ci = 0; ci < 7; ci++) {
+        int32_t e0 = (int32_t)acc[S4_E0 + ci], e2 = (int32_t)acc[S4_E2 + ci];
+        int32_t o0 = (int32_t)acc[S4_O0 + ci], o2 = (int32_t)acc[S4_O2 + ci];
+        int32_t t10 = e0 + e2, t12 = e0 - e2;
+        ws[0][ci] = descale(t10 + o2, s1);
+        ws[3][ci] = descale(t10 - o2, s1);
+        ws[1][ci] = descale(t12 + o0, s1);
+        ws[2][ci] = descale(t12 - o0, s1);
+        bad |= ws_bad(ws[0][ci]) | ws_bad(ws[1][ci]) | ws_bad(ws[2][ci]) | ws_bad(ws[3][ci]);
     }
-    for (int i = 0; i < 32; i++) bad |= ws_bad(ws[i]);
     if (bad) return 1; /* pass 2 could overflow */
     for (int r = 0; r < 4; r++, out += stride) {
-        const int32_t *w = ws + r * 8;
+        const int32_t *w = ws[r]; /* columns 0 1 2 3 5 6 7 */
         int32_t t10, t12, q0, q2;
-        red4(w[0], w[2], w[6], w[7], w[5], w[3], w[1], &t10, &t12, &q0, &q2);
+        red4(w[0], w[2], w[5], w[6], w[4], w[3], w[1], &t10, &t12, &q0, &q2);
         const int s2 = CONST_BITS + PASS1_BITS + 3 + 1;
         out[0] = out_sample(descale(t10 + q2, s2), &bad);
         out[3] = out_sample(descale(t10 - q2, s2), &bad);
@@ -181,44 +265,9 @@ static int idct_4x4(int32_t dc, const uint8_t *idx, const int32_t *val, int n, u
     return bad;
 }
 
-/* The 8-to-2 odd term of jidctred.c on x7, x5, x3, x1. */
-static inline int32_t red2_odd(int32_t x7, int32_t x5, int32_t x3, int32_t x1) {
-    return x7 * -FIX_0_720959822 + x5 * FIX_0_850430095 + x3 * -FIX_1_272758580 + x1 * FIX_3_624509785;
-}
-
-/* jpeg_idct_2x2 (rows and columns 0, 1, 3, 5, 7 used), pass 1 accumulated from the
- * list as in idct_4x4. */
-static int idct_2x2(int32_t dc, const uint8_t *idx, const int32_t *val, int n, uint8_t *out, size_t stride) {
-    static const int32_t ef[8] = {1 << (CONST_BITS + 2), 0, 0, 0, 0, 0, 0, 0};
-    static const int32_t of[8] = {0, FIX_3_624509785, 0, -FIX_1_272758580,
-                                  0, FIX_0_850430095, 0, -FIX_0_720959822};
-    int32_t even[8] = {dc * (1 << (CONST_BITS + 2))}, odd[8] = {0};
-    for (int i = 0; i < n; i++) {
-        int r = idx[i] >> 3, c = idx[i] & 7;
-        even[c] += val[i] * ef[r], odd[c] += val[i] * of[r];
-    }
-    int32_t ws[2 * 8];
-    int bad = 0;
-    const int s1 = CONST_BITS - PASS1_BITS + 2;
-    for (int c = 0; c < 8; c++) {
-        ws[c] = descale(even[c] + odd[c], s1);
-        ws[8 + c] = descale(even[c] - odd[c], s1);
-    }
-    for (int i = 0; i < 16; i++) bad |= ws_bad(ws[i]);
-    if (bad) return 1; /* pass 2 could overflow */
-    for (int r = 0; r < 2; r++, out += stride) {
-        const int32_t *w = ws + r * 8;
-        int32_t t10 = w[0] * (1 << (CONST_BITS + 2)), t0 = red2_odd(w[7], w[5], w[3], w[1]);
-        const int s2 = CONST_BITS + PASS1_BITS + 3 + 2;
-        out[0] = out_sample(descale(t10 + t0, s2), &bad);
-        out[1] = out_sample(descale(t10 - t0, s2), &bad);
-    }
-    return bad;
-}
-
 /* A block with no AC coefficients is flat at every size: each pass's zero shortcut
  * leaves DESCALE(dc << PASS1_BITS, PASS1_BITS + 3) = DESCALE(dc, 3). */
-void idct_flat(int size, int32_t dc, uint8_t *out, size_t stride) {
+static void idct_flat(int size, int32_t dc, uint8_t *out, size_t stride) {
     int bad = 0;
     uint8_t v = out_sample(descale(dc, 3), &bad); /* |dc| <= IDCT_MAX_COEF: in range */
     switch (size) {                               /* fixed-size stores, not a memset call per 2-byte row */
@@ -232,19 +281,36 @@ void idct_flat(int size, int32_t dc, uint8_t *out, size_t stride) {
     }
 }
 
-int idct_block(int size, int32_t dc, const uint8_t *idx, const int32_t *val, int n, uint8_t *out,
-               size_t stride) {
-    switch (size) {
-    case 8: {
-        int32_t coef[64] = {dc};
-        for (int i = 0; i < n; i++) coef[idx[i]] = val[i];
-        return idct_8x8(coef, out, stride);
+/* The full 8x8: the entries dequantised into a dense block. */
+static int idct_8x8_entries(const idct_plan *p, int32_t dc, const int32_t *e, uint8_t *out, size_t stride) {
+    int32_t coef[64] = {dc};
+    uint32_t bad = 0;
+    int n = 1;
+    for (; e[n]; n++) {
+        int z = e[n] & 0xFF;
+        int32_t v = e[n] >> 8;
+        bad |= (uint32_t)v + p->lim[z] > 2 * p->lim[z];
+        coef[z] = (int32_t)((uint32_t)v * p->q[z]);
     }
-    case 4: return idct_4x4(dc, idx, val, n, out, stride);
-    case 2: return idct_2x2(dc, idx, val, n, out, stride);
-    case 1: idct_flat(1, dc, out, stride); return 0; /* 1x1 reads the DC only */
-    default: return 1;
+    if (bad || idct_8x8(coef, out, stride)) return 0;
+    return n + 1;
+}
+
+int idct_block_entries(const idct_plan *p, int64_t dc, const int32_t *e, uint8_t *out, size_t stride) {
+    int64_t d = dc * p->q[0];
+    if (d > IDCT_MAX_COEF || d < -IDCT_MAX_COEF) return 0;
+    if (!e[1] || p->size == 1) { /* the common case at a DCT scale: no AC coefficient read */
+        if (e[1]) return 0;      /* 1x1 keeps none: an entry means a broken plan */
+        idct_flat(p->size, (int32_t)d, out, stride);
+        return 2;
     }
+    if (p->size == 8) return idct_8x8_entries(p, (int32_t)d, e, out, stride);
+    uint32_t acc[IDCT_SLOTS];
+    int shift = p->size == 2 ? CONST_BITS + 2 : CONST_BITS + 1;
+    int n = accumulate(p, (uint32_t)(int32_t)d << shift, e, acc);
+    if (!n) return 0;
+    if (p->size == 2 ? idct_2x2(acc, out, stride) : idct_4x4(acc, out, stride)) return 0;
+    return n;
 }
 
 /* jdcolor.c's tables, computed inline: SCALEBITS 16, FIX(x) = round(x * 2^16). */

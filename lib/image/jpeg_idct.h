@@ -22,16 +22,31 @@
 /* The largest dequantised coefficient the IDCTs accept. */
 #define IDCT_MAX_COEF 2047
 
-/* One block -> size x size samples at out (row stride `stride`): its dequantised DC
- * and n dequantised AC coefficients val[i] at natural indices idx[i] (1..63, each at
- * most once; only those the size reads: see jpeg_split.c's coefs_read). Returns
- * nonzero when the block is out of the checked range (out is then unspecified). size
- * is 1, 2, 4 or 8. */
-int idct_block(int size, int32_t dc, const uint8_t *idx, const int32_t *val, int n, uint8_t *out,
-               size_t stride);
+/* Pass-1 sums of a reduced IDCT, kept as slots of one array: 2x2 has an even and an
+ * odd sum for each of its 5 columns, 4x4 four sums (two even, two odd) for each of 7;
+ * the last slot takes terms with factor 0. */
+#define IDCT_SLOTS 29
 
-/* idct_block of a block whose AC coefficients are all zero (dc within IDCT_MAX_COEF). */
-void idct_flat(int size, int32_t dc, uint8_t *out, size_t stride);
+/* One component's IDCT, prepared when the file's plan is made: its output size and,
+ * for each natural index, the range check and (2x2, 4x4) the one or two pass-1 sums
+ * the coefficient adds to, with the quantiser folded into the factors. */
+typedef struct {
+    int size;           /* 1, 2, 4 or 8 */
+    uint16_t q[64];     /* natural order */
+    uint32_t lim[64];   /* |raw| <= lim[z] exactly when |raw * q[z]| <= IDCT_MAX_COEF */
+    uint8_t slot[64][2];
+    uint32_t fac[64][2]; /* two's complement; every product in range fits 32 bits */
+} idct_plan;
+
+/* size 1, 2, 4 or 8; q the quantiser in natural order. 0 for any other size. */
+int idct_plan_init(idct_plan *p, int size, const uint16_t q[64]);
+
+/* One block -> size x size samples at out (row stride `stride`) from the split
+ * decoder's entries (jpeg_entropy.h): e[0] the DC (its true value is dc), then
+ * value * 256 + natural index for each AC coefficient the size reads, then 0.
+ * Returns the entries consumed, or 0 when a value is out of the checked range
+ * (out is then unspecified). */
+int idct_block_entries(const idct_plan *p, int64_t dc, const int32_t *e, uint8_t *out, size_t stride);
 
 /* One row of YCbCr samples -> interleaved RGB, libjpeg's ycc_rgb_convert. */
 void ycc_to_rgb_row(const uint8_t *y, const uint8_t *cb, const uint8_t *cr, int n, uint8_t *rgb);

@@ -47,7 +47,7 @@ typedef struct {
     int ncomp;
     int size[MAX_COMPS];              /* IDCT output size of each component (1, 2, 4, 8) */
     int hs[MAX_COMPS], vs[MAX_COMPS]; /* sampling factors; 1 for a greyscale scan */
-    uint16_t quant[MAX_COMPS][64];    /* natural order */
+    idct_plan idct[MAX_COMPS];        /* with the component's quantiser */
     int mcus_per_row, mcu_rows;
     int px_w, px_h; /* pixels of one MCU in every component (they are all the same) */
     huff_table dc[4], ac[4];
@@ -86,8 +86,7 @@ static int plan_from_libjpeg(struct jpeg_decompress_struct *ci, split_plan *p) {
         if (k->h_samp_factor * s != ci->max_h_samp_factor * ci->min_DCT_scaled_size ||
             k->v_samp_factor * s != ci->max_v_samp_factor * ci->min_DCT_scaled_size)
             return 0;
-        if (!k->quant_table) return 0;
-        memcpy(p->quant[c], k->quant_table->quantval, sizeof p->quant[c]);
+        if (!k->quant_table || !idct_plan_init(&p->idct[c], s, k->quant_table->quantval)) return 0;
         p->size[c] = s;
         p->hs[c] = p->ncomp == 1 ? 1 : k->h_samp_factor;
         p->vs[c] = p->ncomp == 1 ? 1 : k->v_samp_factor;
@@ -366,30 +365,6 @@ typedef struct {
     atomic_int bad;
 } pixel_job;
 
-/* One block: its entries dequantised and range-checked, then the IDCT into dst.
- * Returns the entries consumed, or 0 when a value is out of range. */
-static int block_to_samples(const coef_entry *e, int64_t dc, const uint16_t *q, int size, uint8_t *dst,
-                            size_t stride) {
-    int64_t d = dc * q[0];
-    int bad = d > IDCT_MAX_COEF || d < -IDCT_MAX_COEF;
-    if (!e[1]) { /* the common case at a DCT scale: no kept AC coefficient */
-        if (bad) return 0;
-        idct_flat(size, (int32_t)d, dst, stride);
-        return 2;
-    }
-    uint8_t idx[63];
-    int32_t val[63];
-    int n = 0;
-    for (; e[n + 1]; n++) {
-        int z = e[n + 1] & 0xFF;
-        int32_t v = (e[n + 1] >> 8) * (int32_t)q[z];
-        bad |= v > IDCT_MAX_COEF || v < -IDCT_MAX_COEF;
-        idx[n] = (uint8_t)z, val[n] = v;
-    }
-    if (bad || idct_block(size, (int32_t)d, idx, val, n, dst, stride)) return 0;
-    return n + 2;
-}
-
 /* The component planes of MCU row r: every block's samples at its place. */
 static int mcu_row_to_planes(const pixel_job *P, int r, uint8_t **plane, size_t stride) {
     const split_plan *p = P->plan;
@@ -404,7 +379,7 @@ static int mcu_row_to_planes(const pixel_job *P, int r, uint8_t **plane, size_t 
             int c = p->layout.b[bi].comp, sz = p->size[c];
             uint8_t *dst = plane[c] + (size_t)(p->blk_y[bi] * sz) * stride +
                            (size_t)(mx * p->hs[c] + p->blk_x[bi]) * (size_t)sz;
-            int n = block_to_samples(e, e[0] + s->dc_offset[c], p->quant[c], sz, dst, stride);
+            int n = idct_block_entries(&p->idct[c], e[0] + s->dc_offset[c], e, dst, stride);
             if (!n) return 0;
             e += n;
         }
