@@ -195,90 +195,228 @@ int idct_plan_init(idct_plan *p, int size, const uint16_t q[64]) {
     return 1;
 }
 
-/* The pass-1 sums of a block: DC term, then every AC entry's one or two terms.
+/* Block `lane` of a group: its DC term, then every AC entry's one or two terms.
  * Returns the entries consumed (DC and terminator included), or 0 when a value is out
  * of range. The sums are unsigned (wrapping) so that garbage cannot overflow; in range
  * they are the C code's int32 sums exactly. */
-static int accumulate(const idct_plan *p, uint32_t dc_term, const int32_t *e, uint32_t *acc) {
-    memset(acc, 0, IDCT_SLOTS * sizeof *acc);
-    acc[0] = dc_term; /* column 0's first even sum, in both sizes */
+int idct_group_add(const idct_plan *p, int64_t dc, const int32_t *e, idct_group *g, int lane) {
+    int64_t d = dc * p->q[0];
+    if (d > IDCT_MAX_COEF || d < -IDCT_MAX_COEF) return 0;
+    int shift = p->size == 2 ? CONST_BITS + 2 : CONST_BITS + 1;
+    g->s[0][lane] = (uint32_t)(int32_t)d << shift; /* column 0's first even sum, in both sizes */
     uint32_t bad = 0;
     int n = 1;
     for (; e[n]; n++) {
         int z = e[n] & 0xFF;
         int32_t v = e[n] >> 8;
         bad |= (uint32_t)v + p->lim[z] > 2 * p->lim[z];
-        acc[p->slot[z][0]] += (uint32_t)v * p->fac[z][0];
-        acc[p->slot[z][1]] += (uint32_t)v * p->fac[z][1];
+        g->s[p->slot[z][0]][lane] += (uint32_t)v * p->fac[z][0];
+        g->s[p->slot[z][1]][lane] += (uint32_t)v * p->fac[z][1];
     }
     return bad ? 0 : n + 1;
 }
 
-/* jpeg_idct_2x2, pass 1 from the sums, then the rows. */
-static int idct_2x2(const uint32_t *acc, uint8_t *out, size_t stride) {
-    int32_t ws[2][5];
-    int bad = 0;
-    const int s1 = CONST_BITS - PASS1_BITS + 2;
-    for (int ci = 0; ci < 5; ci++) {
-        int32_t even = (int32_t)acc[S2_EVEN + ci], odd = (int32_t)acc[S2_ODD + ci];
-        ws[0][ci] = descale(even + odd, s1);
-        ws[1][ci] = descale(even - odd, s1);
-        bad |= ws_bad(ws[0][ci]) | ws_bad(ws[1][ci]);
-    }
-    if (bad) return 1; /* pass 2 could overflow */
-    for (int r = 0; r < 2; r++, out += stride) {
-        const int32_t *w = ws[r]; /* columns 0 1 3 5 7 */
-        int32_t t10 = w[0] * (1 << (CONST_BITS + 2)), t0 = red2_odd(w[4], w[3], w[2], w[1]);
-        const int s2 = CONST_BITS + PASS1_BITS + 3 + 2;
-        out[0] = out_sample(descale(t10 + t0, s2), &bad);
-        out[1] = out_sample(descale(t10 - t0, s2), &bad);
-    }
-    return bad;
+#ifdef __SSE4_1__
+/* The groups with SSE4.1, 4 lanes (blocks) per register, two halves per group: the
+ * same int32 arithmetic as the C code below. Range checks are kept as running maxima
+ * (|workspace|) and minima/maxima (outputs) and tested once. */
+static inline __m128i descale4(__m128i x, int n) {
+    return _mm_srai_epi32(_mm_add_epi32(x, _mm_set1_epi32(1 << (n - 1))), n);
 }
 
-/* jpeg_idct_4x4 (column and row 4 unused), pass 1 from the sums, then the rows. */
-static int idct_4x4(const uint32_t *acc, uint8_t *out, size_t stride) {
-    int32_t ws[4][7];
-    int bad = 0;
-    const int s1 = CONST_BITS - PASS1_BITS + 1;
+static inline __m128i mul4(__m128i x, int32_t k) {
+    return _mm_mullo_epi32(x, _mm_set1_epi32(k));
+}
+
+static inline __m128i sum_at(const idct_group *g, int slot, int half) {
+    return _mm_loadu_si128((const __m128i *)&g->s[slot][4 * half]);
+}
+
+/* Outputs before the level shift -> the range's running extremes, then bytes
+ * (shifted, clamped to 0..255 by the saturating packs). */
+static inline __m128i out_bytes(__m128i a, __m128i b, __m128i c, __m128i d, __m128i *lo, __m128i *hi) {
+    *lo = _mm_min_epi32(_mm_min_epi32(*lo, _mm_min_epi32(a, b)), _mm_min_epi32(c, d));
+    *hi = _mm_max_epi32(_mm_max_epi32(*hi, _mm_max_epi32(a, b)), _mm_max_epi32(c, d));
+    const __m128i c128 = _mm_set1_epi32(128);
+    a = _mm_add_epi32(a, c128), b = _mm_add_epi32(b, c128), c = _mm_add_epi32(c, c128),
+    d = _mm_add_epi32(d, c128);
+    return _mm_packus_epi16(_mm_packs_epi32(a, b), _mm_packs_epi32(c, d));
+}
+
+static inline int outputs_bad(__m128i lo, __m128i hi) {
+    __m128i bad =
+        _mm_or_si128(_mm_cmplt_epi32(lo, _mm_set1_epi32(-512)), _mm_cmpgt_epi32(hi, _mm_set1_epi32(511)));
+    return _mm_movemask_epi8(bad) != 0;
+}
+
+static inline int workspace_bad(__m128i absmax) {
+    return _mm_movemask_epi8(_mm_cmpgt_epi32(absmax, _mm_set1_epi32(MAX_WORKSPACE))) != 0;
+}
+
+/* jpeg_idct_2x2 on 4 lanes: row r of lane l -> out[r * 8 + 2 l + 0 / 1]. */
+static int half_2x2(const idct_group *g, int half, uint8_t out[2][8]) {
+    const int s1 = CONST_BITS - PASS1_BITS + 2, s2 = CONST_BITS + PASS1_BITS + 3 + 2;
+    __m128i ws[2][5], absmax = _mm_setzero_si128();
+    for (int ci = 0; ci < 5; ci++) {
+        __m128i even = sum_at(g, S2_EVEN + ci, half), odd = sum_at(g, S2_ODD + ci, half);
+        ws[0][ci] = descale4(_mm_add_epi32(even, odd), s1);
+        ws[1][ci] = descale4(_mm_sub_epi32(even, odd), s1);
+        absmax = _mm_max_epi32(absmax, _mm_max_epi32(_mm_abs_epi32(ws[0][ci]), _mm_abs_epi32(ws[1][ci])));
+    }
+    if (workspace_bad(absmax)) return 1; /* pass 2 could overflow */
+    __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+    const __m128i interleave = _mm_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+    for (int r = 0; r < 2; r++) {
+        const __m128i *w = ws[r]; /* columns 0 1 3 5 7 */
+        __m128i t10 = _mm_slli_epi32(w[0], CONST_BITS + 2);
+        __m128i t0 = _mm_add_epi32(_mm_add_epi32(mul4(w[4], -FIX_0_720959822), mul4(w[3], FIX_0_850430095)),
+                                   _mm_add_epi32(mul4(w[2], -FIX_1_272758580), mul4(w[1], FIX_3_624509785)));
+        __m128i a = descale4(_mm_add_epi32(t10, t0), s2), b = descale4(_mm_sub_epi32(t10, t0), s2);
+        __m128i bytes = _mm_shuffle_epi8(out_bytes(a, b, a, b, &lo, &hi), interleave);
+        _mm_storel_epi64((__m128i *)out[r], bytes);
+    }
+    return outputs_bad(lo, hi);
+}
+
+/* jpeg_idct_4x4 on 4 lanes: row r of lane l -> out[r * 16 + 4 l + 0..3]. */
+static int half_4x4(const idct_group *g, int half, uint8_t out[4][16]) {
+    const int s1 = CONST_BITS - PASS1_BITS + 1, s2 = CONST_BITS + PASS1_BITS + 3 + 1;
+    __m128i ws[4][7], absmax = _mm_setzero_si128();
     for (int ci = 0; ci < 7; ci++) {
-        int32_t e0 = (int32_t)acc[S4_E0 + ci], e2 = (int32_t)acc[S4_E2 + ci];
-        int32_t o0 = (int32_t)acc[S4_O0 + ci], o2 = (int32_t)acc[S4_O2 + ci];
-        int32_t t10 = e0 + e2, t12 = e0 - e2;
-        ws[0][ci] = descale(t10 + o2, s1);
-        ws[3][ci] = descale(t10 - o2, s1);
-        ws[1][ci] = descale(t12 + o0, s1);
-        ws[2][ci] = descale(t12 - o0, s1);
-        bad |= ws_bad(ws[0][ci]) | ws_bad(ws[1][ci]) | ws_bad(ws[2][ci]) | ws_bad(ws[3][ci]);
+        __m128i e0 = sum_at(g, S4_E0 + ci, half), e2 = sum_at(g, S4_E2 + ci, half);
+        __m128i o0 = sum_at(g, S4_O0 + ci, half), o2 = sum_at(g, S4_O2 + ci, half);
+        __m128i t10 = _mm_add_epi32(e0, e2), t12 = _mm_sub_epi32(e0, e2);
+        ws[0][ci] = descale4(_mm_add_epi32(t10, o2), s1);
+        ws[3][ci] = descale4(_mm_sub_epi32(t10, o2), s1);
+        ws[1][ci] = descale4(_mm_add_epi32(t12, o0), s1);
+        ws[2][ci] = descale4(_mm_sub_epi32(t12, o0), s1);
+        for (int r = 0; r < 4; r++) absmax = _mm_max_epi32(absmax, _mm_abs_epi32(ws[r][ci]));
     }
+    if (workspace_bad(absmax)) return 1; /* pass 2 could overflow */
+    __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+    const __m128i transpose = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    for (int r = 0; r < 4; r++) {
+        const __m128i *w = ws[r]; /* columns 0 1 2 3 5 6 7 */
+        __m128i tmp0 = _mm_slli_epi32(w[0], CONST_BITS + 1);
+        __m128i tmp2 = _mm_add_epi32(mul4(w[2], FIX_1_847759065), mul4(w[5], -FIX_0_765366865));
+        __m128i t10 = _mm_add_epi32(tmp0, tmp2), t12 = _mm_sub_epi32(tmp0, tmp2);
+        __m128i q0 = _mm_add_epi32(_mm_add_epi32(mul4(w[6], -FIX_0_211164243), mul4(w[4], FIX_1_451774981)),
+                                   _mm_add_epi32(mul4(w[3], -FIX_2_172734803), mul4(w[1], FIX_1_061594337)));
+        __m128i q2 = _mm_add_epi32(_mm_add_epi32(mul4(w[6], -FIX_0_509795579), mul4(w[4], -FIX_0_601344887)),
+                                   _mm_add_epi32(mul4(w[3], FIX_0_899976223), mul4(w[1], FIX_2_562915447)));
+        __m128i o0 = descale4(_mm_add_epi32(t10, q2), s2), o3 = descale4(_mm_sub_epi32(t10, q2), s2);
+        __m128i o1 = descale4(_mm_add_epi32(t12, q0), s2), o2 = descale4(_mm_sub_epi32(t12, q0), s2);
+        _mm_storeu_si128((__m128i *)out[r], _mm_shuffle_epi8(out_bytes(o0, o1, o2, o3, &lo, &hi), transpose));
+    }
+    return outputs_bad(lo, hi);
+}
+
+static int group_2x2(const idct_group *g, int nlanes, uint8_t *out, size_t stride) {
+    uint8_t row[2][2][8]; /* half, row, bytes */
+    if (half_2x2(g, 0, row[0]) || half_2x2(g, 1, row[1])) return 1;
+    for (int r = 0; r < 2; r++) {
+        uint8_t line[IDCT_LANES * 2];
+        memcpy(line, row[0][r], 8);
+        memcpy(line + 8, row[1][r], 8);
+        memcpy(out + (size_t)r * stride, line, (size_t)nlanes * 2);
+    }
+    return 0;
+}
+
+static int group_4x4(const idct_group *g, int nlanes, uint8_t *out, size_t stride) {
+    uint8_t row[2][4][16];
+    if (half_4x4(g, 0, row[0]) || half_4x4(g, 1, row[1])) return 1;
+    for (int r = 0; r < 4; r++) {
+        uint8_t line[IDCT_LANES * 4];
+        memcpy(line, row[0][r], 16);
+        memcpy(line + 16, row[1][r], 16);
+        memcpy(out + (size_t)r * stride, line, (size_t)nlanes * 4);
+    }
+    return 0;
+}
+#else
+/* The final descale, range flag and level shift of a lane's sample (out_sample). */
+static inline uint8_t out_lane(int32_t sum, int shift, uint32_t *bad) {
+    int32_t v = descale(sum, shift);
+    *bad |= (uint32_t)(v + 512) > 1023u;
+    v += 128;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+/* jpeg_idct_2x2 on every lane: pass 1 from the sums, then the rows. The loops run
+ * across the lanes (blocks), so they are plain vector code. */
+static int group_2x2(const idct_group *g, int nlanes, uint8_t *out, size_t stride) {
+    int32_t ws[2][5][IDCT_LANES]; /* row, column (0 1 3 5 7), lane */
+    uint32_t bad = 0;
+    const int s1 = CONST_BITS - PASS1_BITS + 2, s2 = CONST_BITS + PASS1_BITS + 3 + 2;
+    for (int ci = 0; ci < 5; ci++)
+        for (int l = 0; l < IDCT_LANES; l++) {
+            int32_t even = (int32_t)g->s[S2_EVEN + ci][l], odd = (int32_t)g->s[S2_ODD + ci][l];
+            ws[0][ci][l] = descale(even + odd, s1);
+            ws[1][ci][l] = descale(even - odd, s1);
+            bad |= (uint32_t)ws_bad(ws[0][ci][l]) | (uint32_t)ws_bad(ws[1][ci][l]);
+        }
     if (bad) return 1; /* pass 2 could overflow */
-    for (int r = 0; r < 4; r++, out += stride) {
-        const int32_t *w = ws[r]; /* columns 0 1 2 3 5 6 7 */
-        int32_t t10, t12, q0, q2;
-        red4(w[0], w[2], w[5], w[6], w[4], w[3], w[1], &t10, &t12, &q0, &q2);
-        const int s2 = CONST_BITS + PASS1_BITS + 3 + 1;
-        out[0] = out_sample(descale(t10 + q2, s2), &bad);
-        out[3] = out_sample(descale(t10 - q2, s2), &bad);
-        out[1] = out_sample(descale(t12 + q0, s2), &bad);
-        out[2] = out_sample(descale(t12 - q0, s2), &bad);
-    }
-    return bad;
+    uint8_t row[2][IDCT_LANES * 2];
+    for (int r = 0; r < 2; r++)
+        for (int l = 0; l < IDCT_LANES; l++) {
+            const int32_t(*w)[IDCT_LANES] = ws[r];
+            int32_t t10 = w[0][l] * (1 << (CONST_BITS + 2)),
+                    t0 = red2_odd(w[4][l], w[3][l], w[2][l], w[1][l]);
+            row[r][2 * l] = out_lane(t10 + t0, s2, &bad);
+            row[r][2 * l + 1] = out_lane(t10 - t0, s2, &bad);
+        }
+    for (int r = 0; r < 2; r++) memcpy(out + (size_t)r * stride, row[r], (size_t)nlanes * 2);
+    return bad != 0;
+}
+
+/* jpeg_idct_4x4 (column and row 4 unused) on every lane. */
+static int group_4x4(const idct_group *g, int nlanes, uint8_t *out, size_t stride) {
+    int32_t ws[4][7][IDCT_LANES]; /* row, column (0 1 2 3 5 6 7), lane */
+    uint32_t bad = 0;
+    const int s1 = CONST_BITS - PASS1_BITS + 1, s2 = CONST_BITS + PASS1_BITS + 3 + 1;
+    for (int ci = 0; ci < 7; ci++)
+        for (int l = 0; l < IDCT_LANES; l++) {
+            int32_t e0 = (int32_t)g->s[S4_E0 + ci][l], e2 = (int32_t)g->s[S4_E2 + ci][l];
+            int32_t o0 = (int32_t)g->s[S4_O0 + ci][l], o2 = (int32_t)g->s[S4_O2 + ci][l];
+            int32_t t10 = e0 + e2, t12 = e0 - e2;
+            ws[0][ci][l] = descale(t10 + o2, s1);
+            ws[3][ci][l] = descale(t10 - o2, s1);
+            ws[1][ci][l] = descale(t12 + o0, s1);
+            ws[2][ci][l] = descale(t12 - o0, s1);
+            bad |= (uint32_t)(ws_bad(ws[0][ci][l]) | ws_bad(ws[1][ci][l]) | ws_bad(ws[2][ci][l]) |
+                              ws_bad(ws[3][ci][l]));
+        }
+    if (bad) return 1; /* pass 2 could overflow */
+    uint8_t row[4][IDCT_LANES * 4];
+    for (int r = 0; r < 4; r++)
+        for (int l = 0; l < IDCT_LANES; l++) {
+            const int32_t(*w)[IDCT_LANES] = ws[r];
+            int32_t t10, t12, q0, q2;
+            red4(w[0][l], w[2][l], w[5][l], w[6][l], w[4][l], w[3][l], w[1][l], &t10, &t12, &q0, &q2);
+            row[r][4 * l + 0] = out_lane(t10 + q2, s2, &bad);
+            row[r][4 * l + 3] = out_lane(t10 - q2, s2, &bad);
+            row[r][4 * l + 1] = out_lane(t12 + q0, s2, &bad);
+            row[r][4 * l + 2] = out_lane(t12 - q0, s2, &bad);
+        }
+    for (int r = 0; r < 4; r++) memcpy(out + (size_t)r * stride, row[r], (size_t)nlanes * 4);
+    return bad != 0;
+}
+
+#endif
+
+int idct_group_store(const idct_plan *p, const idct_group *g, int nlanes, uint8_t *out, size_t stride) {
+    if (nlanes < 1 || nlanes > IDCT_LANES) return 1;
+    return p->size == 2 ? group_2x2(g, nlanes, out, stride) : group_4x4(g, nlanes, out, stride);
 }
 
 /* A block with no AC coefficients is flat at every size: each pass's zero shortcut
- * leaves DESCALE(dc << PASS1_BITS, PASS1_BITS + 3) = DESCALE(dc, 3). */
+ * leaves DESCALE(dc << PASS1_BITS, PASS1_BITS + 3) = DESCALE(dc, 3). (The groups get
+ * the same from their sums.) */
 static void idct_flat(int size, int32_t dc, uint8_t *out, size_t stride) {
     int bad = 0;
     uint8_t v = out_sample(descale(dc, 3), &bad); /* |dc| <= IDCT_MAX_COEF: in range */
-    switch (size) {                               /* fixed-size stores, not a memset call per 2-byte row */
-    case 1: out[0] = v; break;
-    case 2: out[0] = out[1] = out[stride] = out[stride + 1] = v; break;
-    case 4:
-        for (int r = 0; r < 4; r++, out += stride) memset(out, v, 4);
-        break;
-    default:
-        for (int r = 0; r < 8; r++, out += stride) memset(out, v, 8);
-    }
+    for (int r = 0; r < size; r++, out += stride) memset(out, v, (size_t)size);
 }
 
 /* The full 8x8: the entries dequantised into a dense block. */
@@ -298,19 +436,12 @@ static int idct_8x8_entries(const idct_plan *p, int32_t dc, const int32_t *e, ui
 
 int idct_block_entries(const idct_plan *p, int64_t dc, const int32_t *e, uint8_t *out, size_t stride) {
     int64_t d = dc * p->q[0];
-    if (d > IDCT_MAX_COEF || d < -IDCT_MAX_COEF) return 0;
-    if (!e[1] || p->size == 1) { /* the common case at a DCT scale: no AC coefficient read */
-        if (e[1]) return 0;      /* 1x1 keeps none: an entry means a broken plan */
+    if (d > IDCT_MAX_COEF || d < -IDCT_MAX_COEF || (p->size != 1 && p->size != 8)) return 0;
+    if (!e[1]) { /* common: no AC coefficient */
         idct_flat(p->size, (int32_t)d, out, stride);
         return 2;
     }
-    if (p->size == 8) return idct_8x8_entries(p, (int32_t)d, e, out, stride);
-    uint32_t acc[IDCT_SLOTS];
-    int shift = p->size == 2 ? CONST_BITS + 2 : CONST_BITS + 1;
-    int n = accumulate(p, (uint32_t)(int32_t)d << shift, e, acc);
-    if (!n) return 0;
-    if (p->size == 2 ? idct_2x2(acc, out, stride) : idct_4x4(acc, out, stride)) return 0;
-    return n;
+    return p->size == 8 ? idct_8x8_entries(p, (int32_t)d, e, out, stride) : 0; /* 1x1 reads no AC */
 }
 
 /* jdcolor.c's tables, computed inline: SCALEBITS 16, FIX(x) = round(x * 2^16). */

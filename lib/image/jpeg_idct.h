@@ -41,12 +41,29 @@ typedef struct {
 /* size 1, 2, 4 or 8; q the quantiser in natural order. 0 for any other size. */
 int idct_plan_init(idct_plan *p, int size, const uint16_t q[64]);
 
-/* One block -> size x size samples at out (row stride `stride`) from the split
- * decoder's entries (jpeg_entropy.h): e[0] the DC (its true value is dc), then
+/* One 1x1 or 8x8 block -> size x size samples at out (row stride `stride`) from the
+ * split decoder's entries (jpeg_entropy.h): e[0] the DC (its true value is dc), then
  * value * 256 + natural index for each AC coefficient the size reads, then 0.
- * Returns the entries consumed, or 0 when a value is out of the checked range
- * (out is then unspecified). */
+ * Returns the entries consumed, or 0 when a value is out of the checked range or the
+ * size is another (out is then unspecified). */
 int idct_block_entries(const idct_plan *p, int64_t dc, const int32_t *e, uint8_t *out, size_t stride);
+
+/* 2x2 and 4x4 blocks go by groups: up to IDCT_LANES blocks of one component side by
+ * side in a row, whose pass-1 sums are collected block by block (in the order of the
+ * data) and then turned into samples all at once, the loops running across the
+ * blocks. A group starts zeroed; a lane never added stays a flat mid-grey block. */
+#define IDCT_LANES 8
+typedef struct {
+    uint32_t s[IDCT_SLOTS][IDCT_LANES];
+} idct_group;
+
+/* Block `lane` of the group from its entries, as idct_block_entries (the group must
+ * be zeroed, that lane not added yet). Returns the entries consumed, or 0. */
+int idct_group_add(const idct_plan *p, int64_t dc, const int32_t *e, idct_group *g, int lane);
+
+/* Lanes 0 .. nlanes - 1 -> samples, lane i at out + i * size. 0 when every value was
+ * in range. */
+int idct_group_store(const idct_plan *p, const idct_group *g, int nlanes, uint8_t *out, size_t stride);
 
 /* One row of YCbCr samples -> interleaved RGB, libjpeg's ycc_rgb_convert. */
 void ycc_to_rgb_row(const uint8_t *y, const uint8_t *cb, const uint8_t *cr, int n, uint8_t *rgb);

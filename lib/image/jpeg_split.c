@@ -54,6 +54,10 @@ typedef struct {
     mcu_layout layout;
     int blk_x[JPEG_MAX_BLOCKS_IN_MCU],
         blk_y[JPEG_MAX_BLOCKS_IN_MCU]; /* block's place in its component's MCU */
+    /* Phase 2 takes IDCT_LANES MCUs at a time; component c's 2x2 or 4x4 blocks of block
+     * row y there are hs[c] IDCT groups, the first row_group[c][y]; -1 for 1x1, 8x8. */
+    int row_group[MAX_COMPS][4];
+    int ngroups;
     size_t scan_data;                  /* first byte of the entropy-coded data */
 } split_plan;
 
@@ -117,7 +121,15 @@ static int plan_from_libjpeg(struct jpeg_decompress_struct *ci, split_plan *p) {
             b->keep = coefs_read(p->size[c]);
         }
     }
-    return lo->nblocks == ci->blocks_in_MCU;
+    if (lo->nblocks != ci->blocks_in_MCU) return 0;
+    p->ngroups = 0;
+    for (int c = 0; c < p->ncomp; c++)
+        for (int y = 0; y < 4; y++) {
+            int grouped = (p->size[c] == 2 || p->size[c] == 4) && y < p->vs[c];
+            p->row_group[c][y] = grouped ? p->ngroups : -1;
+            if (grouped) p->ngroups += p->hs[c];
+        }
+    return p->ngroups <= JPEG_MAX_BLOCKS_IN_MCU; /* at most one group per block of the MCU */
 }
 
 /* 1 when the file is one this decoder reproduces exactly (see the top of the file). */
@@ -365,24 +377,59 @@ typedef struct {
     atomic_int bad;
 } pixel_job;
 
-/* The component planes of MCU row r: every block's samples at its place. */
-static int mcu_row_to_planes(const pixel_job *P, int r, uint8_t **plane, size_t stride) {
+/* The entries of MCU m. *si: the span of the previous call (MCUs come in order). */
+static const coef_entry *mcu_entries(const pixel_job *P, long long m, int *si, const span **sp) {
+    while (*si + 1 < P->nspans && m >= P->sp[*si + 1].first_mcu) (*si)++;
+    *sp = &P->sp[*si];
+    return (*sp)->seg->coef + (*sp)->seg->b[(*sp)->at + (m - (*sp)->first_mcu)].off;
+}
+
+/* The grouped blocks of MCUs mx0 .. mx0 + nm - 1 of a row -> samples at their places. */
+static int store_groups(const split_plan *p, const idct_group *grp, int mx0, int nm, uint8_t **plane,
+                        size_t stride) {
+    for (int c = 0; c < p->ncomp; c++)
+        for (int y = 0; y < p->vs[c] && p->row_group[c][y] >= 0; y++)
+            for (int gi = 0; gi < p->hs[c]; gi++) {
+                int first = gi * IDCT_LANES, lanes = nm * p->hs[c] - first, sz = p->size[c];
+                if (lanes <= 0) break;
+                uint8_t *dst =
+                    plane[c] + (size_t)(y * sz) * stride + (size_t)(mx0 * p->hs[c] + first) * (size_t)sz;
+                if (idct_group_store(&p->idct[c], &grp[p->row_group[c][y] + gi],
+                                     lanes < IDCT_LANES ? lanes : IDCT_LANES, dst, stride))
+                    return 0;
+            }
+    return 1;
+}
+
+/* The component planes of MCU row r: every block's samples at its place, IDCT_LANES
+ * MCUs at a time (jpeg_idct.h: the 2x2 and 4x4 blocks go by groups). */
+static int mcu_row_to_planes(const pixel_job *P, int r, idct_group *grp, uint8_t **plane, size_t stride) {
     const split_plan *p = P->plan;
     int si = 0;
-    for (int mx = 0; mx < p->mcus_per_row; mx++) {
-        long long m = (long long)r * p->mcus_per_row + mx;
-        while (si + 1 < P->nspans && m >= P->sp[si + 1].first_mcu) si++;
-        while (si > 0 && m < P->sp[si].first_mcu) si--;
-        const span *s = &P->sp[si];
-        const coef_entry *e = s->seg->coef + s->seg->b[s->at + (m - s->first_mcu)].off;
-        for (int bi = 0; bi < p->layout.nblocks; bi++) {
-            int c = p->layout.b[bi].comp, sz = p->size[c];
-            uint8_t *dst = plane[c] + (size_t)(p->blk_y[bi] * sz) * stride +
-                           (size_t)(mx * p->hs[c] + p->blk_x[bi]) * (size_t)sz;
-            int n = idct_block_entries(&p->idct[c], e[0] + s->dc_offset[c], e, dst, stride);
-            if (!n) return 0;
-            e += n;
+    for (int mx0 = 0; mx0 < p->mcus_per_row; mx0 += IDCT_LANES) {
+        int nm = p->mcus_per_row - mx0 < IDCT_LANES ? p->mcus_per_row - mx0 : IDCT_LANES;
+        memset(grp, 0, (size_t)p->ngroups * sizeof *grp);
+        for (int m = 0; m < nm; m++) {
+            int mx = mx0 + m;
+            const span *s;
+            const coef_entry *e = mcu_entries(P, (long long)r * p->mcus_per_row + mx, &si, &s);
+            for (int bi = 0; bi < p->layout.nblocks; bi++) {
+                int c = p->layout.b[bi].comp, sz = p->size[c], g = p->row_group[c][p->blk_y[bi]];
+                int64_t dc = e[0] + s->dc_offset[c];
+                int n;
+                if (g >= 0) {
+                    int lane = m * p->hs[c] + p->blk_x[bi];
+                    n = idct_group_add(&p->idct[c], dc, e, &grp[g + lane / IDCT_LANES], lane % IDCT_LANES);
+                } else {
+                    uint8_t *dst = plane[c] + (size_t)(p->blk_y[bi] * sz) * stride +
+                                   (size_t)(mx * p->hs[c] + p->blk_x[bi]) * (size_t)sz;
+                    n = idct_block_entries(&p->idct[c], dc, e, dst, stride);
+                }
+                if (!n) return 0;
+                e += n;
+            }
         }
+        if (!store_groups(p, grp, mx0, nm, plane, stride)) return 0;
     }
     return 1;
 }
@@ -397,11 +444,12 @@ static void decode_pixel_rows(void *arg, int begin, int end) {
         atomic_store(&P->bad, 1);
         return;
     }
+    idct_group grp[JPEG_MAX_BLOCKS_IN_MCU]; /* 9 KB */
     uint8_t *plane[MAX_COMPS];
     for (int c = 0; c < MAX_COMPS; c++)
         plane[c] = planes + (size_t)(c < p->ncomp ? c : 0) * stride * (size_t)p->px_h;
     for (int r = begin; r < end && !atomic_load_explicit(&P->bad, memory_order_relaxed); r++) {
-        if (!mcu_row_to_planes(P, r, plane, stride)) {
+        if (!mcu_row_to_planes(P, r, grp, plane, stride)) {
             atomic_store(&P->bad, 1);
             break;
         }
