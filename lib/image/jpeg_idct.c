@@ -206,6 +206,15 @@ int idct_group_add(const idct_plan *p, int64_t dc, const int32_t *e, idct_group 
     g->s[0][lane] = (uint32_t)(int32_t)d << shift; /* column 0's first even sum, in both sizes */
     uint32_t bad = 0;
     int n = 1;
+    if (p->size == 2) { /* one term per coefficient: a second add (of 0) would chain them all */
+        for (; e[n]; n++) {
+            int z = e[n] & 0xFF;
+            int32_t v = e[n] >> 8;
+            bad |= (uint32_t)v + p->lim[z] > 2 * p->lim[z];
+            g->s[p->slot[z][0]][lane] += (uint32_t)v * p->fac[z][0];
+        }
+        return bad ? 0 : n + 1;
+    }
     for (; e[n]; n++) {
         int z = e[n] & 0xFF;
         int32_t v = e[n] >> 8;
