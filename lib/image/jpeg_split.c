@@ -1,32 +1,39 @@
 /*
- * A JPEG without restart markers decoded on several threads (docs/images.md, "Split
- * decode"). Such a file's Huffman data can only be parsed from its start, so libjpeg
- * decodes it on one thread: 12 of the 12.7 ms of a 4K frame's 1/4-scaled decode here.
+ * A JPEG decoded on several threads, entropy decoding included (docs/images.md, "Split
+ * decode"). A file's Huffman data can only be parsed from its start, or from a restart
+ * marker, so libjpeg decodes it on one thread: 12 of the 12.7 ms of a 4K frame's
+ * 1/4-scaled decode here.
  *
- * Phase 1, entropy decoding in segments. The un-stuffed data is cut at equal byte
- * offsets, one segment per thread. The first segment starts where the data starts;
- * every other one starts speculatively at its cut, with DC predictors of 0, as if an
- * MCU began there. Huffman codes resynchronise: after a few hundred bits a decode
- * started at a wrong bit usually lands on the true MCU boundaries. Each segment
- * publishes the bit position of every MCU boundary it reaches. When segment j, which
- * continues past its own end, stands at an MCU boundary at the same bit as one that
- * segment j + 1 published, the two parse identically from there on (the parse of an
- * MCU depends only on where it starts): segment j stops, and j + 1's data is right
- * from that boundary on, with its DC values off by the difference of the two
- * predictors. A speculative run that meets a bad code restarts one bit later; a
- * restart inside the part that is used means the data is corrupt.
+ * Phase 1, entropy decoding in segments, one per thread.
+ * - Without restart markers: the un-stuffed data is cut at equal byte offsets. The
+ *   first segment starts where the data starts; every other one starts speculatively
+ *   at its cut, with DC predictors of 0, as if an MCU began there. Huffman codes
+ *   resynchronise: after a few hundred bits a decode started at a wrong bit usually
+ *   lands on the true MCU boundaries. Each segment publishes the bit position of every
+ *   MCU boundary it reaches. When segment j, which continues past its own end, stands
+ *   at an MCU boundary at the same bit as one that segment j + 1 published, the two
+ *   parse identically from there on (the parse of an MCU depends only on where it
+ *   starts): segment j stops, and j + 1's data is right from that boundary on, with
+ *   its DC values off by the difference of the two predictors. A speculative run that
+ *   meets a bad code restarts one bit later; a restart inside the part that is used
+ *   means the data is corrupt.
+ * - With restart markers (DRI): each segment takes whole restart intervals, each from
+ *   its own first byte with predictors of 0, as libjpeg does after a marker. Nothing is
+ *   speculative; the markers must come in order and each interval must use exactly its
+ *   bytes.
  *
  * Phase 2, pixels. With the segments chained (absolute MCU numbers, DC offsets), the
  * IDCT and colour conversion run on the pool by MCU rows (jpeg_idct.c).
  *
  * Only files where that is libjpeg's own result, byte for byte: baseline or extended
- * sequential Huffman, 8-bit, one interleaved scan, no restart interval (those are
- * banded, jpeg_bands.c), YCbCr or greyscale, and no component upsampled (4:4:4 and
- * grey at any scale, 4:2:0 only at a DCT scale, where libjpeg widens the chroma IDCT
- * instead). The headers are read and checked by libjpeg itself (jpeg_start_decompress
- * validates the tables exactly as the sequential decode would). As in jpeg_bands.c,
- * nothing here reports an error: any doubt returns a failure and the caller decodes
- * the file sequentially, which is where errors are worded.
+ * sequential Huffman, 8-bit, one interleaved scan, YCbCr or greyscale, and no
+ * component upsampled (4:4:4 and grey at any scale, 4:2:0 only at a DCT scale, where
+ * libjpeg widens the chroma IDCT instead; restart-marked files outside that, such as
+ * 4:2:2, are banded by jpeg_bands.c). The headers are read and checked by libjpeg
+ * itself (jpeg_start_decompress validates the tables exactly as the sequential decode
+ * would). As in jpeg_bands.c, nothing here reports an error: any doubt returns a
+ * failure and the caller decodes the file sequentially, which is where errors are
+ * worded.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -59,6 +66,7 @@ typedef struct {
     int row_group[MAX_COMPS][4];
     int ngroups;
     size_t scan_data;                  /* first byte of the entropy-coded data */
+    int restart_interval;              /* MCUs per restart interval (DRI); 0: none */
 } split_plan;
 
 /* The natural indices of the coefficients an IDCT of this size reads (jidctred.c
@@ -141,8 +149,7 @@ static int plan_split(const uint8_t *data, size_t len, long long max_pixels, con
     memset(&ci, 0, sizeof ci);
     ci.err = jpeg_guard_init(&guard);
     if (setjmp(guard.jump)) goto done;
-    if (!jpeg_probe_single_scan(&ci, data, len, max_pixels) || ci.restart_interval || ci.data_precision != 8)
-        goto done;
+    if (!jpeg_probe_single_scan(&ci, data, len, max_pixels) || ci.data_precision != 8) goto done;
     if (ci.Ss != 0 || ci.Se != 63 || ci.Ah || ci.Al) goto done;
     p->w = (int)ci.image_width, p->h = (int)ci.image_height;
     if (!(ci.jpeg_color_space == JCS_YCbCr && ci.num_components == 3) &&
@@ -155,6 +162,7 @@ static int plan_split(const uint8_t *data, size_t len, long long max_pixels, con
     jpeg_start_decompress(&ci);
     if (!plan_from_libjpeg(&ci, p)) goto done;
     p->scan_data = (size_t)(ci.src->next_input_byte - data);
+    p->restart_interval = (int)ci.restart_interval;
     ok = p->scan_data < len;
 done:
     jpeg_destroy_decompress(&ci);
@@ -165,10 +173,14 @@ done:
  * len - from bytes + JPEG_ENTROPY_PAD), followed by JPEG_ENTROPY_PAD zero bytes.
  * Returns its length, or -1 unless the data ends at EOI: libjpeg ends it at any FF
  * not followed by 00 (its two paths treat FF FF differently), so only FF D9 is
- * accepted there. */
-static long long unstuff(const uint8_t *d, size_t len, size_t from, uint8_t *u) {
+ * accepted there. With restart intervals (nint of them, nint > 0), the markers
+ * between them are taken out, and must be RST0, RST1, ... in turn, exactly nint - 1
+ * of them; starts[i] is where interval i begins in u (starts[0] = 0). */
+static long long unstuff(const uint8_t *d, size_t len, size_t from, uint8_t *u, size_t *starts, long long nint) {
     size_t i = from, o = 0;
+    long long markers = 0;
     if (!u) return -1;
+    if (nint) starts[0] = 0;
     for (;;) {
         const uint8_t *ff = memchr(d + i, 0xFF, len - i);
         if (!ff) return -1;
@@ -176,12 +188,16 @@ static long long unstuff(const uint8_t *d, size_t len, size_t from, uint8_t *u) 
         memcpy(u + o, d + i, k - i);
         o += k - i;
         if (k + 1 >= len) return -1;
-        if (d[k + 1] != 0x00) {
-            if (d[k + 1] != 0xD9) return -1;
+        uint8_t code = d[k + 1];
+        if (code == 0x00) {
+            u[o++] = 0xFF;
+        } else if (code == 0xD0 + markers % 8 && markers + 1 < nint) {
+            starts[++markers] = o;
+        } else {
+            if (code != 0xD9 || markers + 1 != (nint ? nint : 1)) return -1;
             memset(u + o, 0, JPEG_ENTROPY_PAD);
             return (long long)o;
         }
-        u[o++] = 0xFF;
         i = k + 2;
     }
 }
@@ -221,6 +237,8 @@ typedef struct {
     const uint8_t *bits;
     uint64_t nbits;
     long long total_mcus;
+    const size_t *starts; /* with restart intervals: each one's first byte; else NULL */
+    long long nint;       /* restart intervals */
     int nseg;
     segment seg[MAX_SEGMENTS];
 } entropy_job;
@@ -232,6 +250,8 @@ struct jpeg_split_scratch {
     size_t bits_cap;
     boundary *b[MAX_SEGMENTS];
     size_t b_cap[MAX_SEGMENTS];
+    size_t *starts;
+    size_t starts_cap;
     coef_entry *coef[MAX_SEGMENTS];
     size_t coef_cap[MAX_SEGMENTS];
 };
@@ -242,6 +262,7 @@ jpeg_split_scratch *jpeg_split_scratch_create(void) {
 
 static void scratch_release(jpeg_split_scratch *s) {
     free(s->bits);
+    free(s->starts);
     for (int j = 0; j < MAX_SEGMENTS; j++) {
         free(s->b[j]);
         free(s->coef[j]);
@@ -327,8 +348,55 @@ static void decode_segment(entropy_job *J, int j) {
     }
 }
 
+/* The restart intervals segment j of a file with restart markers covers. */
+static void interval_range(const entropy_job *J, int j, long long *first, long long *end) {
+    *first = J->nint * j / J->nseg;
+    *end = J->nint * (j + 1) / J->nseg;
+}
+
+/* Segment j of a file with restart markers: whole intervals, each from its own first
+ * byte with DC predictors 0, as the decoder after a marker. Nothing is speculative;
+ * every interval must use its bytes up to the padding of its last one (< 8 bits),
+ * which is where libjpeg meets the marker. The boundaries and entries are laid out as
+ * decode_segment's (a run of 0), so phase 2 does not tell the two apart. */
+static void decode_restart_segment(entropy_job *J, int j) {
+    segment *s = &J->seg[j];
+    const long long ri = J->plan->restart_interval;
+    long long first, end;
+    interval_range(J, j, &first, &end);
+    int32_t pred[MAX_COMPS] = {0};
+    publish(s, (uint64_t)J->starts[first] * 8, pred, 0);
+    for (long long i = first; i < end; i++) {
+        uint64_t pos = (uint64_t)J->starts[i] * 8;
+        uint64_t stop = i + 1 < J->nint ? (uint64_t)J->starts[i + 1] * 8 : J->nbits;
+        long long mcus = i + 1 < J->nint ? ri : J->total_mcus - ri * i;
+        memset(pred, 0, sizeof pred);
+        for (long long m = 0; m < mcus; m++) {
+            int at = atomic_load_explicit(&s->count, memory_order_relaxed) - 1;
+            int n;
+            if (at + 1 >= s->cap || !reserve_coefs(s) ||
+                !(n = decode_mcu(&J->plan->layout, J->bits, &pos, pred, s->coef + s->ncoef)) || pos > stop) {
+                s->failed = 1;
+                return;
+            }
+            s->ncoef += (size_t)n;
+            publish(s, pos, pred, 0);
+        }
+        if (stop - pos >= 8) { /* more data than the interval's MCUs */
+            s->failed = 1;
+            return;
+        }
+    }
+}
+
 static void decode_segments(void *arg, int begin, int end) {
-    for (int j = begin; j < end; j++) decode_segment(arg, j);
+    entropy_job *J = arg;
+    for (int j = begin; j < end; j++) {
+        if (J->starts)
+            decode_restart_segment(J, j);
+        else
+            decode_segment(J, j);
+    }
 }
 
 /* The part of a segment the image uses: MCUs from first_mcu on (to the next span's)
@@ -340,10 +408,26 @@ typedef struct {
     int64_t dc_offset[MAX_COMPS];
 } span;
 
+/* Restart segments are spans as they are: each must hold all of its intervals' MCUs. */
+static int chain_restart_segments(const entropy_job *J, span *sp) {
+    for (int j = 0; j < J->nseg; j++) {
+        const segment *s = &J->seg[j];
+        long long first, end;
+        interval_range(J, j, &first, &end);
+        long long mcus = (end < J->nint ? end * J->plan->restart_interval : J->total_mcus) -
+                         first * J->plan->restart_interval;
+        if (s->failed || atomic_load(&s->count) != mcus + 1) return 0;
+        sp[j].seg = s, sp[j].first_mcu = first * J->plan->restart_interval, sp[j].at = 0;
+        memset(sp[j].dc_offset, 0, sizeof sp[j].dc_offset);
+    }
+    return J->nseg;
+}
+
 /* Chain the segments from the first: each one's used part must lie in one run and
  * the whole must hold exactly total_mcus MCUs. Returns the number of spans, 0 if the
  * segments do not fit together. */
 static int chain_segments(const entropy_job *J, span *sp) {
+    if (J->starts) return chain_restart_segments(J, sp);
     long long mcu = 0;
     int at = 0;
     int64_t off[MAX_COMPS] = {0};
@@ -514,11 +598,20 @@ effdet_status jpeg_decode_split(const uint8_t *data, size_t len, long long max_p
         st = EFFDET_ERR_NOMEM;
         goto done;
     }
-    long long nbytes = unstuff(data, len, plan->scan_data, S->bits);
+    J.total_mcus = (long long)plan->mcus_per_row * plan->mcu_rows;
+    if (plan->restart_interval) {
+        J.nint = (J.total_mcus + plan->restart_interval - 1) / plan->restart_interval;
+        if (!ensure_room((void **)&S->starts, &S->starts_cap, (size_t)J.nint, sizeof(size_t))) {
+            st = EFFDET_ERR_NOMEM;
+            goto done;
+        }
+        J.starts = S->starts;
+        if (J.nint < nseg) nseg = (int)J.nint;
+    }
+    long long nbytes = unstuff(data, len, plan->scan_data, S->bits, S->starts, J.nint);
     if (nbytes < 0) goto done;
 
     J.plan = plan, J.bits = S->bits, J.nbits = (uint64_t)nbytes * 8;
-    J.total_mcus = (long long)plan->mcus_per_row * plan->mcu_rows;
     J.nseg = nseg;
     if (!decode_entropy(&J, S, (size_t)nbytes, tp)) {
         st = EFFDET_ERR_NOMEM;

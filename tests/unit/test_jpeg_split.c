@@ -1,19 +1,21 @@
 /*
- * The split decode of files without restart markers (jpeg_decode_split, lib/image/jpeg_split.c):
- * the entropy-coded data cut into one segment per pool thread, decoded speculatively. Whatever it
- * is given, it either returns EFFDET_OK with exactly the sequential decoder's pixels, or any other
- * status with `out` untouched (the caller then decodes sequentially). It never returns EFFDET_OK
- * for a file the sequential decoder refuses.
+ * The split decode (jpeg_decode_split, lib/image/jpeg_split.c): the entropy-coded data cut into
+ * one segment per pool thread, decoded speculatively, or by whole restart intervals where the
+ * file has restart markers. Whatever it is given, it either returns EFFDET_OK with exactly the
+ * sequential decoder's pixels, or any other status with `out` untouched (the caller then decodes
+ * sequentially). It never returns EFFDET_OK for a file the sequential decoder refuses.
  *
  * - equality: 4:2:0 (at 1/2, 1/4, 1/8), 4:4:4 and greyscale (also unscaled), odd sizes, qualities
- *   50/85/98, default and optimised Huffman tables, gradients, noise and a real photo, pools of
- *   2, 3 and 4 threads; the natural in-scope files must actually split;
- * - scope: unscaled 4:2:0, 4:2:2, 4:4:0, progressive, restart markers, one scan per component
- *   are declined; CMYK, RGB-coded, 16-bit quantisers and odd sampling factors may split, but
- *   then with the same pixels;
+ *   50/85/98, default and optimised Huffman tables, gradients, noise and a real photo, with and
+ *   without restart markers, pools of 2, 3 and 4 threads; the natural in-scope files must split;
+ * - scope: unscaled 4:2:0, 4:2:2, 4:4:0, progressive, one scan per component are declined;
+ *   CMYK, RGB-coded, 16-bit quantisers and odd sampling factors may split, but then with the
+ *   same pixels;
  * - contract: min_scan_bytes, max_pixels, pools of 0 and 1 threads, broken headers;
  * - corruption: truncations, bit flips, markers and bytes inserted into or removed from the
- *   entropy-coded data of a 1080p 4:2:0 file, and what may follow its scan;
+ *   entropy-coded data of a 1080p 4:2:0 file, one without and one with restart markers (whose
+ *   markers are also renumbered, dropped, doubled, padded and moved), and what may follow its
+ *   scan;
  * - every declined call leaves `out` as it was (a sentinel is checked after each one).
  *
  * Test JPEGs are made here with libjpeg directly. Each test is its own case (CK_RUN_CASE=equality,
@@ -236,10 +238,26 @@ static scan_span find_scan(const uint8_t *d, size_t n) {
     }
     ck_assert(n >= 2 && d[n - 2] == 0xFF && d[n - 1] == 0xD9);
     s.end = n - 2;
-    size_t markers = 0; /* only stuffed FF 00 pairs inside (counted: each Check assertion costs a write) */
-    for (size_t k = s.begin; k + 1 < s.end; k++) markers += d[k] == 0xFF && d[k + 1] != 0x00;
+    size_t markers = 0; /* only stuffed FF 00 pairs and RSTn inside (counted: each Check assertion costs a write) */
+    for (size_t k = s.begin; k + 1 < s.end; k++)
+        markers += d[k] == 0xFF && d[k + 1] != 0x00 && (d[k + 1] & 0xF8) != 0xD0;
     ck_assert_msg(markers == 0, "%zu markers inside the scan", markers);
     return s;
+}
+
+/* The offset of restart marker k (0-based) inside the scan, 0 if there is none. */
+static size_t rst_at(const uint8_t *d, size_t n, int k) {
+    scan_span sp = find_scan(d, n);
+    for (size_t i = sp.begin; i + 1 < sp.end; i++)
+        if (d[i] == 0xFF && (d[i + 1] & 0xF8) == 0xD0 && k-- == 0) return i;
+    return 0;
+}
+
+/* Restart marker k renumbered by +by (mod 8); 0 if there is none. */
+static int renumber_rst(uint8_t *d, size_t n, int k, int by) {
+    size_t at = rst_at(d, n, k);
+    if (at) d[at + 1] = (uint8_t)(0xD0 + (d[at + 1] - 0xD0 + by) % 8);
+    return at != 0;
 }
 
 /* -------------------------------------------------------------- comparing */
@@ -426,33 +444,43 @@ START_TEST(test_split_matches_sequential) {
         content con;
         int encodings, scales;
         int must; /* 0: tiny or one MCU row/column: splitting is optional */
+        int rst;  /* restart markers: every rst MCUs (> 0) or -rst MCU rows (< 0) */
     } cases[] = {
-        {1920, 1080, LAYOUT_420, CONTENT_GRADIENT, ENC_Q85, 0xF, 1},
-        {1920, 1080, LAYOUT_420, CONTENT_PHOTO, ENC_ALL, 0xF, 1},
-        {1920, 1080, LAYOUT_420, CONTENT_NOISE, ENC_Q85_PLAIN, 0xF, 1},
-        {1923, 1081, LAYOUT_420, CONTENT_GRADIENT, ENC_Q85, 0xF, 1}, /* partial MCUs on both axes */
-        {1923, 1081, LAYOUT_420, CONTENT_PHOTO, ENC_Q85_PLAIN, 0xF, 1},
-        {1923, 1081, LAYOUT_420, CONTENT_NOISE, ENC_Q85_PLAIN, 0xD, 1},
-        {3840, 2160, LAYOUT_420, CONTENT_PHOTO, ENC_Q85_PLAIN, 0x5, 1},
-        {3840, 2160, LAYOUT_420, CONTENT_GRADIENT, ENC_Q85_PLAIN, 0x9, 1},
-        {3840, 2160, LAYOUT_420, CONTENT_NOISE, ENC_Q85_PLAIN, 0x8, 1},
-        {640, 480, LAYOUT_444, CONTENT_GRADIENT, ENC_ALL, 0xF, 1},
-        {640, 480, LAYOUT_444, CONTENT_PHOTO, ENC_ALL, 0xF, 1},
-        {640, 480, LAYOUT_444, CONTENT_NOISE, ENC_ALL, 0x9, 1},
-        {1923, 1081, LAYOUT_444, CONTENT_GRADIENT, ENC_Q85_PLAIN, 0x1, 1},
-        {1923, 1081, LAYOUT_444, CONTENT_PHOTO, ENC_Q85_PLAIN, 0xC, 1},
-        {3840, 2160, LAYOUT_444, CONTENT_PHOTO, ENC_Q85_PLAIN, 0x4, 1},
-        {800, 600, LAYOUT_GREY, CONTENT_GRADIENT, ENC_Q85, 0xF, 1},
-        {800, 600, LAYOUT_GREY, CONTENT_PHOTO, ENC_ALL, 0xF, 1},
-        {800, 600, LAYOUT_GREY, CONTENT_NOISE, ENC_Q85_PLAIN, 0x3, 1},
-        {1923, 1081, LAYOUT_GREY, CONTENT_PHOTO, ENC_Q85_PLAIN, 0xF, 1},
-        {17, 9, LAYOUT_GREY, CONTENT_GRADIENT, ENC_ALL, 0xF, 0},
-        {17, 9, LAYOUT_GREY, CONTENT_NOISE, ENC_ALL, 0xF, 0},
-        {17, 9, LAYOUT_444, CONTENT_NOISE, ENC_ALL, 0xF, 0},
-        {33, 17, LAYOUT_420, CONTENT_NOISE, ENC_Q85, 0xF, 0},
-        {4000, 16, LAYOUT_420, CONTENT_PHOTO, ENC_Q85, 0xF, 0},    /* one MCU row */
-        {16, 2000, LAYOUT_444, CONTENT_GRADIENT, ENC_Q85, 0xF, 0}, /* two MCU columns */
-        {5000, 8, LAYOUT_GREY, CONTENT_NOISE, ENC_Q85, 0xF, 0},
+        {1920, 1080, LAYOUT_420, CONTENT_GRADIENT, ENC_Q85, 0xF, 1, 0},
+        {1920, 1080, LAYOUT_420, CONTENT_PHOTO, ENC_ALL, 0xF, 1, 0},
+        {1920, 1080, LAYOUT_420, CONTENT_NOISE, ENC_Q85_PLAIN, 0xF, 1, 0},
+        {1923, 1081, LAYOUT_420, CONTENT_GRADIENT, ENC_Q85, 0xF, 1, 0}, /* partial MCUs on both axes */
+        {1923, 1081, LAYOUT_420, CONTENT_PHOTO, ENC_Q85_PLAIN, 0xF, 1, 0},
+        {1923, 1081, LAYOUT_420, CONTENT_NOISE, ENC_Q85_PLAIN, 0xD, 1, 0},
+        {3840, 2160, LAYOUT_420, CONTENT_PHOTO, ENC_Q85_PLAIN, 0x5, 1, 0},
+        {3840, 2160, LAYOUT_420, CONTENT_GRADIENT, ENC_Q85_PLAIN, 0x9, 1, 0},
+        {3840, 2160, LAYOUT_420, CONTENT_NOISE, ENC_Q85_PLAIN, 0x8, 1, 0},
+        {640, 480, LAYOUT_444, CONTENT_GRADIENT, ENC_ALL, 0xF, 1, 0},
+        {640, 480, LAYOUT_444, CONTENT_PHOTO, ENC_ALL, 0xF, 1, 0},
+        {640, 480, LAYOUT_444, CONTENT_NOISE, ENC_ALL, 0x9, 1, 0},
+        {1923, 1081, LAYOUT_444, CONTENT_GRADIENT, ENC_Q85_PLAIN, 0x1, 1, 0},
+        {1923, 1081, LAYOUT_444, CONTENT_PHOTO, ENC_Q85_PLAIN, 0xC, 1, 0},
+        {3840, 2160, LAYOUT_444, CONTENT_PHOTO, ENC_Q85_PLAIN, 0x4, 1, 0},
+        {800, 600, LAYOUT_GREY, CONTENT_GRADIENT, ENC_Q85, 0xF, 1, 0},
+        {800, 600, LAYOUT_GREY, CONTENT_PHOTO, ENC_ALL, 0xF, 1, 0},
+        {800, 600, LAYOUT_GREY, CONTENT_NOISE, ENC_Q85_PLAIN, 0x3, 1, 0},
+        {1923, 1081, LAYOUT_GREY, CONTENT_PHOTO, ENC_Q85_PLAIN, 0xF, 1, 0},
+        {17, 9, LAYOUT_GREY, CONTENT_GRADIENT, ENC_ALL, 0xF, 0, 0},
+        {17, 9, LAYOUT_GREY, CONTENT_NOISE, ENC_ALL, 0xF, 0, 0},
+        {17, 9, LAYOUT_444, CONTENT_NOISE, ENC_ALL, 0xF, 0, 0},
+        {33, 17, LAYOUT_420, CONTENT_NOISE, ENC_Q85, 0xF, 0, 0},
+        {4000, 16, LAYOUT_420, CONTENT_PHOTO, ENC_Q85, 0xF, 0, 0},    /* one MCU row */
+        {16, 2000, LAYOUT_444, CONTENT_GRADIENT, ENC_Q85, 0xF, 0, 0}, /* two MCU columns */
+        {5000, 8, LAYOUT_GREY, CONTENT_NOISE, ENC_Q85, 0xF, 0, 0},
+        /* with restart markers: whole intervals per segment */
+        {1920, 1080, LAYOUT_420, CONTENT_PHOTO, ENC_Q85, 0xE, 1, -1},
+        {1923, 1081, LAYOUT_420, CONTENT_NOISE, ENC_Q85_PLAIN, 0xE, 1, 7},
+        {3840, 2160, LAYOUT_420, CONTENT_PHOTO, ENC_Q85_PLAIN, 0x4, 1, -1},
+        {640, 480, LAYOUT_444, CONTENT_PHOTO, ENC_ALL, 0xF, 1, 7},
+        {800, 600, LAYOUT_GREY, CONTENT_GRADIENT, ENC_Q85, 0xF, 1, -3},
+        {17, 9, LAYOUT_GREY, CONTENT_NOISE, ENC_ALL, 0xF, 0, 1}, /* an interval per MCU */
+        {33, 17, LAYOUT_420, CONTENT_NOISE, ENC_Q85, 0xF, 0, 1},
+        {4000, 16, LAYOUT_420, CONTENT_PHOTO, ENC_Q85, 0xF, 0, 1000}, /* one interval */
     };
     static const int QUALITY[3] = {50, 85, 98};
     pools_create();
@@ -476,6 +504,8 @@ START_TEST(test_split_matches_sequential) {
                 enc_params e =
                     enc_defaults(comps, lay == LAYOUT_420 ? 2 : 1, lay == LAYOUT_420 ? 2 : 1, QUALITY[q]);
                 e.optimize = opt;
+                if (cases[k].rst > 0) e.restart_mcus = cases[k].rst;
+                if (cases[k].rst < 0) e.restart_rows = -cases[k].rst;
                 size_t n;
                 uint8_t *jpg = encode(px, w, h, &e, &n);
                 for (int d = 0; d < 4; d++) {
@@ -487,8 +517,12 @@ START_TEST(test_split_matches_sequential) {
                                          ? SPLIT_MUST
                                          : SPLIT_MAY;
                     char what[160];
-                    snprintf(what, sizeof what, "%s %dx%d %s q%d%s, 1/%d", LAYOUT_NAME[lay], w, h,
-                             CONTENT_NAME[cases[k].con], QUALITY[q], opt ? " optimised" : "", DENOMS[d]);
+                    char rst[32] = "";
+                    if (cases[k].rst)
+                        snprintf(rst, sizeof rst, ", restart every %d %s", abs(cases[k].rst),
+                                 cases[k].rst > 0 ? "MCUs" : "rows");
+                    snprintf(what, sizeof what, "%s %dx%d %s q%d%s%s, 1/%d", LAYOUT_NAME[lay], w, h,
+                             CONTENT_NAME[cases[k].con], QUALITY[q], opt ? " optimised" : "", rst, DENOMS[d]);
                     /* every pool at q85 with the default tables; one pool in turn for the others */
                     for (int p = 0; p < 3; p++) {
                         if ((QUALITY[q] != 85 || opt) && p != rotate % 3) continue;
@@ -557,11 +591,13 @@ START_TEST(test_split_scope) {
     e = enc_defaults(3, 1, 1, 85), e.progressive = 1;
     ADD("4:4:4 progressive", e, SPLIT_NEVER, SPLIT_NEVER);
     e = enc_defaults(3, 2, 2, 85), e.restart_rows = 1;
-    ADD("4:2:0 restart every row", e, SPLIT_NEVER, SPLIT_NEVER);
+    ADD("4:2:0 restart every row (unscaled: fancy upsampling)", e, SPLIT_NEVER, SPLIT_MUST);
     e = enc_defaults(3, 1, 1, 85), e.restart_mcus = 7;
-    ADD("4:4:4 restart every 7 MCUs", e, SPLIT_NEVER, SPLIT_NEVER);
+    ADD("4:4:4 restart every 7 MCUs", e, SPLIT_MUST, SPLIT_MUST);
     e = enc_defaults(1, 1, 1, 85), e.restart_rows = 3;
-    ADD("grey restart every 3 rows", e, SPLIT_NEVER, SPLIT_NEVER);
+    ADD("grey restart every 3 rows", e, SPLIT_MUST, SPLIT_MUST);
+    e = enc_defaults(3, 2, 1, 85), e.restart_rows = 1;
+    ADD("4:2:2 restart every row", e, SPLIT_NEVER, SPLIT_NEVER);
     e = enc_defaults(3, 1, 1, 85), e.separate_scans = 1;
     ADD("4:4:4 one scan per component", e, SPLIT_NEVER, SPLIT_NEVER);
     e = enc_defaults(3, 1, 1, 85), e.app_markers = 1;
@@ -800,13 +836,42 @@ static void try_splice_random(fuzz *f, size_t at, size_t del, const uint8_t *ins
     free(v);
 }
 
-/* A damaged file must never come back as pixels the sequential decoder would not give. */
-START_TEST(test_split_corruption) {
+/* Damage to the restart markers of a file that has them: renumbered, dropped, doubled, padded
+ * with a fill byte, moved a byte on. */
+static void damage_markers(fuzz *f) {
+    char what[128];
+    static const uint8_t fill[1] = {0xFF};
+    for (int k = 0; k < 12; k++) {
+        int which = (int)rand_below(f, 1000); /* the file has more than 1000 intervals */
+        size_t at = rst_at(f->jpg, f->n, which);
+        ck_assert_uint_gt(at, 0);
+        size_t m;
+        uint8_t *v = splice(f, 0, 0, NULL, 0, &m);
+        renumber_rst(v, m, which, 1 + (int)rand_below(f, 7));
+        snprintf(what, sizeof what, "restart marker %d renumbered", which);
+        try_variant_on(f, v, m, what, 1);
+        free(v);
+        snprintf(what, sizeof what, "restart marker %d dropped", which);
+        try_splice(f, at, 2, NULL, 0, what);
+        snprintf(what, sizeof what, "restart marker %d doubled", which);
+        try_splice(f, at, 0, f->jpg + at, 2, what);
+        snprintf(what, sizeof what, "restart marker %d after a fill byte", which);
+        try_splice(f, at, 0, fill, 1, what);
+        uint8_t moved[3] = {f->jpg[at + 2], f->jpg[at], f->jpg[at + 1]};
+        snprintf(what, sizeof what, "restart marker %d a byte later", which);
+        try_splice(f, at, 3, moved, 3, what);
+    }
+}
+
+/* A damaged file must never come back as pixels the sequential decoder would not give: a 1080p
+ * 4:2:0 file, with restart markers every restart_mcus MCUs (0: none). */
+static void check_corruption(int restart_mcus) {
     pools_create();
     const int w = 1920, h = 1080;
     const effdet_image *ph = photo();
     uint8_t *px = ph ? photo_pixels(ph, w, h, 3) : gradient_pixels(w, h, 3);
     enc_params e = enc_defaults(3, 2, 2, 85);
+    e.restart_mcus = restart_mcus;
     size_t n;
     uint8_t *jpg = encode(px, w, h, &e, &n);
     free(px);
@@ -946,15 +1011,21 @@ START_TEST(test_split_corruption) {
         /* no entropy-coded data at all */
         try_splice(&f, B, S, NULL, 0, "empty scan");
     }
+    if (restart_mcus) damage_markers(&f);
 
-    printf("split corruption: %d damaged files, %d decoded by the sequential decoder; split OK %d of %d "
+    printf("split corruption%s: %d damaged files, %d decoded by the sequential decoder; split OK %d of %d "
            "times, all equal (%d declined where the sequential decode succeeds) (%.0f ms)%s\n",
-           f.variants, f.seq_ok, f.split_ok, f.splits, f.split_declined_seq_ok, effdet_now_ms() - t0,
-           f.t.failures ? " -- EXCEPT THE FAILURES ABOVE" : "");
+           restart_mcus ? " (restart markers)" : "", f.variants, f.seq_ok, f.split_ok, f.splits,
+           f.split_declined_seq_ok, effdet_now_ms() - t0, f.t.failures ? " -- EXCEPT THE FAILURES ABOVE" : "");
     free(jpg);
     pools_free();
     fflush(stdout);
     ck_assert_msg(f.t.failures == 0, "%d failures (listed on stdout)", f.t.failures);
+}
+
+START_TEST(test_split_corruption) {
+    check_corruption(0);
+    check_corruption(7); /* markers inside MCU rows too */
 }
 END_TEST
 
@@ -970,11 +1041,12 @@ START_TEST(test_split_failure_leaves_out_untouched) {
     for (int kind = 0; kind < 6; kind++) {
         enc_params e = enc_defaults(3, 2, 2, 85);
         if (kind == 1) e.progressive = 1;
-        if (kind == 2) e.restart_rows = 1;
+        if (kind == 2) e.restart_rows = 1; /* with its first marker renumbered, below */
         if (kind == 3) e.hs = 2, e.vs = 1;
         size_t n;
         uint8_t *jpg = encode(px, w, h, &e, &n);
         size_t m = kind == 4 ? n / 2 : n; /* 4: truncated */
+        if (kind == 2) ck_assert(renumber_rst(jpg, n, 0, 1));
         effdet_decode_opts o = opts_for_scale(w, h, kind == 0 ? 1 : 4);
         long long max_pixels = kind == 5 ? 1000 : MAX_PIXELS;
         for (int p = 0; p < 3; p++) {
