@@ -129,7 +129,7 @@ static void run_job(worker *w, job *j) {
     int render = j->kind == JOB_DETECT && j->dp.render == RENDER_JPEG;
     effdet_decode_opts dopt = {j->max_pixels, j->allow_dct && !render, info->input_w, info->input_h};
     double t0 = now_ms();
-    /* on the context's threads: a frame with restart markers decodes in bands */
+    /* on the context's threads: a large frame decodes in segments (docs/images.md) */
     st = effdet_context_decode_jpeg(ctx, j->image, j->image_len, &dopt, &img, &e);
     j->decode_ms = now_ms() - t0;
     if (st != EFFDET_OK) {

@@ -1,8 +1,8 @@
 /* libFuzzer target: what the daemon does with a client's image bytes before inference:
  * probe the JPEG header, decode (with and without DCT scaling, under a pixel limit) and
  * letterbox into a network input. Checks the decoded size agrees with the probe, and
- * that the engine's decode on a 2-thread pool (the banded decoder of restart-marked
- * files, lib/image/jpeg_bands.c; the split decoder of the others, jpeg_split.c) gives
+ * that the engine's decode on a 2-thread pool (the split decoder, jpeg_split.c, and
+ * the banded decoder of the restart-marked files it does not take, jpeg_bands.c) gives
  * the sequential decode's status and pixels: the same status whichever of the two
  * fails, the same pixels when both succeed. The split decoder is also run directly,
  * without the pool's size threshold: it must refuse what the sequential decoder

@@ -221,9 +221,10 @@ void effdet_decode_opts_default(effdet_decode_opts *o);
 
 effdet_status effdet_image_decode_jpeg(const uint8_t *data, size_t len, const effdet_decode_opts *opts,
                                        effdet_image *out, effdet_error *err);
-/* The same decode on ctx's threads: the same pixels and errors, but a file with restart
- * markers is decoded in bands, and a large one without in speculative segments, one per
- * thread, where that is bit-exact (docs/images.md).
+/* The same decode on ctx's threads: the same pixels and errors, but a large file is
+ * decoded in segments, one per thread (by restart intervals where it has markers,
+ * speculatively where not), and other files with restart markers in bands, where that
+ * is bit-exact (docs/images.md).
  * opts as above (target_w/h are not taken from ctx: set them, or DCT scaling has no target). */
 effdet_status effdet_context_decode_jpeg(effdet_context *ctx, const uint8_t *data, size_t len,
                                          const effdet_decode_opts *opts, effdet_image *out, effdet_error *err);
