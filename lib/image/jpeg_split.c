@@ -325,13 +325,10 @@ static void decode_segment(entropy_job *J, int j) {
             s->failed = 1;
             break;
         }
-        uint64_t p = pos;
-        int32_t pr[MAX_COMPS];
-        memcpy(pr, pred, sizeof pr);
-        int n = decode_mcu(&J->plan->layout, J->bits, &p, pr, s->coef + s->ncoef);
+        uint64_t p = pos; /* pred is only used again after a success (a restart zeroes it) */
+        int n = decode_mcu(&J->plan->layout, J->bits, &p, pred, s->coef + s->ncoef);
         if (n && p <= J->nbits) {
             pos = p;
-            memcpy(pred, pr, sizeof pred);
             s->ncoef += (size_t)n;
             publish(s, pos, pred, run);
             continue;
