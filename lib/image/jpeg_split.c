@@ -317,7 +317,7 @@ static void decode_segment(entropy_job *J, int j) {
     for (;;) {
         int at = atomic_load_explicit(&s->count, memory_order_relaxed) - 1;
         if (truth && at == J->total_mcus) break;
-        if (pos >= next_start && meets_next(next, pos, &cursor)) {
+        if (next && pos >= next_start && meets_next(next, pos, &cursor)) {
             s->synced = 1, s->my_at = at, s->next_at = cursor;
             break;
         }
@@ -468,7 +468,7 @@ static const coef_entry *mcu_entries(const pixel_job *P, long long m, int *si, c
 /* The grouped blocks of MCUs mx0 .. mx0 + nm - 1 of a row -> samples at their places. */
 static int store_groups(const split_plan *p, const idct_group *grp, int mx0, int nm, uint8_t **plane,
                         size_t stride) {
-    for (int c = 0; c < p->ncomp; c++)
+    for (int c = 0; c < p->ncomp && c < MAX_COMPS; c++)
         for (int y = 0; y < p->vs[c] && p->row_group[c][y] >= 0; y++)
             for (int gi = 0; gi < p->hs[c]; gi++) {
                 int first = gi * IDCT_LANES, lanes = nm * p->hs[c] - first, sz = p->size[c];
