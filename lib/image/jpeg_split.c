@@ -65,6 +65,10 @@ typedef struct {
      * row y there are hs[c] IDCT groups, the first row_group[c][y]; -1 for 1x1, 8x8. */
     int row_group[MAX_COMPS][4];
     int ngroups;
+    /* ... so block bi of the chunk's MCU m goes to group group_of[m][bi] (-1: one by
+     * one), lane lane_of[m][bi]: worked out once, not per block */
+    int8_t group_of[IDCT_LANES][JPEG_MAX_BLOCKS_IN_MCU];
+    uint8_t lane_of[IDCT_LANES][JPEG_MAX_BLOCKS_IN_MCU];
     size_t scan_data;                  /* first byte of the entropy-coded data */
     int restart_interval;              /* MCUs per restart interval (DRI); 0: none */
 } split_plan;
@@ -137,7 +141,14 @@ static int plan_from_libjpeg(struct jpeg_decompress_struct *ci, split_plan *p) {
             p->row_group[c][y] = grouped ? p->ngroups : -1;
             if (grouped) p->ngroups += p->hs[c];
         }
-    return p->ngroups <= JPEG_MAX_BLOCKS_IN_MCU; /* at most one group per block of the MCU */
+    if (p->ngroups > JPEG_MAX_BLOCKS_IN_MCU) return 0; /* at most one group per block of the MCU */
+    for (int m = 0; m < IDCT_LANES; m++)
+        for (int bi = 0; bi < lo->nblocks; bi++) {
+            int c = lo->b[bi].comp, g = p->row_group[c][p->blk_y[bi]], lane = m * p->hs[c] + p->blk_x[bi];
+            p->group_of[m][bi] = (int8_t)(g < 0 ? -1 : g + lane / IDCT_LANES);
+            p->lane_of[m][bi] = (uint8_t)(lane % IDCT_LANES);
+        }
+    return 1;
 }
 
 /* 1 when the file is one this decoder reproduces exactly (see the top of the file). */
@@ -495,12 +506,11 @@ static int mcu_row_to_planes(const pixel_job *P, int r, idct_group *grp, uint8_t
             const span *s;
             const coef_entry *e = mcu_entries(P, (long long)r * p->mcus_per_row + mx, &si, &s);
             for (int bi = 0; bi < p->layout.nblocks; bi++) {
-                int c = p->layout.b[bi].comp, sz = p->size[c], g = p->row_group[c][p->blk_y[bi]];
+                int c = p->layout.b[bi].comp, sz = p->size[c], g = p->group_of[m][bi];
                 int64_t dc = e[0] + s->dc_offset[c];
                 int n;
                 if (g >= 0) {
-                    int lane = m * p->hs[c] + p->blk_x[bi];
-                    n = idct_group_add(&p->idct[c], dc, e, &grp[g + lane / IDCT_LANES], lane % IDCT_LANES);
+                    n = idct_group_add(&p->idct[c], dc, e, &grp[g], p->lane_of[m][bi]);
                 } else {
                     uint8_t *dst = plane[c] + (size_t)(p->blk_y[bi] * sz) * stride +
                                    (size_t)(mx * p->hs[c] + p->blk_x[bi]) * (size_t)sz;
