@@ -200,10 +200,8 @@ int idct_plan_init(idct_plan *p, int size, const uint16_t q[64]) {
  * of range. The sums are unsigned (wrapping) so that garbage cannot overflow; in range
  * they are the C code's int32 sums exactly. */
 int idct_group_add(const idct_plan *p, int64_t dc, const int32_t *e, idct_group *g, int lane) {
-    int64_t d = dc * p->q[0];
-    if (d > IDCT_MAX_COEF || d < -IDCT_MAX_COEF) return 0;
-    int shift = p->size == 2 ? CONST_BITS + 2 : CONST_BITS + 1;
-    g->s[0][lane] = (uint32_t)(int32_t)d << shift; /* column 0's first even sum, in both sizes */
+    if (dc > p->lim[0] || dc < -(int64_t)p->lim[0]) return 0;
+    g->s[p->slot[0][0]][lane] = (uint32_t)dc * p->fac[0][0]; /* column 0's first even sum */
     uint32_t bad = 0;
     int n = 1;
     if (p->size == 2) { /* one term per coefficient: a second add (of 0) would chain them all */
