@@ -260,8 +260,8 @@ static inline int workspace_bad(__m128i absmax) {
     return _mm_movemask_epi8(_mm_cmpgt_epi32(absmax, _mm_set1_epi32(MAX_WORKSPACE))) != 0;
 }
 
-/* jpeg_idct_2x2 on 4 lanes: row r of lane l -> out[r * 8 + 2 l + 0 / 1]. */
-static int half_2x2(const idct_group *g, int half, uint8_t out[2][8]) {
+/* jpeg_idct_2x2 on 4 lanes: row r of lane l -> out[r * stride + 2 l + 0 / 1]. */
+static int half_2x2(const idct_group *g, int half, uint8_t *out, size_t stride) {
     const int s1 = CONST_BITS - PASS1_BITS + 2, s2 = CONST_BITS + PASS1_BITS + 3 + 2;
     __m128i ws[2][5], absmax = _mm_setzero_si128();
     for (int ci = 0; ci < 5; ci++) {
@@ -280,13 +280,13 @@ static int half_2x2(const idct_group *g, int half, uint8_t out[2][8]) {
                                    _mm_add_epi32(mul4(w[2], -FIX_1_272758580), mul4(w[1], FIX_3_624509785)));
         __m128i a = descale4(_mm_add_epi32(t10, t0), s2), b = descale4(_mm_sub_epi32(t10, t0), s2);
         __m128i bytes = _mm_shuffle_epi8(out_bytes(a, b, a, b, &lo, &hi), interleave);
-        _mm_storel_epi64((__m128i *)out[r], bytes);
+        _mm_storel_epi64((__m128i *)(out + (size_t)r * stride), bytes);
     }
     return outputs_bad(lo, hi);
 }
 
-/* jpeg_idct_4x4 on 4 lanes: row r of lane l -> out[r * 16 + 4 l + 0..3]. */
-static int half_4x4(const idct_group *g, int half, uint8_t out[4][16]) {
+/* jpeg_idct_4x4 on 4 lanes: row r of lane l -> out[r * stride + 4 l + 0..3]. */
+static int half_4x4(const idct_group *g, int half, uint8_t *out, size_t stride) {
     const int s1 = CONST_BITS - PASS1_BITS + 1, s2 = CONST_BITS + PASS1_BITS + 3 + 1;
     __m128i ws[4][7], absmax = _mm_setzero_si128();
     for (int ci = 0; ci < 7; ci++) {
@@ -313,33 +313,29 @@ static int half_4x4(const idct_group *g, int half, uint8_t out[4][16]) {
                                    _mm_add_epi32(mul4(w[3], FIX_0_899976223), mul4(w[1], FIX_2_562915447)));
         __m128i o0 = descale4(_mm_add_epi32(t10, q2), s2), o3 = descale4(_mm_sub_epi32(t10, q2), s2);
         __m128i o1 = descale4(_mm_add_epi32(t12, q0), s2), o2 = descale4(_mm_sub_epi32(t12, q0), s2);
-        _mm_storeu_si128((__m128i *)out[r], _mm_shuffle_epi8(out_bytes(o0, o1, o2, o3, &lo, &hi), transpose));
+        _mm_storeu_si128((__m128i *)(out + (size_t)r * stride),
+                         _mm_shuffle_epi8(out_bytes(o0, o1, o2, o3, &lo, &hi), transpose));
     }
     return outputs_bad(lo, hi);
 }
 
-static int group_2x2(const idct_group *g, int nlanes, uint8_t *out, size_t stride) {
-    uint8_t row[2][2][8]; /* half, row, bytes */
-    if (half_2x2(g, 0, row[0]) || half_2x2(g, 1, row[1])) return 1;
-    for (int r = 0; r < 2; r++) {
-        uint8_t line[IDCT_LANES * 2];
-        memcpy(line, row[0][r], 8);
-        memcpy(line + 8, row[1][r], 8);
-        memcpy(out + (size_t)r * stride, line, (size_t)nlanes * 2);
+/* Both halves of a group into whole rows, then the lanes in use out to the plane. */
+static int group_store(const idct_group *g, int size, int nlanes, uint8_t *out, size_t stride) {
+    uint8_t rows[4][IDCT_LANES * 4];
+    for (int h = 0; h < 2; h++) {
+        uint8_t *dst = rows[0] + h * 4 * size; /* lanes 4h .. 4h + 3 */
+        if (size == 2 ? half_2x2(g, h, dst, sizeof rows[0]) : half_4x4(g, h, dst, sizeof rows[0])) return 1;
     }
+    for (int r = 0; r < size; r++) memcpy(out + (size_t)r * stride, rows[r], (size_t)(nlanes * size));
     return 0;
 }
 
+static int group_2x2(const idct_group *g, int nlanes, uint8_t *out, size_t stride) {
+    return group_store(g, 2, nlanes, out, stride);
+}
+
 static int group_4x4(const idct_group *g, int nlanes, uint8_t *out, size_t stride) {
-    uint8_t row[2][4][16];
-    if (half_4x4(g, 0, row[0]) || half_4x4(g, 1, row[1])) return 1;
-    for (int r = 0; r < 4; r++) {
-        uint8_t line[IDCT_LANES * 4];
-        memcpy(line, row[0][r], 16);
-        memcpy(line + 16, row[1][r], 16);
-        memcpy(out + (size_t)r * stride, line, (size_t)nlanes * 4);
-    }
-    return 0;
+    return group_store(g, 4, nlanes, out, stride);
 }
 #else
 /* The final descale, range flag and level shift of a lane's sample (out_sample). */
