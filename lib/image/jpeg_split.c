@@ -67,7 +67,7 @@ typedef struct {
     int ngroups;
     /* ... so block bi of the chunk's MCU m goes to group group_of[m][bi] (-1: one by
      * one), lane lane_of[m][bi]: worked out once, not per block */
-    int8_t group_of[IDCT_LANES][JPEG_MAX_BLOCKS_IN_MCU];
+    int16_t group_of[IDCT_LANES][JPEG_MAX_BLOCKS_IN_MCU];
     uint8_t lane_of[IDCT_LANES][JPEG_MAX_BLOCKS_IN_MCU];
     size_t scan_data;                  /* first byte of the entropy-coded data */
     int restart_interval;              /* MCUs per restart interval (DRI); 0: none */
@@ -145,7 +145,7 @@ static int plan_from_libjpeg(struct jpeg_decompress_struct *ci, split_plan *p) {
     for (int m = 0; m < IDCT_LANES; m++)
         for (int bi = 0; bi < lo->nblocks; bi++) {
             int c = lo->b[bi].comp, g = p->row_group[c][p->blk_y[bi]], lane = m * p->hs[c] + p->blk_x[bi];
-            p->group_of[m][bi] = (int8_t)(g < 0 ? -1 : g + lane / IDCT_LANES);
+            p->group_of[m][bi] = (int16_t)(g < 0 ? -1 : g + lane / IDCT_LANES);
             p->lane_of[m][bi] = (uint8_t)(lane % IDCT_LANES);
         }
     return 1;
