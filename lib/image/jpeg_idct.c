@@ -447,6 +447,22 @@ int idct_block_entries(const idct_plan *p, int64_t dc, const int32_t *e, uint8_t
     return p->size == 8 ? idct_8x8_entries(p, (int32_t)d, e, out, stride) : 0; /* 1x1 reads no AC */
 }
 
+void h2v1_row(const uint8_t *in, int n, int fancy, uint8_t *out) {
+    if (!fancy || n <= 2) {
+        for (int i = 0; i < n; i++) out[2 * i] = out[2 * i + 1] = in[i];
+        return;
+    }
+    out[0] = in[0];
+    out[1] = (uint8_t)((in[0] * 3 + in[1] + 2) >> 2);
+    for (int i = 1; i < n - 1; i++) {
+        int v = in[i] * 3; /* rounding alternates, as libjpeg's: +1 to the left, +2 to the right */
+        out[2 * i] = (uint8_t)((v + in[i - 1] + 1) >> 2);
+        out[2 * i + 1] = (uint8_t)((v + in[i + 1] + 2) >> 2);
+    }
+    out[2 * n - 2] = (uint8_t)((in[n - 1] * 3 + in[n - 2] + 1) >> 2);
+    out[2 * n - 1] = in[n - 1];
+}
+
 /* jdcolor.c's tables, computed inline: SCALEBITS 16, FIX(x) = round(x * 2^16). */
 #define SCALEBITS 16
 #define ONE_HALF (1 << (SCALEBITS - 1))

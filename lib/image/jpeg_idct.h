@@ -65,6 +65,11 @@ int idct_group_add(const idct_plan *p, int64_t dc, const int32_t *e, idct_group 
  * in range. */
 int idct_group_store(const idct_plan *p, const idct_group *g, int nlanes, uint8_t *out, size_t stride);
 
+/* One row of n samples -> 2n: libjpeg's h2v1_fancy_upsample (n > 2: 3/4 of the nearer
+ * sample and 1/4 of the further one, the ends copied) or, not fancy, h2v1_upsample
+ * (each sample twice). */
+void h2v1_row(const uint8_t *in, int n, int fancy, uint8_t *out);
+
 /* One row of YCbCr samples -> interleaved RGB, libjpeg's ycc_rgb_convert. */
 void ycc_to_rgb_row(const uint8_t *y, const uint8_t *cb, const uint8_t *cr, int n, uint8_t *rgb);
 

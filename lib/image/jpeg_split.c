@@ -56,7 +56,10 @@ typedef struct {
     int hs[MAX_COMPS], vs[MAX_COMPS]; /* sampling factors; 1 for a greyscale scan */
     idct_plan idct[MAX_COMPS];        /* with the component's quantiser */
     int mcus_per_row, mcu_rows;
-    int px_w, px_h; /* pixels of one MCU in every component (they are all the same) */
+    int px_w, px_h;       /* pixels of one MCU (component 0's samples; h2 ones have half as many columns) */
+    int h2[MAX_COMPS];    /* upsampled horizontally by 2 (4:2:2 chroma) */
+    int ds_w[MAX_COMPS];  /* samples per row before that (libjpeg's downsampled_width) */
+    int fancy[MAX_COMPS]; /* by libjpeg's fancy h2v1 upsampling, else by replication */
     huff_table dc[4], ac[4];
     mcu_layout layout;
     int blk_x[JPEG_MAX_BLOCKS_IN_MCU],
@@ -98,10 +101,18 @@ static int plan_from_libjpeg(struct jpeg_decompress_struct *ci, split_plan *p) {
         const jpeg_component_info *k = &ci->comp_info[c];
         int s = k->DCT_scaled_size;
         if (s != 1 && s != 2 && s != 4 && s != 8) return 0;
-        /* no upsampling: every component has as many samples per MCU as the output */
-        if (k->h_samp_factor * s != ci->max_h_samp_factor * ci->min_DCT_scaled_size ||
-            k->v_samp_factor * s != ci->max_v_samp_factor * ci->min_DCT_scaled_size)
-            return 0;
+        /* Every component has as many sample rows per MCU as the output, and as many
+         * columns, or (a 4:2:2 chroma) half as many, which libjpeg's h2v1 upsampling
+         * doubles within the row. Vertical upsampling blends rows of neighbouring MCU
+         * rows: not done here. */
+        int out_w = ci->max_h_samp_factor * ci->min_DCT_scaled_size;
+        if (k->v_samp_factor * s != ci->max_v_samp_factor * ci->min_DCT_scaled_size) return 0;
+        p->h2[c] = k->h_samp_factor * s * 2 == out_w;
+        if (k->h_samp_factor * s != out_w && !(p->h2[c] && c > 0)) return 0;
+        p->ds_w[c] = (int)k->downsampled_width;
+        /* jdsample.c: fancy only with fancy upsampling on, a DCT scale above 1/8 and more
+         * than 2 samples; else each sample twice */
+        p->fancy[c] = ci->do_fancy_upsampling && ci->min_DCT_scaled_size > 1 && p->ds_w[c] > 2;
         if (!k->quant_table || !idct_plan_init(&p->idct[c], s, k->quant_table->quantval)) return 0;
         p->size[c] = s;
         p->hs[c] = p->ncomp == 1 ? 1 : k->h_samp_factor;
@@ -529,8 +540,9 @@ static void decode_pixel_rows(void *arg, int begin, int end) {
     pixel_job *P = arg;
     const split_plan *p = P->plan;
     size_t stride = (size_t)p->mcus_per_row * (size_t)p->px_w;
-    /* every sample is written before it is read; zeroed so that no analyser has to see it */
-    uint8_t *planes = calloc(stride * (size_t)p->px_h, (size_t)p->ncomp);
+    /* every sample is written before it is read; zeroed so that no analyser has to see it.
+     * MAX_COMPS more rows: the upsampled ones of h2 components */
+    uint8_t *planes = calloc(stride * ((size_t)p->px_h * (size_t)p->ncomp + MAX_COMPS), 1);
     if (!planes) {
         atomic_store(&P->bad, 1);
         return;
@@ -539,6 +551,7 @@ static void decode_pixel_rows(void *arg, int begin, int end) {
     uint8_t *plane[MAX_COMPS];
     for (int c = 0; c < MAX_COMPS; c++)
         plane[c] = planes + (size_t)(c < p->ncomp ? c : 0) * stride * (size_t)p->px_h;
+    uint8_t *wide = planes + stride * (size_t)p->px_h * (size_t)p->ncomp; /* MAX_COMPS rows */
     for (int r = begin; r < end && !atomic_load_explicit(&P->bad, memory_order_relaxed); r++) {
         if (!mcu_row_to_planes(P, r, grp, plane, stride)) {
             atomic_store(&P->bad, 1);
@@ -548,10 +561,17 @@ static void decode_pixel_rows(void *arg, int begin, int end) {
             int oy = r * p->px_h + y;
             if (oy >= p->out_h) break;
             uint8_t *dst = P->pixels + (size_t)oy * (size_t)p->out_w * 3;
-            const uint8_t *Y = plane[0] + (size_t)y * stride;
+            const uint8_t *row[MAX_COMPS] = {NULL};
+            for (int c = 0; c < p->ncomp && c < MAX_COMPS; c++) {
+                row[c] = plane[c] + (size_t)y * stride;
+                if (p->h2[c]) { /* libjpeg's upsampling, before colour conversion */
+                    h2v1_row(row[c], p->ds_w[c], p->fancy[c], wide + (size_t)c * stride);
+                    row[c] = wide + (size_t)c * stride;
+                }
+            }
+            const uint8_t *Y = row[0];
             if (p->ncomp == 3) {
-                ycc_to_rgb_row(Y, plane[1] + (size_t)y * stride, plane[2] + (size_t)y * stride, p->out_w,
-                               dst);
+                ycc_to_rgb_row(Y, row[1], row[2], p->out_w, dst);
             } else {
                 for (int x = 0; x < p->out_w; x++) dst[3 * x] = dst[3 * x + 1] = dst[3 * x + 2] = Y[x];
             }

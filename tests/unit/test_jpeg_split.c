@@ -426,8 +426,8 @@ static effdet_decode_opts opts_for_scale(int w, int h, int denom) {
 
 /* ------------------------------------------------------------ equality */
 
-typedef enum { LAYOUT_420, LAYOUT_444, LAYOUT_GREY } layout;
-static const char *const LAYOUT_NAME[] = {"4:2:0", "4:4:4", "grey"};
+typedef enum { LAYOUT_420, LAYOUT_444, LAYOUT_GREY, LAYOUT_422, LAYOUTS } layout;
+static const char *const LAYOUT_NAME[] = {"4:2:0", "4:4:4", "grey", "4:2:2"};
 
 enum { ENC_ALL, ENC_Q85, ENC_Q85_PLAIN }; /* {50,85,98} x {default, optimised}; q85 both; q85 default */
 
@@ -481,11 +481,19 @@ START_TEST(test_split_matches_sequential) {
         {17, 9, LAYOUT_GREY, CONTENT_NOISE, ENC_ALL, 0xF, 0, 1}, /* an interval per MCU */
         {33, 17, LAYOUT_420, CONTENT_NOISE, ENC_Q85, 0xF, 0, 1},
         {4000, 16, LAYOUT_420, CONTENT_PHOTO, ENC_Q85, 0xF, 0, 1000}, /* one interval */
+        /* 4:2:2: chroma upsampled along the row */
+        {1920, 1080, LAYOUT_422, CONTENT_PHOTO, ENC_ALL, 0xF, 1, 0},
+        {1923, 1081, LAYOUT_422, CONTENT_NOISE, ENC_Q85_PLAIN, 0xF, 1, 0},
+        {3840, 2160, LAYOUT_422, CONTENT_GRADIENT, ENC_Q85_PLAIN, 0x4, 1, 0},
+        {1920, 1080, LAYOUT_422, CONTENT_PHOTO, ENC_Q85, 0xE, 1, -1},
+        {37, 9, LAYOUT_422, CONTENT_NOISE, ENC_ALL, 0xF, 0, 0}, /* 19 or fewer chroma columns */
+        {5, 300, LAYOUT_422, CONTENT_NOISE, ENC_Q85, 0xF, 0,
+         0}, /* 3 chroma columns: the smallest upsampled */
     };
     static const int QUALITY[3] = {50, 85, 98};
     pools_create();
     tally t = {0, 0, 0};
-    int per_scale[3][4] = {{0}}; /* splits by layout and scale */
+    int per_scale[LAYOUTS][4] = {{0}}; /* splits by layout and scale */
     int skipped = 0, rotate = 0;
     double t0 = effdet_now_ms();
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -501,8 +509,8 @@ START_TEST(test_split_matches_sequential) {
                 if (cases[k].encodings != ENC_ALL &&
                     (QUALITY[q] != 85 || (opt && cases[k].encodings == ENC_Q85_PLAIN)))
                     continue;
-                enc_params e =
-                    enc_defaults(comps, lay == LAYOUT_420 ? 2 : 1, lay == LAYOUT_420 ? 2 : 1, QUALITY[q]);
+                enc_params e = enc_defaults(comps, lay == LAYOUT_420 || lay == LAYOUT_422 ? 2 : 1,
+                                            lay == LAYOUT_420 ? 2 : 1, QUALITY[q]);
                 e.optimize = opt;
                 if (cases[k].rst > 0) e.restart_mcus = cases[k].rst;
                 if (cases[k].rst < 0) e.restart_rows = -cases[k].rst;
@@ -543,7 +551,7 @@ START_TEST(test_split_matches_sequential) {
     }
     printf("split decode: %d of %d decodes split, all equal to the sequential decode (%.0f ms)%s\n", t.split,
            t.calls, effdet_now_ms() - t0, t.failures ? " -- EXCEPT THE FAILURES ABOVE" : "");
-    for (int l = 0; l < 3; l++)
+    for (int l = 0; l < LAYOUTS; l++)
         printf("  %-5s splits at 1/1: %d, 1/2: %d, 1/4: %d, 1/8: %d\n", LAYOUT_NAME[l], per_scale[l][0],
                per_scale[l][1], per_scale[l][2], per_scale[l][3]);
     if (skipped) printf("  (%d photo cases skipped: no shared fixtures)\n", skipped);
@@ -551,7 +559,7 @@ START_TEST(test_split_matches_sequential) {
     fflush(stdout);
     ck_assert_msg(t.failures == 0, "%d failures (listed on stdout)", t.failures);
     for (int d = 1; d < 4; d++) ck_assert_int_gt(per_scale[LAYOUT_420][d], 0);
-    for (int l = LAYOUT_444; l <= LAYOUT_GREY; l++)
+    for (int l = LAYOUT_444; l < LAYOUTS; l++)
         for (int d = 0; d < 4; d++) ck_assert_int_gt(per_scale[l][d], 0);
 }
 END_TEST
@@ -581,7 +589,7 @@ START_TEST(test_split_scope) {
     enc_params e = enc_defaults(3, 2, 2, 85);
     ADD("4:2:0 (unscaled: fancy upsampling)", e, SPLIT_NEVER, SPLIT_MUST);
     e = enc_defaults(3, 2, 1, 85);
-    ADD("4:2:2", e, SPLIT_NEVER, SPLIT_NEVER);
+    ADD("4:2:2 (fancy upsampling along the row)", e, SPLIT_MUST, SPLIT_MUST);
     e = enc_defaults(3, 1, 2, 85);
     ADD("4:4:0", e, SPLIT_NEVER, SPLIT_MAY);
     e = enc_defaults(3, 4, 1, 85);
@@ -597,7 +605,7 @@ START_TEST(test_split_scope) {
     e = enc_defaults(1, 1, 1, 85), e.restart_rows = 3;
     ADD("grey restart every 3 rows", e, SPLIT_MUST, SPLIT_MUST);
     e = enc_defaults(3, 2, 1, 85), e.restart_rows = 1;
-    ADD("4:2:2 restart every row", e, SPLIT_NEVER, SPLIT_NEVER);
+    ADD("4:2:2 restart every row", e, SPLIT_MUST, SPLIT_MUST);
     e = enc_defaults(3, 1, 1, 85), e.separate_scans = 1;
     ADD("4:4:4 one scan per component", e, SPLIT_NEVER, SPLIT_NEVER);
     e = enc_defaults(3, 1, 1, 85), e.app_markers = 1;
@@ -1042,7 +1050,7 @@ START_TEST(test_split_failure_leaves_out_untouched) {
         enc_params e = enc_defaults(3, 2, 2, 85);
         if (kind == 1) e.progressive = 1;
         if (kind == 2) e.restart_rows = 1; /* with its first marker renumbered, below */
-        if (kind == 3) e.hs = 2, e.vs = 1;
+        if (kind == 3) e.separate_scans = 1;
         size_t n;
         uint8_t *jpg = encode(px, w, h, &e, &n);
         size_t m = kind == 4 ? n / 2 : n; /* 4: truncated */
