@@ -267,9 +267,10 @@ effdet_status image_decode_jpeg_pool(const uint8_t *data, size_t len, const effd
     if (opts && opts->allow_dct_scaling && (opts->target_w < 0 || opts->target_h < 0))
         return set_error(err, EFFDET_ERR_ARG, "effdet_decode_opts target size %dx%d is negative",
                          opts->target_w, opts->target_h);
-    /* On a pool, large files where no component is upsampled decode in segments (by
-     * restart intervals where there are markers, speculatively where not); other
-     * restart-marked files (4:2:2, small ones) decode in bands; anything those paths
+    /* On a pool, large files where no component is upsampled vertically decode in
+     * segments (by restart intervals where there are markers, speculatively where
+     * not); other restart-marked files (small ones, 4:1:1, ...) decode in bands;
+     * anything those paths
      * do not take (or that fails there) goes through the one sequential decoder,
      * which also words every error. */
     if (threadpool_size(tp) > 1 && check_jpeg_magic(data, len, NULL) == EFFDET_OK &&

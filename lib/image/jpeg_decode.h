@@ -59,8 +59,9 @@ effdet_status image_decode_jpeg_pool(const uint8_t *data, size_t len, const effd
 effdet_status jpeg_decode_bands(const uint8_t *data, size_t len, long long max_pixels,
                                 const effdet_decode_opts *opts, threadpool *tp, effdet_image *out);
 
-/* The split decode (jpeg_split.c): baseline Huffman, 8-bit, one interleaved scan, no
- * component upsampled (4:4:4 or greyscale at any scale, 4:2:0 at a DCT scale). The
+/* The split decode (jpeg_split.c): baseline Huffman, 8-bit, one interleaved scan,
+ * YCbCr or greyscale, no component upsampled vertically or by more than 2 (4:4:4,
+ * 4:2:2 or greyscale at any scale, 4:2:0 at a DCT scale). The
  * entropy-coded data is cut into one segment per pool thread: with restart markers,
  * by whole restart intervals; without, every segment after the first is decoded
  * speculatively from the middle of the stream and accepted only where the segment

@@ -27,9 +27,10 @@
  *
  * Only files where that is libjpeg's own result, byte for byte: baseline or extended
  * sequential Huffman, 8-bit, one interleaved scan, YCbCr or greyscale, and no
- * component upsampled (4:4:4 and grey at any scale, 4:2:0 only at a DCT scale, where
- * libjpeg widens the chroma IDCT instead; restart-marked files outside that, such as
- * 4:2:2, are banded by jpeg_bands.c). The headers are read and checked by libjpeg
+ * component upsampled vertically or by more than 2 (4:4:4, 4:2:2 and grey at any
+ * scale, 4:2:0 only at a DCT scale, where libjpeg widens the chroma IDCT instead;
+ * restart-marked files outside that, such as 4:1:1, are banded by jpeg_bands.c). 4:2:2 chroma is upsampled along its rows as libjpeg does it. The
+ * headers are read and checked by libjpeg
  * itself (jpeg_start_decompress validates the tables exactly as the sequential decode
  * would). As in jpeg_bands.c, nothing here reports an error: any doubt returns a
  * failure and the caller decodes the file sequentially, which is where errors are
