@@ -562,10 +562,10 @@ static void decode_pixel_rows(void *arg, int begin, int end) {
             int oy = r * p->px_h + y;
             if (oy >= p->out_h) break;
             uint8_t *dst = P->pixels + (size_t)oy * (size_t)p->out_w * 3;
-            const uint8_t *row[MAX_COMPS] = {NULL};
-            for (int c = 0; c < p->ncomp && c < MAX_COMPS; c++) {
+            const uint8_t *row[MAX_COMPS];
+            for (int c = 0; c < MAX_COMPS; c++) {
                 row[c] = plane[c] + (size_t)y * stride;
-                if (p->h2[c]) { /* libjpeg's upsampling, before colour conversion */
+                if (c < p->ncomp && p->h2[c]) { /* libjpeg's upsampling, before colour conversion */
                     h2v1_row(row[c], p->ds_w[c], p->fancy[c], wide + (size_t)c * stride);
                     row[c] = wide + (size_t)c * stride;
                 }
