@@ -195,12 +195,23 @@ int idct_plan_init(idct_plan *p, int size, const uint16_t q[64]) {
     return 1;
 }
 
+/* 1 when raw value v at natural index z dequantises beyond IDCT_MAX_COEF (branch-free:
+ * v + lim wraps above 2 lim exactly when |v| > lim). */
+static inline uint32_t beyond_range(const idct_plan *p, int z, int32_t v) {
+    return (uint32_t)v + p->lim[z] > 2 * p->lim[z];
+}
+
+/* The same for a DC value (predictor offsets added, so wider than an entry). */
+static inline int dc_beyond_range(const idct_plan *p, int64_t dc) {
+    return dc > p->lim[0] || dc < -(int64_t)p->lim[0];
+}
+
 /* Block `lane` of a group: its DC term, then every AC entry's one or two terms.
  * Returns the entries consumed (DC and terminator included), or 0 when a value is out
  * of range. The sums are unsigned (wrapping) so that garbage cannot overflow; in range
  * they are the C code's int32 sums exactly. */
 int idct_group_add(const idct_plan *p, int64_t dc, const int32_t *e, idct_group *g, int lane) {
-    if (dc > p->lim[0] || dc < -(int64_t)p->lim[0]) return 0;
+    if (dc_beyond_range(p, dc)) return 0;
     g->s[p->slot[0][0]][lane] = (uint32_t)dc * p->fac[0][0]; /* column 0's first even sum */
     uint32_t bad = 0;
     int n = 1;
@@ -208,7 +219,7 @@ int idct_group_add(const idct_plan *p, int64_t dc, const int32_t *e, idct_group 
         for (; e[n]; n++) {
             int z = e[n] & 0xFF;
             int32_t v = e[n] >> 8;
-            bad |= (uint32_t)v + p->lim[z] > 2 * p->lim[z];
+            bad |= beyond_range(p, z, v);
             g->s[p->slot[z][0]][lane] += (uint32_t)v * p->fac[z][0];
         }
         return bad ? 0 : n + 1;
@@ -216,7 +227,7 @@ int idct_group_add(const idct_plan *p, int64_t dc, const int32_t *e, idct_group 
     for (; e[n]; n++) {
         int z = e[n] & 0xFF;
         int32_t v = e[n] >> 8;
-        bad |= (uint32_t)v + p->lim[z] > 2 * p->lim[z];
+        bad |= beyond_range(p, z, v);
         g->s[p->slot[z][0]][lane] += (uint32_t)v * p->fac[z][0];
         g->s[p->slot[z][1]][lane] += (uint32_t)v * p->fac[z][1];
     }
@@ -330,13 +341,6 @@ static int group_store(const idct_group *g, int size, int nlanes, uint8_t *out, 
     return 0;
 }
 
-static int group_2x2(const idct_group *g, int nlanes, uint8_t *out, size_t stride) {
-    return group_store(g, 2, nlanes, out, stride);
-}
-
-static int group_4x4(const idct_group *g, int nlanes, uint8_t *out, size_t stride) {
-    return group_store(g, 4, nlanes, out, stride);
-}
 #else
 /* The final descale, range flag and level shift of a lane's sample (out_sample). */
 static inline uint8_t out_lane(int32_t sum, int shift, uint32_t *bad) {
@@ -410,7 +414,11 @@ static int group_4x4(const idct_group *g, int nlanes, uint8_t *out, size_t strid
 
 int idct_group_store(const idct_plan *p, const idct_group *g, int nlanes, uint8_t *out, size_t stride) {
     if (nlanes < 1 || nlanes > IDCT_LANES) return 1;
+#ifdef __SSE4_1__
+    return group_store(g, p->size, nlanes, out, stride);
+#else
     return p->size == 2 ? group_2x2(g, nlanes, out, stride) : group_4x4(g, nlanes, out, stride);
+#endif
 }
 
 /* A block with no AC coefficients is flat at every size: each pass's zero shortcut
@@ -430,7 +438,7 @@ static int idct_8x8_entries(const idct_plan *p, int32_t dc, const int32_t *e, ui
     for (; e[n]; n++) {
         int z = e[n] & 0xFF;
         int32_t v = e[n] >> 8;
-        bad |= (uint32_t)v + p->lim[z] > 2 * p->lim[z];
+        bad |= beyond_range(p, z, v);
         coef[z] = (int32_t)((uint32_t)v * p->q[z]);
     }
     if (bad || idct_8x8(coef, out, stride)) return 0;
@@ -438,13 +446,13 @@ static int idct_8x8_entries(const idct_plan *p, int32_t dc, const int32_t *e, ui
 }
 
 int idct_block_entries(const idct_plan *p, int64_t dc, const int32_t *e, uint8_t *out, size_t stride) {
-    int64_t d = dc * p->q[0];
-    if (d > IDCT_MAX_COEF || d < -IDCT_MAX_COEF || (p->size != 1 && p->size != 8)) return 0;
+    if (dc_beyond_range(p, dc) || (p->size != 1 && p->size != 8)) return 0;
+    int32_t d = (int32_t)dc * p->q[0];
     if (!e[1]) { /* common: no AC coefficient */
-        idct_flat(p->size, (int32_t)d, out, stride);
+        idct_flat(p->size, d, out, stride);
         return 2;
     }
-    return p->size == 8 ? idct_8x8_entries(p, (int32_t)d, e, out, stride) : 0; /* 1x1 reads no AC */
+    return p->size == 8 ? idct_8x8_entries(p, d, e, out, stride) : 0; /* 1x1 reads no AC */
 }
 
 void h2v1_row(const uint8_t *in, int n, int fancy, uint8_t *out) {

@@ -53,9 +53,8 @@
 typedef struct {
     int w, h, out_w, out_h;
     int ncomp;
-    int size[MAX_COMPS];              /* IDCT output size of each component (1, 2, 4, 8) */
     int hs[MAX_COMPS], vs[MAX_COMPS]; /* sampling factors; 1 for a greyscale scan */
-    idct_plan idct[MAX_COMPS];        /* with the component's quantiser */
+    idct_plan idct[MAX_COMPS];        /* with the component's IDCT size and quantiser */
     int mcus_per_row, mcu_rows;
     int px_w, px_h;       /* pixels of one MCU (component 0's samples; h2 ones have half as many columns) */
     int h2[MAX_COMPS];    /* upsampled horizontally by 2 (4:2:2 chroma) */
@@ -115,7 +114,6 @@ static int plan_from_libjpeg(struct jpeg_decompress_struct *ci, split_plan *p) {
          * than 2 samples; else each sample twice */
         p->fancy[c] = ci->do_fancy_upsampling && ci->min_DCT_scaled_size > 1 && p->ds_w[c] > 2;
         if (!k->quant_table || !idct_plan_init(&p->idct[c], s, k->quant_table->quantval)) return 0;
-        p->size[c] = s;
         p->hs[c] = p->ncomp == 1 ? 1 : k->h_samp_factor;
         p->vs[c] = p->ncomp == 1 ? 1 : k->v_samp_factor;
     }
@@ -142,14 +140,14 @@ static int plan_from_libjpeg(struct jpeg_decompress_struct *ci, split_plan *p) {
             b->comp = c;
             b->dc = &p->dc[k->dc_tbl_no];
             b->ac = &p->ac[k->ac_tbl_no];
-            b->keep = coefs_read(p->size[c]);
+            b->keep = coefs_read(p->idct[c].size);
         }
     }
     if (lo->nblocks != ci->blocks_in_MCU) return 0;
     p->ngroups = 0;
     for (int c = 0; c < p->ncomp; c++)
         for (int y = 0; y < 4; y++) {
-            int grouped = (p->size[c] == 2 || p->size[c] == 4) && y < p->vs[c];
+            int grouped = (p->idct[c].size == 2 || p->idct[c].size == 4) && y < p->vs[c];
             p->row_group[c][y] = grouped ? p->ngroups : -1;
             if (grouped) p->ngroups += p->hs[c];
         }
@@ -494,7 +492,7 @@ static int store_groups(const split_plan *p, const idct_group *grp, int mx0, int
     for (int c = 0; c < p->ncomp && c < MAX_COMPS; c++)
         for (int y = 0; y < p->vs[c] && p->row_group[c][y] >= 0; y++)
             for (int gi = 0; gi < p->hs[c]; gi++) {
-                int first = gi * IDCT_LANES, lanes = nm * p->hs[c] - first, sz = p->size[c];
+                int first = gi * IDCT_LANES, lanes = nm * p->hs[c] - first, sz = p->idct[c].size;
                 if (lanes <= 0) break;
                 uint8_t *dst =
                     plane[c] + (size_t)(y * sz) * stride + (size_t)(mx0 * p->hs[c] + first) * (size_t)sz;
@@ -518,7 +516,7 @@ static int mcu_row_to_planes(const pixel_job *P, int r, idct_group *grp, uint8_t
             const span *s;
             const coef_entry *e = mcu_entries(P, (long long)r * p->mcus_per_row + mx, &si, &s);
             for (int bi = 0; bi < p->layout.nblocks; bi++) {
-                int c = p->layout.b[bi].comp, sz = p->size[c], g = p->group_of[m][bi];
+                int c = p->layout.b[bi].comp, sz = p->idct[c].size, g = p->group_of[m][bi];
                 int64_t dc = e[0] + s->dc_offset[c];
                 int n;
                 if (g >= 0) {
