@@ -36,6 +36,7 @@ static const int pwd_rows_for_nv[4] = {0, 12, 12, 8};
 static const int pwd_rows_for_nv[4] = {0, 12, 6, 0};
 #endif
 #define PWD_MAX_M 12
+#define PWD_PREFETCH_K 8
 
 /* Rows per block: the block's input rows and output rows stay in L2 (~256 KB) while
  * every column panel sweeps them. */
@@ -78,6 +79,16 @@ static inline __attribute__((always_inline)) void pwd_tile(const pwd_job *job, i
         for (int v = 0; v < NV; v++) acc[i][v] = vsplat(0.0f);
     for (int k = 0; k < cin; k++) {
         const float *wk = w + (size_t)k * cout;
+        /* A tile reads its weight panel one row per k, cout floats apart (from L2
+         * once the matrix outgrows L1: 672x112 is 300 KB), so fetch the rows
+         * PWD_PREFETCH_K ahead; every 16 k (one cache line of one input row) also
+         * touch the next tile's input rows. [EPYC Zen 5, 1 thread, D0 forward]
+         * 34.8 -> 33.8 ms; distances 4..16 were within 1% of each other. */
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) __builtin_prefetch(wk + (size_t)PWD_PREFETCH_K * cout + v * VLEN);
+        if ((k & 15) == 0)
+#pragma GCC unroll 12
+            for (int i = 0; i < M; i++) __builtin_prefetch(in + (size_t)(i + M) * cin + k);
         vfloat wv[PWD_MAX_NV];
 #pragma GCC unroll 3
         for (int v = 0; v < NV; v++)
